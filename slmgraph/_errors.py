@@ -1,0 +1,183 @@
+"""The slmgraph exception tree.
+
+Every error slmgraph raises derives from :class:`SlmGraphError` and says what went
+wrong and what to do about it::
+
+    SlmGraphError
+    ├── UserError                     a developer's mistake, found before any model call
+    │   ├── ConfigError               a broken or incomplete configuration (names the field)
+    │   ├── UnknownSkillError         a router, rule or config names a skill the graph lacks
+    │   └── MissingDependencyError    an optional extra is not installed (names the extra)
+    ├── RequestError                  the request itself cannot be served
+    │   ├── EmptyRequestError         nothing to do
+    │   └── RequestTooLargeError      more tokens than the model's context window
+    ├── ModelError                    a model backend failed
+    │   ├── ModelUnavailableError     the server cannot be reached (names the host)
+    │   ├── ModelTimeoutError         the call took longer than its timeout
+    │   ├── ModelNotFoundError        the server does not have the model (says how to get it)
+    │   ├── ModelHTTPError            any other HTTP status from the server
+    │   └── InvalidModelOutputError   the reply cannot be parsed or fails its schema
+    └── EscalationError               the escalation agent could not finish
+        └── StepLimitError            the agent hit its step budget
+
+Transient faults (unreachable, timeout, HTTP 429 and 5xx) carry ``transient = True``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SlmGraphError",
+    "UserError",
+    "ConfigError",
+    "UnknownSkillError",
+    "MissingDependencyError",
+    "RequestError",
+    "EmptyRequestError",
+    "RequestTooLargeError",
+    "ModelError",
+    "ModelUnavailableError",
+    "ModelTimeoutError",
+    "ModelNotFoundError",
+    "ModelHTTPError",
+    "InvalidModelOutputError",
+    "EscalationError",
+    "StepLimitError",
+]
+
+
+class SlmGraphError(Exception):
+    """Root of every error slmgraph raises."""
+
+    transient: bool = False
+
+
+class UserError(SlmGraphError):
+    """A mistake in how slmgraph is used or configured."""
+
+
+class ConfigError(UserError):
+    """A configuration value is missing or invalid.
+
+    Attributes:
+        field: dotted name of the offending setting, e.g. ``"large.base_url"``.
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"config field {field!r}: {problem}")
+
+
+class UnknownSkillError(UserError):
+    """A name refers to a skill that the graph does not have."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        self.known = known
+        super().__init__(
+            f"unknown skill {name!r}; this graph has: {', '.join(sorted(known)) or '(none)'}"
+        )
+
+
+class MissingDependencyError(UserError):
+    """An optional dependency is missing; the message names the extra to install."""
+
+    def __init__(self, what: str, extra: str, hint: str = "") -> None:
+        self.extra = extra
+        msg = f"{what} is not installed; install it with `pip install 'slmgraph[{extra}]'`"
+        super().__init__(msg + (f" {hint}" if hint else ""))
+
+
+class RequestError(SlmGraphError):
+    """The request cannot be served as given."""
+
+
+class EmptyRequestError(RequestError):
+    """The request has no content."""
+
+    def __init__(self) -> None:
+        super().__init__("the request is empty; send some text for the graph to work on")
+
+
+class RequestTooLargeError(RequestError):
+    """The request does not fit the model's context window.
+
+    slmgraph counts tokens itself and refuses such a request instead of letting the
+    server truncate it silently.
+    """
+
+    def __init__(self, tokens: int, limit: int, model: str) -> None:
+        self.tokens = tokens
+        self.limit = limit
+        self.model = model
+        super().__init__(
+            f"the request is {tokens} tokens but {model!r} takes at most {limit} "
+            "for input; split it into smaller requests, or bind a model with a larger "
+            "context window (num_ctx / n_ctx)"
+        )
+
+
+class ModelError(SlmGraphError):
+    """A model backend failed.
+
+    Attributes:
+        model: the model name the call was for.
+        provider: which backend raised (``"ollama"``, ``"openai"``, ...).
+    """
+
+    def __init__(self, message: str, *, model: str = "", provider: str = "") -> None:
+        self.model = model
+        self.provider = provider
+        super().__init__(message)
+
+
+class ModelUnavailableError(ModelError):
+    """The model server could not be reached."""
+
+    transient = True
+
+
+class ModelTimeoutError(ModelError):
+    """The model call exceeded its timeout."""
+
+    transient = True
+
+
+class ModelNotFoundError(ModelError):
+    """The server answered but does not have the requested model."""
+
+
+class ModelHTTPError(ModelError):
+    """The server answered with an HTTP error status."""
+
+    def __init__(self, message: str, *, status_code: int, model: str = "", provider: str = "") -> None:
+        self.status_code = status_code
+        super().__init__(message, model=model, provider=provider)
+        self.transient = status_code == 429 or status_code >= 500
+
+
+class InvalidModelOutputError(ModelError):
+    """The model's reply could not be parsed or does not match the expected schema.
+
+    Attributes:
+        text: the raw reply, kept so the caller can show or repair it.
+    """
+
+    def __init__(self, message: str, *, text: str = "", model: str = "", provider: str = "") -> None:
+        self.text = text
+        super().__init__(message, model=model, provider=provider)
+
+
+class EscalationError(SlmGraphError):
+    """The escalation agent could not produce an answer."""
+
+
+class StepLimitError(EscalationError):
+    """The escalation agent used its whole step budget without finishing."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+        super().__init__(
+            f"the escalation agent used all {steps} steps without a final answer; "
+            "raise max_steps or split the request"
+        )

@@ -1,0 +1,164 @@
+"""Typed configuration: explicit values first, then the environment, then a TOML file.
+
+A TOML file looks like::
+
+    route_threshold = 0.6
+
+    [small]
+    provider = "ollama"          # "auto" | "embedded" | "ollama" | "openai"
+    model = "qwen2.5:0.5b"
+    num_ctx = 4096
+
+    [large]
+    provider = "openai"
+    model = "gpt-4o-mini"
+    base_url = "https://api.openai.com/v1"
+    price = { input_per_mtok = 0.15, output_per_mtok = 0.60 }
+
+Environment: ``SLMGRAPH_SMALL_PROVIDER``, ``SLMGRAPH_SMALL_MODEL``, ``OLLAMA_HOST``,
+``SLMGRAPH_LARGE_PROVIDER``, ``SLMGRAPH_LARGE_MODEL``, ``OPENAI_BASE_URL``,
+``OPENAI_API_KEY``, ``SLMGRAPH_CHECKPOINT``. Escalation to a large model is off
+unless a large model is configured.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
+
+from ._errors import ConfigError
+from .ledger import Price
+
+__all__ = ["ModelConfig", "Config", "load_config"]
+
+Provider = Literal["auto", "embedded", "ollama", "openai"]
+
+
+class ModelConfig(BaseModel):
+    """How to reach one model.
+
+    ``provider="auto"`` (small model only) uses Ollama when its server answers and
+    has ``model`` pulled, and the embedded engine otherwise.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Provider = "auto"
+    model: str | None = None
+    host: str | None = None
+    base_url: str | None = None
+    api_key: str | None = Field(default=None, repr=False)
+    num_ctx: PositiveInt = 4096
+    context_window: PositiveInt | None = None
+    keep_alive: str | None = "5m"
+    timeout: PositiveFloat = 60.0
+    model_path: str | None = None
+    price: Price | None = None
+
+    @field_validator("host", "base_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parsed = urlparse(v if "://" in v else f"http://{v}")
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"{v!r} is not an http(s) URL")
+        return v
+
+
+class Config(BaseModel):
+    """The whole configuration of a graph run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    small: ModelConfig = Field(default_factory=ModelConfig)
+    large: ModelConfig | None = None
+    route_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    checkpoint: str = ".slmgraph/checkpoints.sqlite"
+    max_steps: PositiveInt = 4
+    retry_attempts: PositiveInt = 3
+
+    @field_validator("large")
+    @classmethod
+    def _large(cls, v: ModelConfig | None) -> ModelConfig | None:
+        if v is None:
+            return v
+        if v.provider in ("auto", "embedded"):
+            raise ValueError("the large model must use provider 'openai' or 'ollama'")
+        if not v.model:
+            raise ValueError("a large model needs `model`")
+        return v
+
+
+_ENV = {
+    "SLMGRAPH_SMALL_PROVIDER": ("small", "provider"),
+    "SLMGRAPH_SMALL_MODEL": ("small", "model"),
+    "OLLAMA_HOST": ("small", "host"),
+    "SLMGRAPH_LARGE_PROVIDER": ("large", "provider"),
+    "SLMGRAPH_LARGE_MODEL": ("large", "model"),
+    "OPENAI_BASE_URL": ("large", "base_url"),
+    "SLMGRAPH_CHECKPOINT": (None, "checkpoint"),
+}
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(dict(out[key]), value)
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for var, (section, key) in _ENV.items():
+        if env.get(var):
+            target = out.setdefault(section, {}) if section else out
+            target[key] = env[var]
+    large = out.get("large")
+    # OPENAI_BASE_URL alone does not switch escalation on: a large model must be named.
+    if large is not None and "model" not in large:
+        out.pop("large")
+    elif large is not None:
+        large.setdefault("provider", "openai")
+    return out
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Build a :class:`Config` from a TOML file, the environment and explicit overrides.
+
+    Later sources win: file < environment < overrides.
+
+    Raises:
+        ConfigError: naming the first bad field, e.g. ``small.timeout``.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError("config", f"file {str(p)!r} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("config", f"{p} is not valid TOML: {exc}") from None
+    data = _merge(data, _from_env(os.environ if env is None else env))
+    data = _merge(data, overrides or {})
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "config"
+        raise ConfigError(field, err["msg"]) from None

@@ -1,0 +1,253 @@
+"""Building and running a routed graph: router -> specialist -> accept -> end, or -> escalation -> end."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+
+from .._context import check_fits
+from .._errors import ConfigError, EmptyRequestError, UnknownSkillError, UserError
+from .._sync import iterate_sync, run_sync
+from ..agents._escalation import EscalationAgent
+from ..agents._router import ModelRouter, Router, RulesRouter
+from ..ledger import LedgerEntry, PriceTable, totals
+from ..models._base import Message, Model
+from ..skills._skill import Skill
+from ._nodes import GraphSpec, Nodes, outcome_message
+from ._state import GraphState, RunResult
+
+__all__ = ["SLMGraph", "NodeEvent", "build_graph", "DEFAULT_CHECKPOINT"]
+
+#: Where runs are checkpointed unless told otherwise.
+DEFAULT_CHECKPOINT = Path(".slmgraph") / "checkpoints.sqlite"
+
+Checkpoint = str | Path | BaseCheckpointSaver | None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeEvent:
+    """One streamed event: a node finished with ``update``; the last event has ``result``."""
+
+    node: str
+    update: dict[str, Any] = field(default_factory=dict)
+    result: RunResult | None = None
+
+
+def build_graph(
+    skills: Sequence[Skill],
+    *,
+    models: Mapping[str, Model],
+    router: Router | None = None,
+    route_threshold: float = 0.5,
+    escalation: EscalationAgent | None = None,
+    prices: PriceTable | None = None,
+    checkpoint: Checkpoint = DEFAULT_CHECKPOINT,
+    large_keys: Sequence[str] = ("large",),
+    name: str = "slmgraph",
+) -> SLMGraph:
+    """Compose skills into a routed graph.
+
+    Args:
+        skills: the specialists; names must be unique.
+        models: models by binding key. Skills, the router and the escalation agent
+            name keys (``"small"``, ``"large"``, ...), never backends.
+        router: picks a skill; defaults to a :class:`ModelRouter` on ``"small"``
+            (or, with one skill, always that skill).
+        route_threshold: decisions below this confidence escalate.
+        escalation: the large-model agent; with no model bound to its key,
+            escalations end as ``escalation_needed`` with the draft kept.
+        prices: the price table for the ledger; its ``baseline_model`` prices
+            the all-on-the-large-model comparison.
+        checkpoint: SQLite file path (default ``.slmgraph/checkpoints.sqlite``), a
+            LangGraph checkpointer, or ``None`` for no persistence.
+        large_keys: binding keys whose calls count as large-model calls.
+
+    Raises:
+        ConfigError, UnknownSkillError: at build time, never mid-run.
+    """
+    if not skills:
+        raise ConfigError("skills", "a graph needs at least one skill")
+    by_name: dict[str, Skill] = {}
+    for s in skills:
+        if s.name in by_name:
+            raise ConfigError("skills", f"two skills are named {s.name!r}")
+        by_name[s.name] = s
+    if not 0.0 <= route_threshold <= 1.0:
+        raise ConfigError("route_threshold", f"must be between 0 and 1, got {route_threshold}")
+    if router is None:
+        router = RulesRouter([], default=skills[0].name) if len(skills) == 1 else ModelRouter()
+    for n in router.skill_names():
+        if n not in by_name:
+            raise UnknownSkillError(n, list(by_name))
+    escalation = escalation or EscalationAgent()
+    for n in escalation.tools or ():
+        if n not in by_name:
+            raise UnknownSkillError(n, list(by_name))
+    needed = {s.model for s in skills} | ({router.model} if isinstance(router, ModelRouter) else set())
+    for key in sorted(needed):
+        if key not in models:
+            raise ConfigError(f"models.{key}", f"no model is bound to {key!r}; bind one with models={{{key!r}: ...}}")
+    spec = GraphSpec(
+        skills=by_name,
+        models=dict(models),
+        router=router,
+        escalation=escalation,
+        route_threshold=route_threshold,
+        prices=prices or PriceTable(),
+        large_keys=frozenset(large_keys),
+    )
+    return SLMGraph(spec, checkpoint=checkpoint, name=name)
+
+
+class SLMGraph:
+    """A compiled routed graph with an async API, thin sync wrappers and durable runs.
+
+    Use :meth:`compile` to get the plain LangGraph graph for LangGraph tooling.
+    """
+
+    def __init__(self, spec: GraphSpec, *, checkpoint: Checkpoint, name: str) -> None:
+        self.spec = spec
+        self.name = name
+        self.checkpoint = checkpoint
+        nodes = Nodes(spec)
+        builder = StateGraph(GraphState)
+        builder.add_node("router", nodes.router)
+        builder.add_node("specialist", nodes.specialist)
+        builder.add_node("escalation", nodes.escalation)
+        builder.add_edge(START, "router")
+        builder.add_conditional_edges("router", Nodes.after_router, ["specialist", "escalation"])
+        builder.add_conditional_edges("specialist", Nodes.after_specialist, {"end": END, "escalation": "escalation"})
+        builder.add_edge("escalation", END)
+        self.builder = builder
+        self._plain = builder.compile(name=name) if checkpoint is None else None
+        if isinstance(checkpoint, BaseCheckpointSaver):
+            self._plain = builder.compile(checkpointer=checkpoint, name=name)
+
+    @property
+    def skills(self) -> Mapping[str, Skill]:
+        return self.spec.skills
+
+    def compile(self, checkpointer: BaseCheckpointSaver | None = None) -> CompiledStateGraph:
+        """The underlying LangGraph graph, compiled with ``checkpointer``."""
+        return self.builder.compile(checkpointer=checkpointer, name=self.name)
+
+    @contextlib.asynccontextmanager
+    async def _compiled(self) -> AsyncIterator[CompiledStateGraph]:
+        if self._plain is not None:
+            yield self._plain
+            return
+        path = Path(self.checkpoint)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
+            yield self.builder.compile(checkpointer=saver, name=self.name)
+
+    def validate_request(self, request: str) -> str:
+        """Refuse an empty request, or one that cannot fit a small model's context.
+
+        Raises:
+            EmptyRequestError, RequestTooLargeError.
+        """
+        if not isinstance(request, str) or not request.strip():
+            raise EmptyRequestError()
+        keys = {s.model for s in self.spec.skills.values()}
+        if isinstance(self.spec.router, ModelRouter):
+            keys.add(self.spec.router.model)
+        for key in sorted(keys):
+            check_fits(self.spec.models[key], [Message("user", request)])
+        return request
+
+    def _config(self, thread_id: str) -> dict[str, Any]:
+        return {"configurable": {"thread_id": thread_id}}
+
+    async def ainvoke(self, request: str, *, thread_id: str | None = None) -> RunResult:
+        """Run one request to the end and return its :class:`RunResult`."""
+        result = None
+        async for event in self.astream(request, thread_id=thread_id):
+            result = event.result or result
+        assert result is not None
+        return result
+
+    async def astream(self, request: str | None, *, thread_id: str | None = None) -> AsyncIterator[NodeEvent]:
+        """Run one request, yielding a :class:`NodeEvent` as each node finishes.
+
+        With ``request=None`` the run on ``thread_id`` resumes from its checkpoint.
+        """
+        if request is not None:
+            self.validate_request(request)
+        thread_id = thread_id or uuid.uuid4().hex
+        config = self._config(thread_id)
+        async with self._compiled() as graph:
+            if request is None:
+                if graph.checkpointer is None:
+                    raise UserError("this graph has no checkpointer, so there is nothing to resume")
+                snapshot = await graph.aget_state(config)
+                if not snapshot.values:
+                    raise UserError(f"no run is checkpointed under thread id {thread_id!r}; nothing to resume")
+                payload: GraphState | None = None
+            else:
+                payload = {"request": request, "ledger": []}
+            state: GraphState = {}
+            async for mode, data in graph.astream(payload, config, stream_mode=["updates", "values"]):
+                if mode == "values":
+                    state = data
+                    continue
+                for node, update in data.items():
+                    yield NodeEvent(node=node, update=dict(update or {}))
+        yield NodeEvent(node="end", result=self._result(thread_id, state))
+
+    async def aresume(self, thread_id: str) -> RunResult:
+        """Finish an interrupted run from its last checkpoint; finished nodes are not re-run."""
+        result = None
+        async for event in self.astream(None, thread_id=thread_id):
+            result = event.result or result
+        assert result is not None
+        return result
+
+    async def aget_result(self, thread_id: str) -> RunResult | None:
+        """The result as checkpointed for ``thread_id``, or ``None`` if unknown."""
+        async with self._compiled() as graph:
+            if graph.checkpointer is None:
+                return None
+            snapshot = await graph.aget_state(self._config(thread_id))
+        return self._result(thread_id, snapshot.values) if snapshot.values else None
+
+    def invoke(self, request: str, *, thread_id: str | None = None) -> RunResult:
+        return run_sync(self.ainvoke(request, thread_id=thread_id))
+
+    def stream(self, request: str | None, *, thread_id: str | None = None) -> Iterator[NodeEvent]:
+        return iterate_sync(self.astream(request, thread_id=thread_id))
+
+    def resume(self, thread_id: str) -> RunResult:
+        return run_sync(self.aresume(thread_id))
+
+    def get_result(self, thread_id: str) -> RunResult | None:
+        return run_sync(self.aget_result(thread_id))
+
+    def _result(self, thread_id: str, state: GraphState) -> RunResult:
+        entries = [LedgerEntry.model_validate(e) for e in state.get("ledger", [])]
+        status = state.get("status", "running")
+        return RunResult(
+            thread_id=thread_id,
+            status=status,
+            route=state.get("route"),
+            route_confidence=state.get("route_confidence"),
+            answer=state.get("answer"),
+            output=state.get("output"),
+            confidence=state.get("confidence"),
+            draft=state.get("draft"),
+            escalation_reason=state.get("escalation_reason"),
+            escalation_detail=state.get("escalation_detail"),
+            tool_calls=state.get("tool_calls", []),
+            message=outcome_message(state),
+            ledger=entries,
+            totals=totals(entries, self.spec.prices),
+        )

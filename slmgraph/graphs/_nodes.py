@@ -1,0 +1,129 @@
+"""The three node functions of a routed graph: router, specialist, escalation.
+
+Each node follows LangGraph's contract, ``state -> partial state``, and appends the
+ledger entries of the model calls it made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import asdict as dc_asdict
+
+from langchain_core.messages import AIMessage, HumanMessage
+
+from .._context import RunContext
+from ..agents._escalation import EscalationAgent
+from ..agents._router import Router
+from ..ledger import PriceTable
+from ..models._base import Model
+from ..skills._run import run_skill
+from ..skills._skill import Accepted, EscalationReason, Skill
+from ._state import NO_LARGE_MODEL, GraphState
+
+__all__ = ["GraphSpec", "Nodes"]
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """Everything a graph's nodes need, fixed when the graph is built."""
+
+    skills: Mapping[str, Skill]
+    models: Mapping[str, Model]
+    router: Router
+    escalation: EscalationAgent
+    route_threshold: float
+    prices: PriceTable
+    large_keys: frozenset[str]
+
+    def context(self) -> RunContext:
+        return RunContext.fresh(self.models, self.prices, self.large_keys)
+
+
+class Nodes:
+    def __init__(self, spec: GraphSpec) -> None:
+        self.spec = spec
+
+    async def router(self, state: GraphState) -> GraphState:
+        ctx = self.spec.context()
+        request = state["request"]
+        decision = await self.spec.router.route(request, list(self.spec.skills.values()), ctx)
+        update: GraphState = {
+            "messages": [HumanMessage(request)],
+            "route": decision.skill,
+            "route_confidence": decision.confidence,
+            "status": "running",
+            "ledger": ctx.recorder.dump(),
+        }
+        if decision.skill is None:
+            update["escalation_reason"] = EscalationReason.NONE_FITS.value
+            update["escalation_detail"] = "the router found no skill that fits the request"
+        elif decision.confidence < self.spec.route_threshold:
+            update["escalation_reason"] = EscalationReason.LOW_ROUTE_CONFIDENCE.value
+            update["escalation_detail"] = (
+                f"route {decision.skill!r} has confidence {decision.confidence:.2f}, "
+                f"below the threshold {self.spec.route_threshold:.2f}"
+            )
+        return update
+
+    async def specialist(self, state: GraphState) -> GraphState:
+        ctx = self.spec.context()
+        skill = self.spec.skills[state["route"]]
+        outcome = await run_skill(skill, state["request"], ctx)
+        if isinstance(outcome, Accepted):
+            output = outcome.output.model_dump(mode="json")
+            answer = outcome.output.model_dump_json()
+            return {
+                "output": output,
+                "confidence": outcome.confidence,
+                "answer": answer,
+                "status": "answered",
+                "messages": [AIMessage(answer, name=skill.name)],
+                "ledger": ctx.recorder.dump(),
+            }
+        return {
+            "draft": outcome.draft,
+            "confidence": outcome.confidence,
+            "escalation_reason": outcome.reason.value,
+            "escalation_detail": outcome.detail,
+            "ledger": ctx.recorder.dump(),
+        }
+
+    async def escalation(self, state: GraphState) -> GraphState:
+        if self.spec.escalation.model not in self.spec.models:
+            return {"status": "escalation_needed", "answer": None}
+        ctx = self.spec.context()
+        result = await self.spec.escalation.run(
+            state["request"],
+            draft=state.get("draft"),
+            reason=state.get("escalation_reason") or "",
+            detail=state.get("escalation_detail") or "",
+            skills=self.spec.skills,
+            ctx=ctx,
+        )
+        return {
+            "answer": result.answer,
+            "status": "escalated",
+            "tool_calls": [dc_asdict(c) for c in result.tool_calls],
+            "messages": [AIMessage(result.answer, name="escalation")],
+            "ledger": ctx.recorder.dump(),
+        }
+
+    @staticmethod
+    def after_router(state: GraphState) -> str:
+        return "escalation" if state.get("escalation_reason") else "specialist"
+
+    @staticmethod
+    def after_specialist(state: GraphState) -> str:
+        return "end" if state.get("status") == "answered" else "escalation"
+
+
+def outcome_message(state: GraphState) -> str:
+    status = state.get("status")
+    if status == "answered":
+        return f"answered by skill {state.get('route')!r}"
+    if status == "escalated":
+        return f"escalated ({state.get('escalation_reason')}) and answered by the large model"
+    if status == "escalation_needed":
+        return f"{NO_LARGE_MODEL}; reason: {state.get('escalation_reason')}; the specialist's draft is kept"
+    return "the run has not finished; resume it with its thread id"

@@ -1,0 +1,72 @@
+"""The typed graph state and the typed result of a run.
+
+State values stay plain JSON (dicts, lists, strings) plus langchain-core messages,
+so every checkpoint serialises without custom types.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any, Literal, TypedDict
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+from pydantic import BaseModel, Field
+
+from ..ledger import LedgerEntry, RunTotals
+
+__all__ = ["GraphState", "RunResult", "Status", "NO_LARGE_MODEL"]
+
+#: Where a run ended.
+#: ``answered``: a specialist's answer was accepted.
+#: ``escalated``: the large model answered.
+#: ``escalation_needed``: the request needs the large model but none is configured.
+Status = Literal["running", "answered", "escalated", "escalation_needed"]
+
+NO_LARGE_MODEL = "escalation needed; no large model configured"
+
+
+class GraphState(TypedDict, total=False):
+    """State of one slmgraph run (one LangGraph thread)."""
+
+    request: str
+    messages: Annotated[list[AnyMessage], add_messages]
+    route: str | None
+    route_confidence: float
+    output: dict[str, Any] | None
+    draft: Any
+    confidence: float | None
+    escalation_reason: str | None
+    escalation_detail: str | None
+    tool_calls: list[dict[str, Any]]
+    answer: str | None
+    status: Status
+    ledger: Annotated[list[dict[str, Any]], operator.add]
+
+
+class RunResult(BaseModel):
+    """The outcome of one run, read from the final graph state.
+
+    Attributes:
+        answer: the final answer as text (the accepted output as JSON, or the
+            large model's answer); ``None`` when escalation was needed but missing.
+        output: the accepted specialist output, when a skill answered.
+        draft: the specialist's draft when the request escalated; kept even when
+            no large model is configured.
+        message: a human-readable line about the outcome.
+    """
+
+    thread_id: str
+    status: Status
+    route: str | None = None
+    route_confidence: float | None = None
+    answer: str | None = None
+    output: dict[str, Any] | None = None
+    confidence: float | None = None
+    draft: Any = None
+    escalation_reason: str | None = None
+    escalation_detail: str | None = None
+    tool_calls: list[dict[str, Any]] = Field(default_factory=list)
+    message: str = ""
+    ledger: list[LedgerEntry] = Field(default_factory=list)
+    totals: RunTotals = Field(default_factory=RunTotals)

@@ -1,0 +1,204 @@
+"""The one model seam: messages in, a :class:`ModelReply` out.
+
+A backend implements :meth:`Model.complete`; :meth:`Model.stream` is optional and
+falls back to yielding the whole reply as one chunk. Everything else in slmgraph
+(skills, routers, the escalation agent) talks to models only through this seam.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .._errors import InvalidModelOutputError
+from .._sync import run_sync
+
+__all__ = [
+    "Message",
+    "ModelSettings",
+    "Usage",
+    "TokenLogprob",
+    "ModelReply",
+    "StreamChunk",
+    "Model",
+    "parse_json_reply",
+    "try_parse_json",
+]
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat message."""
+
+    role: Role
+    content: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSettings:
+    """Per-call generation settings. ``None`` leaves the backend's own default."""
+
+    temperature: float | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(slots=True)
+class ModelReply:
+    """What a backend returns for one call.
+
+    Attributes:
+        text: the raw reply text.
+        parsed: the JSON value of ``text`` when a schema was requested and the text
+            is JSON; ``None`` otherwise. Backends never raise on unparseable
+            content: the caller decides (skills re-ask, see ``parse_json_reply``).
+        usage: prompt and completion tokens as the backend reported them.
+        latency_s: wall time of the call, measured by slmgraph.
+        logprobs: per-token log probabilities, when the backend gives them.
+        model: the model that answered.
+        provider: the backend (``"ollama"``, ``"openai"``, ``"llamacpp"``, ...).
+        finish_reason: why generation stopped, as the backend reported it.
+        timings: backend-reported durations in seconds (e.g. Ollama's ``eval``).
+    """
+
+    text: str
+    model: str
+    provider: str
+    parsed: Any = None
+    usage: Usage = field(default_factory=Usage)
+    latency_s: float = 0.0
+    logprobs: tuple[TokenLogprob, ...] | None = None
+    finish_reason: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def confidence(self) -> float | None:
+        """Geometric-mean token probability, or ``None`` without logprobs."""
+        if not self.logprobs:
+            return None
+        mean = sum(t.logprob for t in self.logprobs) / len(self.logprobs)
+        return math.exp(mean)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChunk:
+    """A piece of a streamed reply; the last chunk carries ``reply``."""
+
+    delta: str
+    reply: ModelReply | None = None
+
+
+class Model(ABC):
+    """A chat model behind one async method.
+
+    Attributes:
+        name: the model identifier the backend knows it by.
+        provider: short backend name, recorded in the ledger.
+        context_window: tokens the model accepts (prompt plus reply).
+        local: ``True`` when calls stay on this machine (prices default to zero).
+    """
+
+    name: str
+    provider: str
+    context_window: int = 4096
+    local: bool = True
+
+    @abstractmethod
+    async def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        schema: dict[str, Any] | None = None,
+        settings: ModelSettings | None = None,
+    ) -> ModelReply:
+        """Run one chat call. With ``schema``, the reply is constrained to it where the
+        backend can, and ``reply.parsed`` holds the decoded JSON."""
+
+    async def stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        schema: dict[str, Any] | None = None,
+        settings: ModelSettings | None = None,
+    ) -> AsyncIterator[StreamChunk]:
+        """Stream a reply. The default yields the complete reply as one chunk."""
+        reply = await self.complete(messages, schema=schema, settings=settings)
+        yield StreamChunk(delta=reply.text, reply=reply)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in ``text``. Backends without a tokenizer over-estimate on purpose
+        (one token per 3 bytes of UTF-8), so a size check errs towards refusing."""
+        return max(1, math.ceil(len(text.encode("utf-8")) / 3))
+
+    async def aclose(self) -> None:
+        """Release connections. Safe to call more than once."""
+
+    def complete_sync(
+        self,
+        messages: Sequence[Message],
+        *,
+        schema: dict[str, Any] | None = None,
+        settings: ModelSettings | None = None,
+    ) -> ModelReply:
+        """Blocking wrapper over :meth:`complete`."""
+        return run_sync(self.complete(messages, schema=schema, settings=settings))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+def parse_json_reply(text: str, *, model: str = "", provider: str = "") -> Any:
+    """Decode a JSON reply, tolerating a Markdown code fence around it.
+
+    Raises:
+        InvalidModelOutputError: the text is not JSON.
+    """
+    body = text.strip()
+    if body.startswith("```"):
+        body = body.split("\n", 1)[1] if "\n" in body else ""
+        body = body.rsplit("```", 1)[0]
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise InvalidModelOutputError(
+            f"the model replied with text that is not JSON ({exc.msg} at char {exc.pos})",
+            text=text,
+            model=model,
+            provider=provider,
+        ) from None
+
+
+def try_parse_json(text: str) -> Any:
+    """Like :func:`parse_json_reply` but returns ``None`` instead of raising."""
+    try:
+        return parse_json_reply(text)
+    except InvalidModelOutputError:
+        return None

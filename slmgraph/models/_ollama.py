@@ -1,0 +1,365 @@
+"""Ollama backend: a :class:`~slmgraph.models._base.Model` over the official ``ollama`` client.
+
+The client is created lazily and bound to the event loop that first uses it; when a
+later call runs on a different loop (each sync wrapper call starts a fresh one with
+``asyncio.run``) a new client is made, because an httpx connection pool cannot be
+shared between loops. Client and transport failures are translated into the
+slmgraph error tree; no retries happen here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+import httpx
+import ollama
+
+from .._errors import (
+    ModelError,
+    ModelHTTPError,
+    ModelNotFoundError,
+    ModelTimeoutError,
+    ModelUnavailableError,
+)
+from .._sync import run_sync
+from ._base import (
+    Message,
+    Model,
+    ModelReply,
+    ModelSettings,
+    StreamChunk,
+    TokenLogprob,
+    Usage,
+    try_parse_json,
+)
+
+__all__ = ["OllamaModel", "DEFAULT_OLLAMA_HOST"]
+
+DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
+PROVIDER = "ollama"
+
+# Wire name of each Ollama duration (nanoseconds) -> key in ModelReply.timings (seconds).
+_TIMINGS = {
+    "total_duration": "total",
+    "load_duration": "load",
+    "prompt_eval_duration": "prompt_eval",
+    "eval_duration": "eval",
+}
+_NOT_FOUND = re.compile(r"model\b.*\bnot found", re.IGNORECASE | re.DOTALL)
+
+
+class OllamaModel(Model):
+    """A model served by a local (or remote) Ollama server.
+
+    Args:
+        name: the Ollama model tag, e.g. ``"qwen2.5:0.5b"``.
+        host: server address; defaults to ``$OLLAMA_HOST``, then ``http://127.0.0.1:11434``.
+        num_ctx: context window to request (Ollama's ``num_ctx`` option); also
+            reported as :attr:`context_window`.
+        keep_alive: how long Ollama keeps the model loaded after a call (``"5m"``,
+            seconds as a number, ``0`` to unload at once); ``None`` leaves the
+            server default.
+        timeout: seconds to wait for connecting and for each read from the server.
+        options: extra Ollama options (``top_k``, ``repeat_penalty``, ...) sent with
+            every call; per-call :class:`ModelSettings` win over these.
+
+    Example:
+        >>> model = OllamaModel("qwen2.5:0.5b")
+        >>> reply = model.complete_sync([Message("user", "Say hi")])  # doctest: +SKIP
+    """
+
+    provider = PROVIDER
+    local = True
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        host: str | None = None,
+        num_ctx: int = 4096,
+        keep_alive: str | float | None = "5m",
+        timeout: float = 60.0,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        self.name = name
+        self.host = host or os.environ.get("OLLAMA_HOST") or DEFAULT_OLLAMA_HOST
+        self.num_ctx = num_ctx
+        self.context_window = num_ctx
+        self.keep_alive = keep_alive
+        self.timeout = timeout
+        self.options = dict(options or {})
+        self._client: ollama.AsyncClient | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------------ client
+
+    def _get_client(self) -> ollama.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            # A client made on another (probably closed) loop is dropped, not closed:
+            # closing it would need that loop.
+            self._client = ollama.AsyncClient(host=self.host, timeout=self.timeout)
+            self._client_loop = loop
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections. Safe to call more than once."""
+        client, loop = self._client, self._client_loop
+        self._client = self._client_loop = None
+        if client is not None and loop is asyncio.get_running_loop():
+            await client.close()
+
+    def complete_sync(
+        self,
+        messages: Sequence[Message],
+        *,
+        schema: dict[str, Any] | None = None,
+        settings: ModelSettings | None = None,
+    ) -> ModelReply:
+        """Blocking wrapper over :meth:`complete`; closes its connections before returning."""
+
+        async def once() -> ModelReply:
+            try:
+                return await self.complete(messages, schema=schema, settings=settings)
+            finally:
+                await self.aclose()
+
+        return run_sync(once())
+
+    # ---------------------------------------------------------------- requests
+
+    def _options(self, settings: ModelSettings | None) -> dict[str, Any]:
+        opts: dict[str, Any] = {"num_ctx": self.num_ctx, **self.options}
+        if settings is not None:
+            per_call = {
+                "temperature": settings.temperature,
+                "num_predict": settings.max_tokens,
+                "seed": settings.seed,
+                "stop": list(settings.stop) or None,
+            }
+            opts.update({k: v for k, v in per_call.items() if v is not None})
+        return opts
+
+    def _chat_kwargs(
+        self,
+        messages: Sequence[Message],
+        schema: dict[str, Any] | None,
+        settings: ModelSettings | None,
+        stream: bool,
+    ) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "model": self.name,
+            "messages": [m.to_dict() for m in messages],
+            "format": schema,
+            "options": self._options(settings),
+            "keep_alive": self.keep_alive,
+            "stream": stream,
+        }
+        if settings is not None and (settings.logprobs or settings.top_logprobs):
+            kwargs["logprobs"] = True
+            if settings.top_logprobs:
+                kwargs["top_logprobs"] = settings.top_logprobs
+        return kwargs
+
+    @contextlib.contextmanager
+    def _translated(self, *, model_call: bool = True) -> Iterator[None]:
+        """Turn ollama/httpx failures raised inside the block into slmgraph errors."""
+        who = dict(model=self.name, provider=PROVIDER)
+        try:
+            yield
+        except ollama.ResponseError as exc:
+            status, text = exc.status_code, str(exc.error)
+            if model_call and (status == 404 or _NOT_FOUND.search(text)):
+                raise ModelNotFoundError(
+                    f"Ollama at {self.host} does not have model {self.name!r} ({text}); "
+                    f"download it with `ollama pull {self.name}`",
+                    **who,
+                ) from None
+            if status < 0:  # an {"error": ...} record inside a 200 stream
+                raise ModelError(f"Ollama at {self.host} reported an error: {text}", **who) from None
+            raise ModelHTTPError(
+                f"Ollama at {self.host} answered HTTP {status}: {text}",
+                status_code=status,
+                **who,
+            ) from None
+        except httpx.TimeoutException as exc:
+            raise ModelTimeoutError(
+                f"Ollama at {self.host} did not answer within the {self.timeout} s timeout "
+                f"({type(exc).__name__}); raise `timeout=` (the first call also loads the "
+                "model) or use a smaller model",
+                **who,
+            ) from None
+        except (httpx.ConnectError, ConnectionError):
+            raise ModelUnavailableError(
+                f"cannot connect to Ollama at {self.host}; start it with `ollama serve`, "
+                "or set OLLAMA_HOST (or host=) to where it runs",
+                **who,
+            ) from None
+        except httpx.TransportError as exc:
+            raise ModelUnavailableError(
+                f"the connection to Ollama at {self.host} failed mid-call "
+                f"({type(exc).__name__}: {exc}); check that the server is still running",
+                **who,
+            ) from None
+        except (ValueError, TypeError, AttributeError) as exc:
+            # json.JSONDecodeError and pydantic.ValidationError are ValueErrors; the
+            # client raises TypeError/AttributeError on JSON that is not an object.
+            raise ModelError(
+                f"Ollama at {self.host} sent a malformed reply ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); check that {self.host} is an Ollama server",
+                **who,
+            ) from None
+
+    def _reply(
+        self,
+        text: str,
+        final: Any,
+        logprobs: list[TokenLogprob] | None,
+        schema: dict[str, Any] | None,
+        started: float,
+    ) -> ModelReply:
+        timings = {
+            key: getattr(final, wire) / 1e9
+            for wire, key in _TIMINGS.items()
+            if getattr(final, wire) is not None
+        }
+        return ModelReply(
+            text=text,
+            model=final.model or self.name,
+            provider=PROVIDER,
+            parsed=try_parse_json(text) if schema is not None else None,
+            usage=Usage(
+                prompt_tokens=final.prompt_eval_count or 0,
+                completion_tokens=final.eval_count or 0,
+            ),
+            latency_s=time.perf_counter() - started,
+            logprobs=tuple(logprobs) if logprobs is not None else None,
+            finish_reason=final.done_reason,
+            timings=timings,
+        )
+
+    # -------------------------------------------------------------- Model API
+
+    async def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        schema: dict[str, Any] | None = None,
+        settings: ModelSettings | None = None,
+    ) -> ModelReply:
+        """Run one chat call on ``/api/chat``.
+
+        Args:
+            messages: the conversation.
+            schema: a JSON schema; Ollama constrains the reply to it and
+                ``reply.parsed`` holds the decoded value.
+            settings: per-call generation settings.
+
+        Returns:
+            The reply with usage, timings (seconds), finish reason and, when asked
+            for, per-token logprobs.
+
+        Raises:
+            ModelUnavailableError: the server cannot be reached.
+            ModelTimeoutError: no answer within ``timeout``.
+            ModelNotFoundError: the server lacks the model.
+            ModelHTTPError: any other HTTP error.
+        """
+        kwargs = self._chat_kwargs(messages, schema, settings, stream=False)
+        started = time.perf_counter()
+        with self._translated():
+            resp = await self._get_client().chat(**kwargs)
+        return self._reply(
+            resp.message.content or "", resp, _logprobs(resp.logprobs), schema, started
+        )
+
+    async def stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        schema: dict[str, Any] | None = None,
+        settings: ModelSettings | None = None,
+    ) -> AsyncIterator[StreamChunk]:
+        """Stream a chat reply from ``/api/chat``.
+
+        Yields one chunk per NDJSON record with content, then a last chunk (whose
+        ``delta`` is the ``done`` record's content, usually empty) carrying the
+        complete :class:`ModelReply`.
+
+        Raises:
+            ModelUnavailableError: the server cannot be reached, or the stream ended
+                without its ``done`` record (a transient fault; retry the call).
+            Also the errors listed on :meth:`complete`.
+        """
+        kwargs = self._chat_kwargs(messages, schema, settings, stream=True)
+        started = time.perf_counter()
+        pieces: list[str] = []
+        logprobs: list[TokenLogprob] | None = None
+        with self._translated():
+            records = await self._get_client().chat(**kwargs)
+        async with contextlib.aclosing(records):
+            while True:
+                with self._translated():
+                    part = await anext(records, None)
+                if part is None:
+                    break
+                delta = part.message.content or ""
+                pieces.append(delta)
+                if part.logprobs is not None:
+                    logprobs = (logprobs or []) + list(_logprobs(part.logprobs) or ())
+                if part.done:
+                    yield StreamChunk(
+                        delta=delta,
+                        reply=self._reply("".join(pieces), part, logprobs, schema, started),
+                    )
+                    return
+                if delta:
+                    yield StreamChunk(delta=delta)
+        raise ModelUnavailableError(
+            f"the stream from Ollama at {self.host} ended without its final `done` record "
+            "(the reply is truncated); retry the call, and check the server log if it recurs",
+            model=self.name,
+            provider=PROVIDER,
+        )
+
+    async def list_models(self) -> list[str]:
+        """Names of the models the server has (``GET /api/tags``)."""
+        with self._translated(model_call=False):
+            resp = await self._get_client().list()
+        return [m.model for m in resp.models if m.model]
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        """Embed ``texts`` with this model (``POST /api/embed``), one vector per text."""
+        if not texts:
+            return []
+        with self._translated():
+            resp = await self._get_client().embed(
+                model=self.name,
+                input=list(texts),
+                options={"num_ctx": self.num_ctx, **self.options},
+                keep_alive=self.keep_alive,
+            )
+        return [list(vector) for vector in resp.embeddings]
+
+    def __repr__(self) -> str:
+        return f"OllamaModel(name={self.name!r}, host={self.host!r})"
+
+
+def _logprobs(raw: Sequence[Any] | None) -> list[TokenLogprob] | None:
+    """Map the client's ``Logprob`` records to slmgraph's :class:`TokenLogprob`."""
+    if raw is None:
+        return None
+    return [
+        TokenLogprob(
+            token=lp.token,
+            logprob=lp.logprob,
+            top=tuple((alt.token, alt.logprob) for alt in lp.top_logprobs or ()),
+        )
+        for lp in raw
+    ]

@@ -1,0 +1,24 @@
+"""Skills: typed units of work, their acceptance policy, and the runner."""
+
+from ._run import run_skill, skill_messages
+from ._skill import (
+    AcceptancePolicy,
+    Accepted,
+    EscalationReason,
+    Example,
+    Rejected,
+    Skill,
+    TextInput,
+)
+
+__all__ = [
+    "Skill",
+    "Example",
+    "AcceptancePolicy",
+    "TextInput",
+    "Accepted",
+    "Rejected",
+    "EscalationReason",
+    "run_skill",
+    "skill_messages",
+]

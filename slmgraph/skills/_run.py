@@ -1,0 +1,125 @@
+"""Running a skill on its small model: prompt, validate, repair, measure confidence, check."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from .._context import RunContext
+from .._errors import InvalidModelOutputError
+from ..models._base import Message, ModelReply, ModelSettings, parse_json_reply
+from ._skill import Accepted, EscalationReason, Rejected, Skill
+
+__all__ = ["run_skill", "skill_messages"]
+
+
+def _as_text(value: BaseModel | str) -> str:
+    if isinstance(value, str):
+        return value
+    fields = type(value).model_fields
+    if len(fields) == 1:
+        (only,) = fields
+        inner = getattr(value, only)
+        if isinstance(inner, str):
+            return inner
+    return value.model_dump_json()
+
+
+def skill_messages(skill: Skill, data: BaseModel) -> list[Message]:
+    """The prompt for one run: instructions, schema, few-shot turns, then the input."""
+    schema = json.dumps(skill.output_schema(), separators=(",", ":"))
+    system = f"{skill.instructions.strip()}\n\nReply with one JSON object matching this JSON schema:\n{schema}"
+    messages = [Message("system", system)]
+    for ex in skill.examples:
+        messages.append(Message("user", _as_text(ex.input)))
+        messages.append(Message("assistant", ex.output.model_dump_json()))
+    messages.append(Message("user", _as_text(data)))
+    return messages
+
+
+async def run_skill(
+    skill: Skill,
+    request: str | dict | BaseModel,
+    ctx: RunContext,
+    *,
+    node: str = "specialist",
+) -> Accepted | Rejected:
+    """Run ``skill`` on its bound model and apply its acceptance policy.
+
+    Returns:
+        :class:`Accepted` with the typed output, or :class:`Rejected` with the reason
+        and the draft. Transport failures (:class:`~slmgraph.ModelError` other than
+        invalid output) propagate.
+    """
+    policy = skill.acceptance
+    try:
+        data = skill.parse_input(request)
+    except (ValidationError, ValueError) as exc:
+        return Rejected(EscalationReason.BAD_INPUT, f"the request does not fit {skill.input_type.__name__}: {exc}", request, 0)
+
+    messages = skill_messages(skill, data)
+    want_logprobs = policy.min_confidence is not None
+    settings = ModelSettings(temperature=0.0, logprobs=want_logprobs, top_logprobs=1 if want_logprobs else None)
+    schema = skill.output_schema()
+    draft: Any = None
+    reason, detail = EscalationReason.INVALID_OUTPUT, ""
+    for attempt in range(1, policy.max_repairs + 2):
+        reply = await ctx.call(skill.model, messages, node=node, skill=skill.name, schema=schema, settings=settings)
+        try:
+            value = reply.parsed if reply.parsed is not None else parse_json_reply(reply.text)
+            draft = value
+            output = skill.parse_output(value, reply.text)
+        except InvalidModelOutputError as exc:
+            draft = draft if draft is not None else reply.text
+            reason, detail = EscalationReason.INVALID_OUTPUT, str(exc)
+            messages = _repair(messages, reply, f"That reply is invalid: {exc}.")
+            continue
+        if policy.check is not None and (problem := policy.check(data, output)):
+            reason, detail = EscalationReason.FAILED_CHECK, str(problem)
+            messages = _repair(messages, reply, f"That reply fails a check: {problem}.")
+            continue
+        confidence = await _confidence(skill, messages, reply, output, ctx, node)
+        if policy.min_confidence is not None and (confidence or 0.0) < policy.min_confidence:
+            return Rejected(
+                EscalationReason.LOW_CONFIDENCE,
+                f"confidence {confidence or 0.0:.2f} is below the threshold {policy.min_confidence:.2f}",
+                output.model_dump(mode="json"),
+                attempt,
+                confidence,
+            )
+        return Accepted(output, confidence, attempt)
+    return Rejected(reason, detail, draft, policy.max_repairs + 1)
+
+
+def _repair(messages: list[Message], reply: ModelReply, problem: str) -> list[Message]:
+    return [
+        *messages,
+        Message("assistant", reply.text),
+        Message("user", f"{problem} Reply again with only the corrected JSON object."),
+    ]
+
+
+async def _confidence(
+    skill: Skill, messages: list[Message], first: ModelReply, output: BaseModel, ctx: RunContext, node: str
+) -> float | None:
+    """Token-probability confidence when the backend gave logprobs; otherwise the
+    share of samples (the first answer included) that agree with the first answer."""
+    policy = skill.acceptance
+    if first.logprobs:
+        return first.confidence()
+    if policy.min_confidence is None or policy.samples <= 1:
+        return None
+    key = policy.agree_on or (lambda o: json.dumps(o.model_dump(mode="json"), sort_keys=True))
+    votes = Counter([key(output)])
+    settings = ModelSettings(temperature=policy.sample_temperature)
+    for _ in range(policy.samples - 1):
+        reply = await ctx.call(skill.model, messages, node=node, skill=skill.name, schema=skill.output_schema(), settings=settings)
+        try:
+            value = reply.parsed if reply.parsed is not None else parse_json_reply(reply.text)
+            votes[key(skill.parse_output(value, reply.text))] += 1
+        except InvalidModelOutputError:
+            continue
+    return votes[key(output)] / policy.samples

@@ -1,0 +1,197 @@
+"""The Skill: a typed, narrow unit of work that a small model runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from .._errors import ConfigError, InvalidModelOutputError
+
+__all__ = [
+    "Skill",
+    "Example",
+    "AcceptancePolicy",
+    "TextInput",
+    "Accepted",
+    "Rejected",
+    "EscalationReason",
+]
+
+InT = TypeVar("InT", bound=BaseModel)
+OutT = TypeVar("OutT", bound=BaseModel)
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+class TextInput(BaseModel):
+    """The default input type: the request text as is."""
+
+    text: str
+
+
+class EscalationReason(StrEnum):
+    """Why a request left the small models."""
+
+    NONE_FITS = "none_fits"
+    LOW_ROUTE_CONFIDENCE = "low_route_confidence"
+    INVALID_OUTPUT = "invalid_output"
+    LOW_CONFIDENCE = "low_confidence"
+    FAILED_CHECK = "failed_check"
+    BAD_INPUT = "bad_input"
+
+
+@dataclass(frozen=True, slots=True)
+class Example(Generic[InT, OutT]):
+    """A few-shot example: an input and the output the skill should give."""
+
+    input: InT | str
+    output: OutT
+
+
+#: A custom acceptance check: returns ``None`` to accept, or the reason to reject.
+Check = Callable[[Any, Any], "str | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptancePolicy:
+    """Decides whether a specialist's answer stands.
+
+    Attributes:
+        max_repairs: re-asks allowed after invalid output or a failed check.
+        min_confidence: reject below this confidence; ``None`` accepts any.
+            Confidence is the geometric-mean token probability when the backend
+            gives logprobs, and otherwise the share of ``samples`` that agree.
+        samples: samples drawn for agreement when logprobs are missing.
+        sample_temperature: temperature of the extra samples.
+        agree_on: what two samples must share to agree (default: the whole output).
+        check: custom check ``(input, output) -> reason | None``.
+    """
+
+    max_repairs: int = 2
+    min_confidence: float | None = None
+    samples: int = 3
+    sample_temperature: float = 0.8
+    agree_on: Callable[[Any], Hashable] | None = None
+    check: Check | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_repairs < 0:
+            raise ConfigError("acceptance.max_repairs", "must be >= 0")
+        if self.min_confidence is not None and not 0.0 <= self.min_confidence <= 1.0:
+            raise ConfigError("acceptance.min_confidence", "must be between 0 and 1")
+        if self.samples < 1:
+            raise ConfigError("acceptance.samples", "must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class Skill(Generic[InT, OutT]):
+    """A typed unit of work.
+
+    A skill never names a backend: ``model`` is a *binding key* that the graph
+    resolves to a concrete model from its configuration (``"small"`` by default),
+    so one skill runs on Ollama in production, on the embedded engine offline and
+    on a :class:`~slmgraph.testing.ScriptedModel` in tests.
+
+    Attributes:
+        name: identifier used by routers and in the ledger (``snake_case``).
+        description: one line a router reads to decide whether the skill fits.
+        instructions: the system prompt for the small model.
+        output_type: pydantic model the reply must validate against.
+        input_type: pydantic model of the input; :class:`TextInput` by default.
+        examples: few-shot examples, shown as prior turns.
+        acceptance: when an answer stands and when it escalates.
+        model: binding key of the model that runs the skill.
+    """
+
+    name: str
+    description: str
+    instructions: str
+    output_type: type[OutT]
+    input_type: type[BaseModel] = TextInput
+    examples: Sequence[Example] = ()
+    acceptance: AcceptancePolicy = field(default_factory=AcceptancePolicy)
+    model: str = "small"
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ConfigError("skill.name", f"{self.name!r} must be snake_case, 1-64 chars")
+        if self.name == "none":
+            raise ConfigError("skill.name", "'none' is reserved for the no-skill route")
+
+    def clone(self, **changes: Any) -> Skill[InT, OutT]:
+        """A copy with some fields changed, e.g. ``skill.clone(model="large")``."""
+        return dataclasses.replace(self, **changes)
+
+    def output_schema(self) -> dict[str, Any]:
+        return self.output_type.model_json_schema()
+
+    def parse_input(self, request: str | dict | BaseModel) -> BaseModel:
+        """Turn a request into the skill's input type.
+
+        Text goes into the one string field of a single-field input type, or is
+        parsed as JSON otherwise.
+
+        Raises:
+            pydantic.ValidationError: the request does not fit the input type.
+        """
+        if isinstance(request, self.input_type):
+            return request
+        if isinstance(request, BaseModel):
+            request = request.model_dump()
+        if isinstance(request, dict):
+            return self.input_type.model_validate(request)
+        fields = self.input_type.model_fields
+        if len(fields) == 1:
+            (only,) = fields
+            return self.input_type.model_validate({only: request})
+        return self.input_type.model_validate_json(request)
+
+    def parse_output(self, value: Any, text: str = "") -> OutT:
+        """Validate a decoded reply against the output type.
+
+        Raises:
+            InvalidModelOutputError: with the validation errors in the message.
+        """
+        try:
+            return self.output_type.model_validate(value)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()
+            )
+            raise InvalidModelOutputError(
+                f"the reply does not match {self.output_type.__name__}: {problems}",
+                text=text or json.dumps(value, default=str),
+            ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted(Generic[OutT]):
+    """The skill's answer stands."""
+
+    output: OutT
+    confidence: float | None
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The skill could not answer confidently; the request should escalate.
+
+    Attributes:
+        reason: the category of failure.
+        detail: a sentence saying what exactly failed.
+        draft: the best output the small model produced (JSON value or raw text).
+    """
+
+    reason: EscalationReason
+    detail: str
+    draft: Any
+    attempts: int
+    confidence: float | None = None

@@ -1,0 +1,11 @@
+"""Test doubles for graphs and skills: no model server needed.
+
+Use these in your own tests::
+
+    from slmgraph.testing import ScriptedModel
+    graph = build_graph([triage], models={"small": ScriptedModel([{"label": "refund"}])})
+"""
+
+from .models._testing import FunctionModel, ModelCall, Reply, ScriptedModel
+
+__all__ = ["ScriptedModel", "FunctionModel", "ModelCall", "Reply"]
