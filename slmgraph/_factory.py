@@ -58,17 +58,19 @@ def build_model(cfg: ModelConfig) -> Model:
 
 
 def models_from_config(config: Config) -> dict[str, Model]:
-    """``{"small": ..., "large": ...}``; ``"large"`` only when one is configured."""
+    """``{"small": ..., "large": ..., **config.models}``; ``"large"`` only when configured."""
     policy = RetryPolicy(attempts=config.retry_attempts)
     models: dict[str, Model] = {"small": RetryingModel(build_model(config.small), policy)}
     if config.large is not None:
         models["large"] = RetryingModel(build_model(config.large), policy)
+    for key, cfg in config.models.items():
+        models[key] = RetryingModel(build_model(cfg), policy)
     return models
 
 
 def prices_from_config(config: Config) -> PriceTable:
     table = PriceTable()
-    for cfg in (config.small, config.large):
+    for cfg in (config.small, config.large, *config.models.values()):
         if cfg is not None and cfg.price is not None and cfg.model:
             table.prices[cfg.model] = cfg.price
     if config.large is not None:

@@ -15,6 +15,10 @@ A TOML file looks like::
     base_url = "https://api.openai.com/v1"
     price = { input_per_mtok = 0.15, output_per_mtok = 0.60 }
 
+    [models.coder]               # extra binding keys, for skills with model="coder"
+    provider = "ollama"
+    model = "qwen2.5-coder:1.5b"
+
 Environment: ``SLMGRAPH_SMALL_PROVIDER``, ``SLMGRAPH_SMALL_MODEL``, ``OLLAMA_HOST``,
 ``SLMGRAPH_LARGE_PROVIDER``, ``SLMGRAPH_LARGE_MODEL``, ``OPENAI_BASE_URL``,
 ``OPENAI_API_KEY``, ``SLMGRAPH_CHECKPOINT``. Escalation to a large model is off
@@ -79,6 +83,7 @@ class Config(BaseModel):
 
     small: ModelConfig = Field(default_factory=ModelConfig)
     large: ModelConfig | None = None
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
     route_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     checkpoint: str = ".slmgraph/checkpoints.sqlite"
     max_steps: PositiveInt = 4

@@ -1,0 +1,226 @@
+"""Orchestration overhead of slmgraph over a hand-written LangGraph graph.
+
+Both graphs have the same shape -- router -> specialist -> END, with an
+escalation node that this workload never reaches -- and do equivalent trivial
+work on every run:
+
+* router: a regular-expression routing decision. slmgraph uses a ``RulesRouter``,
+  so the router node makes no model call (no model latency to hide overhead in);
+* specialist: one call to the same instant model function, returning a constant
+  JSON object, validated with the same pydantic output model.
+
+Neither graph has a checkpointer (slmgraph: ``checkpoint=None``). Both run with
+``ainvoke`` in one event loop. After a warm-up, runs are timed in alternating
+blocks (slmgraph, raw, slmgraph, raw, ...; the first of each pair alternates too),
+and the per-run time is the median over blocks.
+
+Usage::
+
+    .venv/bin/python benchmarks/overhead.py [--runs 2000] [--blocks 20] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import json
+import pstats
+import re
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal, TypedDict
+
+# Import slmgraph from this checkout even when run as `python benchmarks/overhead.py`
+# (the script's directory, not the repo root, is then first on sys.path).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from langgraph.graph import END, START, StateGraph  # noqa: E402
+from pydantic import BaseModel  # noqa: E402
+
+from slmgraph import Rule, RulesRouter, Skill, build_graph  # noqa: E402
+from slmgraph.testing import FunctionModel  # noqa: E402
+
+NODES_EXECUTED = 2  # router and specialist; END is not a node that runs
+TARGET_RATIO = 1.15
+TARGET_OVERHEAD_US = 1000.0
+
+REQUEST = "I love this phone, the battery lasts for days"
+
+
+class Sentiment(BaseModel):
+    sentiment: Literal["positive", "negative"]
+
+
+class Total(BaseModel):
+    total: int
+
+
+CONSTANT = {"sentiment": "positive"}
+
+
+def instant(messages: Any, schema: Any) -> dict:
+    """The model function both graphs call: constant JSON, no latency."""
+    return CONSTANT
+
+
+PATTERNS = [("sentiment", re.compile(r"\blove\b|\bhate\b", re.IGNORECASE)), ("add", re.compile(r"\d+\s*\+\s*\d+"))]
+
+
+# --------------------------------------------------------------------------- slmgraph
+
+
+def slm_graph():
+    skills = [
+        Skill(name="sentiment", description="rate sentiment", instructions="Rate the sentiment.", output_type=Sentiment),
+        Skill(name="add", description="add two numbers", instructions="Add the numbers.", output_type=Total),
+    ]
+    router = RulesRouter([Rule("sentiment", (r"\blove\b", r"\bhate\b")), Rule("add", (r"\d+\s*\+\s*\d+",))])
+    return build_graph(skills, models={"small": FunctionModel(instant, name="instant")}, router=router, checkpoint=None)
+
+
+# --------------------------------------------------------------------------- raw LangGraph
+
+
+class RawState(TypedDict, total=False):
+    request: str
+    route: str | None
+    output: dict | None
+    answer: str | None
+    status: str
+
+
+OUTPUT_TYPES: dict[str, type[BaseModel]] = {"sentiment": Sentiment, "add": Total}
+INSTRUCTIONS = {"sentiment": "Rate the sentiment.", "add": "Add the numbers."}
+
+
+async def raw_router(state: RawState) -> RawState:
+    request = state["request"]
+    for skill, pattern in PATTERNS:
+        if pattern.search(request):
+            return {"route": skill, "status": "running"}
+    return {"route": None, "status": "running"}
+
+
+async def raw_specialist(state: RawState) -> RawState:
+    skill = state["route"]
+    messages = [
+        {"role": "system", "content": INSTRUCTIONS[skill]},
+        {"role": "user", "content": state["request"]},
+    ]
+    text = json.dumps(instant(messages, None))
+    output = OUTPUT_TYPES[skill].model_validate_json(text)
+    return {"output": output.model_dump(mode="json"), "answer": output.model_dump_json(), "status": "answered"}
+
+
+async def raw_escalation(state: RawState) -> RawState:
+    return {"answer": "escalated", "status": "escalated"}
+
+
+def raw_graph():
+    b = StateGraph(RawState)
+    b.add_node("router", raw_router)
+    b.add_node("specialist", raw_specialist)
+    b.add_node("escalation", raw_escalation)
+    b.add_edge(START, "router")
+    b.add_conditional_edges("router", lambda s: "specialist" if s.get("route") else "escalation", ["specialist", "escalation"])
+    b.add_conditional_edges(
+        "specialist", lambda s: "end" if s.get("status") == "answered" else "escalation", {"end": END, "escalation": "escalation"}
+    )
+    b.add_edge("escalation", END)
+    return b.compile(name="raw")
+
+
+# --------------------------------------------------------------------------- timing
+
+
+async def run_slm(graph) -> None:
+    r = await graph.ainvoke(REQUEST)
+    assert r.status == "answered" and r.output == CONSTANT, r
+
+
+async def run_raw(graph) -> None:
+    r = await graph.ainvoke({"request": REQUEST})
+    assert r["status"] == "answered" and r["output"] == CONSTANT, r
+
+
+async def block(fn, graph, n: int) -> float:
+    """Seconds per run over ``n`` runs."""
+    start = time.perf_counter()
+    for _ in range(n):
+        await fn(graph)
+    return (time.perf_counter() - start) / n
+
+
+async def measure(runs: int, blocks: int, warmup: int) -> tuple[list[float], list[float]]:
+    slm, raw = slm_graph(), raw_graph()
+    await block(run_slm, slm, warmup)
+    await block(run_raw, raw, warmup)
+    per = max(1, runs // blocks)
+    slm_times: list[float] = []
+    raw_times: list[float] = []
+    for i in range(blocks):
+        order = [(run_slm, slm, slm_times), (run_raw, raw, raw_times)]
+        if i % 2:
+            order.reverse()
+        for fn, graph, out in order:
+            out.append(await block(fn, graph, per))
+    return slm_times, raw_times
+
+
+async def profile(runs: int, top: int) -> str:
+    graph = slm_graph()
+    await block(run_slm, graph, 50)
+    prof = cProfile.Profile()
+    prof.enable()
+    await block(run_slm, graph, runs)
+    prof.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(prof, stream=out)
+    stats.sort_stats("cumulative").print_stats(top)
+    stats.sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=2000, help="timed runs of each graph (default 2000)")
+    p.add_argument("--blocks", type=int, default=20, help="alternating blocks (default 20)")
+    p.add_argument("--warmup", type=int, default=200, help="untimed runs of each first (default 200)")
+    p.add_argument("--profile", action="store_true", help="also cProfile the slmgraph runs")
+    p.add_argument("--top", type=int, default=30, help="rows of profile to print")
+    args = p.parse_args(argv)
+
+    slm_times, raw_times = asyncio.run(measure(args.runs, args.blocks, args.warmup))
+    slm = statistics.median(slm_times)
+    raw = statistics.median(raw_times)
+    overhead_us = (slm - raw) / NODES_EXECUTED * 1e6
+    ratio = slm / raw
+    maxrss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+    per = max(1, args.runs // args.blocks)
+    print(f"python {sys.version.split()[0]}; {args.blocks} alternating blocks x {per} runs per graph, "
+          f"{args.warmup} warm-up runs; median of blocks")
+    print("slmgraph: RulesRouter (no router model call), FunctionModel(instant), checkpoint=None, ainvoke")
+    print("raw:      hand-written LangGraph StateGraph, same shape, no checkpointer, ainvoke")
+    print(f"slmgraph per run:        {slm * 1e6:10.1f} us   (blocks min {min(slm_times) * 1e6:.1f}, max {max(slm_times) * 1e6:.1f})")
+    print(f"raw LangGraph per run:   {raw * 1e6:10.1f} us   (blocks min {min(raw_times) * 1e6:.1f}, max {max(raw_times) * 1e6:.1f})")
+    print(f"nodes executed per run:  {NODES_EXECUTED}")
+    print(f"overhead per node:       {overhead_us:10.1f} us   target < {TARGET_OVERHEAD_US:.0f} us: "
+          f"{'PASS' if overhead_us < TARGET_OVERHEAD_US else 'FAIL'}")
+    print(f"ratio slmgraph / raw:    {ratio:10.3f}      target <= {TARGET_RATIO:.2f}: "
+          f"{'PASS' if ratio <= TARGET_RATIO else 'FAIL'}")
+    print(f"peak memory (maxrss):    {maxrss_mib:10.1f} MiB")
+
+    if args.profile:
+        print()
+        print(asyncio.run(profile(args.runs, args.top)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
