@@ -163,3 +163,9 @@ async def test_logprobs_when_loaded_for_them() -> None:
     assert reply.logprobs and len(reply.logprobs) == reply.usage.completion_tokens
     assert all(t.logprob <= 0 and 1 <= len(t.top) <= 2 for t in reply.logprobs)
     assert 0 < reply.confidence() <= 1 and not math.isnan(reply.confidence())
+
+
+async def test_logprobs_without_top_logprobs() -> None:
+    model = LlamaCppModel(n_ctx=512, logprobs=True)
+    reply = await model.complete([Message("user", "Say no.")], settings=ModelSettings(max_tokens=4, logprobs=True))
+    assert reply.logprobs and len(reply.logprobs) == reply.usage.completion_tokens

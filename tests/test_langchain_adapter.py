@@ -8,7 +8,7 @@ import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel, GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from slmgraph._errors import InvalidModelOutputError, ModelError, ModelTimeoutError
+from slmgraph._errors import ModelError, ModelTimeoutError
 from slmgraph.models._base import Message
 from slmgraph.models._langchain import LangChainModel, to_langchain_messages
 
@@ -55,11 +55,10 @@ async def test_json_reply_is_parsed_with_schema() -> None:
     assert reply.parsed == {"label": "refund"}
 
 
-async def test_non_json_reply_with_schema_is_typed_error() -> None:
+async def test_non_json_reply_with_schema_is_returned_unparsed() -> None:
     model = LangChainModel(FakeListChatModel(responses=["sorry, no"]))
-    with pytest.raises(InvalidModelOutputError) as info:
-        await model.complete([Message("user", "classify")], schema=SCHEMA)
-    assert info.value.text == "sorry, no"
+    reply = await model.complete([Message("user", "classify")], schema=SCHEMA)
+    assert (reply.text, reply.parsed) == ("sorry, no", None)
 
 
 def test_message_roles_convert() -> None:

@@ -16,7 +16,7 @@ from .._errors import (
     ModelUnavailableError,
     SlmGraphError,
 )
-from ._base import Message, Model, ModelReply, ModelSettings, StreamChunk, Usage, parse_json_reply
+from ._base import Message, Model, ModelReply, ModelSettings, StreamChunk, Usage, try_parse_json
 
 __all__ = ["LangChainModel", "to_langchain_messages"]
 
@@ -151,7 +151,7 @@ class LangChainModel(Model):
         finish = info.get("finish_reason") or info.get("stop_reason") or info.get("done_reason")
         return ModelReply(
             text=text,
-            parsed=parse_json_reply(text, model=self.name, provider=self.provider) if schema is not None else None,
+            parsed=try_parse_json(text) if schema is not None else None,
             model=self.name,
             provider=self.provider,
             usage=usage,
@@ -173,5 +173,7 @@ class LangChainModel(Model):
                 **ctx,
             )
         if isinstance(status, int):
-            return ModelHTTPError(f"the LangChain model {self.name!r} got HTTP {status}: {exc}", status_code=status, **ctx)
+            return ModelHTTPError(
+                f"the LangChain model {self.name!r} got HTTP {status}: {exc}", status_code=status, **ctx
+            )
         return ModelError(f"the LangChain model {self.name!r} raised {kind}: {exc}", **ctx)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ConfigError, MissingDependencyError, ModelError, ModelUnavailableError, RequestTooLargeError
-from ._base import Message, Model, ModelReply, ModelSettings, StreamChunk, TokenLogprob, Usage, parse_json_reply
+from ._base import Message, Model, ModelReply, ModelSettings, StreamChunk, TokenLogprob, Usage, try_parse_json
 
 __all__ = ["LlamaCppModel", "default_gguf_path"]
 
@@ -160,7 +160,7 @@ class LlamaCppModel(Model):
         if settings.logprobs and self.logprobs:
             # llama-cpp-python gives no logprobs at all when top_logprobs is None.
             kwargs["logprobs"] = True
-            kwargs["top_logprobs"] = settings.top_logprobs or 1
+            kwargs["top_logprobs"] = settings.top_logprobs or 0
         if schema is not None:
             kwargs["response_format"] = {"type": "json_object", "schema": schema}
         return kwargs
@@ -221,9 +221,7 @@ class LlamaCppModel(Model):
         logprobs: tuple[TokenLogprob, ...] | None,
         latency: float,
     ) -> ModelReply:
-        parsed = None
-        if schema is not None:
-            parsed = parse_json_reply(text, model=self.name, provider=self.provider)
+        parsed = try_parse_json(text) if schema is not None else None
         return ModelReply(
             text=text,
             parsed=parsed,

@@ -5,9 +5,9 @@ It serves OpenAI itself, and local servers that speak the same API
 
 Servers disagree on structured output: OpenAI takes
 ``{"type": "json_schema", "json_schema": {...}}`` while ``llama_cpp.server`` only
-takes ``{"type": "json_object", "schema": {...}}``. With ``schema_mode="auto"`` the
-model sends the first form and, if the server rejects it (HTTP 400/422), switches
-to the second for the rest of its life.
+takes ``{"type": "json_object", "schema": {...}}`` (it answers the first with HTTP 500).
+With ``schema_mode="auto"`` the model sends the first form and, if the server
+rejects it, switches to the second for the rest of its life.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from .._errors import (
     RequestTooLargeError,
     SlmGraphError,
 )
-from ._base import Message, Model, ModelReply, ModelSettings, StreamChunk, TokenLogprob, Usage, parse_json_reply
+from .._sync import run_sync
+from ._base import Message, Model, ModelReply, ModelSettings, StreamChunk, TokenLogprob, Usage, try_parse_json
 
 __all__ = ["OpenAIModel"]
 
@@ -142,8 +143,8 @@ class OpenAIModel(Model):
             kwargs["stop"] = list(settings.stop)
         if settings.logprobs:
             kwargs["logprobs"] = True
-            if settings.top_logprobs is not None:
-                kwargs["top_logprobs"] = settings.top_logprobs
+            # llama_cpp.server returns no logprobs at all without top_logprobs.
+            kwargs["top_logprobs"] = settings.top_logprobs or 0
         if schema is not None:
             kwargs["response_format"] = self._response_format(schema)
         return kwargs
@@ -159,15 +160,17 @@ class OpenAIModel(Model):
 
     async def _create(self, kwargs: dict[str, Any]) -> Any:
         """One ``chat.completions.create``, switching schema mode or dropping
-        ``stream_options`` once if the server rejects them."""
+        ``stream_options`` once if the server rejects them.
+
+        A rejection is a 400, 422 or 500 whose body names the field:
+        ``llama_cpp.server`` answers 500 to ``{"type": "json_schema"}``.
+        """
         client = self._client()
         while True:
             try:
                 return await client.chat.completions.create(**kwargs)
-            except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
-                if _is_context_error(exc):
-                    raise self._error(exc, kwargs) from exc
-                said = f"{exc.message} {exc.body}"
+            except openai.APIStatusError as exc:
+                said = f"{exc.message} {exc.body}" if exc.status_code in (400, 422, 500) else ""
                 if self.schema_mode == "auto" and "response_format" in kwargs and "response_format" in said:
                     self.schema_mode = "json_object"
                     kwargs["response_format"] = self._response_format(
@@ -301,19 +304,9 @@ class OpenAIModel(Model):
         yield StreamChunk(delta="", reply=reply)
 
     def _parse(self, text: str, schema: dict[str, Any] | None, finish_reason: str | None) -> Any:
-        if schema is None:
-            return None
-        try:
-            return parse_json_reply(text, model=self.name, provider=self.provider)
-        except InvalidModelOutputError as exc:
-            if finish_reason == "length":
-                raise InvalidModelOutputError(
-                    f"{exc}; the reply was cut off at max_tokens, raise max_tokens",
-                    text=text,
-                    model=self.name,
-                    provider=self.provider,
-                ) from None
-            raise
+        # Unparseable content is not a transport fault: ``parsed`` stays None and
+        # the caller (the skill runner) re-asks, with the call still in the ledger.
+        return try_parse_json(text) if schema is not None else None
 
     async def list_models(self) -> list[str]:
         """The model ids the server offers (``GET /v1/models``)."""
@@ -321,6 +314,26 @@ class OpenAIModel(Model):
             return [m.id async for m in self._client().models.list()]
         except openai.OpenAIError as exc:
             raise self._error(exc, None) from exc
+
+    def complete_sync(
+        self,
+        messages: Sequence[Message],
+        *,
+        schema: dict[str, Any] | None = None,
+        settings: ModelSettings | None = None,
+    ) -> ModelReply:
+        """Blocking :meth:`complete`. Each call runs its own event loop, so its HTTP
+        client is closed before the loop ends."""
+
+        async def once() -> ModelReply:
+            try:
+                return await self.complete(messages, schema=schema, settings=settings)
+            finally:
+                client = self._clients.pop(asyncio.get_running_loop(), None)
+                if client is not None:
+                    await client.close()
+
+        return run_sync(once())
 
     async def aclose(self) -> None:
         """Close this event loop's HTTP client, and forget clients of other loops."""
@@ -366,12 +379,20 @@ class OpenAIModel(Model):
         if isinstance(exc, openai.APIStatusError):
             if _is_context_error(exc):
                 return self._too_large(exc, kwargs)
-            return ModelHTTPError(
-                f"{where} answered HTTP {exc.status_code} for {self.name!r}: {exc.message}"
-                + ("; the request can be retried" if exc.status_code == 429 or exc.status_code >= 500 else ""),
+            detail = str(exc.message)
+            if len(detail) > 400:
+                detail = detail[:400] + " ..."
+            # llama_cpp.server answers 500 to a request that fails validation.
+            invalid = exc.status_code == 500 and "validation error" in detail
+            retry = exc.status_code == 429 or (exc.status_code >= 500 and not invalid)
+            err = ModelHTTPError(
+                f"{where} answered HTTP {exc.status_code} for {self.name!r}: {detail}"
+                + ("; the request can be retried" if retry else "; fix the request, a retry will fail the same way"),
                 status_code=exc.status_code,
                 **ctx,
             )
+            err.transient = retry
+            return err
         return ModelError(f"the OpenAI client failed for {self.name!r} at {where}: {exc}", **ctx)
 
     def _too_large(self, exc: openai.APIStatusError, kwargs: dict[str, Any] | None) -> RequestTooLargeError:

@@ -74,8 +74,9 @@ async def run_skill(
             output = skill.parse_output(value, reply.text)
         except InvalidModelOutputError as exc:
             draft = draft if draft is not None else reply.text
-            reason, detail = EscalationReason.INVALID_OUTPUT, str(exc)
-            messages = _repair(messages, reply, f"That reply is invalid: {exc}.")
+            cut = " It was cut off at the token limit; be shorter." if reply.finish_reason == "length" else ""
+            reason, detail = EscalationReason.INVALID_OUTPUT, f"{exc}{cut}"
+            messages = _repair(messages, reply, f"That reply is invalid: {exc}.{cut}")
             continue
         if policy.check is not None and (problem := policy.check(data, output)):
             reason, detail = EscalationReason.FAILED_CHECK, str(problem)
