@@ -7,7 +7,12 @@ work on every run:
 * router: a regular-expression routing decision. slmgraph uses a ``RulesRouter``,
   so the router node makes no model call (no model latency to hide overhead in);
 * specialist: one call to the same instant model function, returning a constant
-  JSON object, validated with the same pydantic output model.
+  JSON object, validated with the same pydantic output model, appended to the
+  conversation and recorded as one ledger entry.
+
+The raw graph declares the same state channels and reducers by hand (messages
+with ``add_messages``, a ledger list with ``operator.add``): the figure is what
+slmgraph's orchestration costs over writing the same graph directly.
 
 Neither graph has a checkpointer (slmgraph: ``checkpoint=None``). Both run with
 ``ainvoke`` in one event loop. After a warm-up, runs are timed in alternating
@@ -26,6 +31,7 @@ import asyncio
 import cProfile
 import io
 import json
+import operator
 import pstats
 import re
 import resource
@@ -33,13 +39,15 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Annotated, Any, Literal, TypedDict
 
 # Import slmgraph from this checkout even when run as `python benchmarks/overhead.py`
 # (the script's directory, not the repo root, is then first on sys.path).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage  # noqa: E402
 from langgraph.graph import END, START, StateGraph  # noqa: E402
+from langgraph.graph.message import add_messages  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
 from slmgraph import Rule, RulesRouter, Skill, build_graph  # noqa: E402
@@ -89,11 +97,22 @@ def slm_graph():
 
 
 class RawState(TypedDict, total=False):
+    """The same channels and reducers a hand-written graph of this shape would carry:
+    the conversation (``add_messages``) and a per-call ledger (``operator.add``)."""
+
     request: str
+    messages: Annotated[list[AnyMessage], add_messages]
     route: str | None
+    route_confidence: float
     output: dict | None
+    draft: Any
+    confidence: float | None
+    escalation_reason: str | None
+    escalation_detail: str | None
+    tool_calls: list[dict]
     answer: str | None
     status: str
+    ledger: Annotated[list[dict], operator.add]
 
 
 OUTPUT_TYPES: dict[str, type[BaseModel]] = {"sentiment": Sentiment, "add": Total}
@@ -102,10 +121,8 @@ INSTRUCTIONS = {"sentiment": "Rate the sentiment.", "add": "Add the numbers."}
 
 async def raw_router(state: RawState) -> RawState:
     request = state["request"]
-    for skill, pattern in PATTERNS:
-        if pattern.search(request):
-            return {"route": skill, "status": "running"}
-    return {"route": None, "status": "running"}
+    route = next((skill for skill, pattern in PATTERNS if pattern.search(request)), None)
+    return {"messages": [HumanMessage(request)], "route": route, "route_confidence": 1.0, "status": "running", "ledger": []}
 
 
 async def raw_specialist(state: RawState) -> RawState:
@@ -114,9 +131,19 @@ async def raw_specialist(state: RawState) -> RawState:
         {"role": "system", "content": INSTRUCTIONS[skill]},
         {"role": "user", "content": state["request"]},
     ]
+    started = time.perf_counter()
     text = json.dumps(instant(messages, None))
+    entry = {
+        "node": "specialist", "skill": skill, "model": "instant", "provider": "test", "tier": "small",
+        "prompt_tokens": sum(len(m["content"]) // 3 for m in messages), "completion_tokens": len(text) // 3,
+        "latency_s": time.perf_counter() - started, "cost_usd": 0.0, "escalation_reason": None,
+    }  # fmt: skip
     output = OUTPUT_TYPES[skill].model_validate_json(text)
-    return {"output": output.model_dump(mode="json"), "answer": output.model_dump_json(), "status": "answered"}
+    answer = output.model_dump_json()
+    return {
+        "output": output.model_dump(mode="json"), "answer": answer, "status": "answered",
+        "messages": [AIMessage(answer, name=skill)], "ledger": [entry],
+    }  # fmt: skip
 
 
 async def raw_escalation(state: RawState) -> RawState:
@@ -151,11 +178,15 @@ async def run_raw(graph) -> None:
 
 
 async def block(fn, graph, n: int) -> float:
-    """Seconds per run over ``n`` runs."""
-    start = time.perf_counter()
+    """CPU seconds per run over ``n`` runs.
+
+    The models are instant and nothing waits on I/O, so the process's CPU time is
+    the run time without the time this shared VM spends running other tenants.
+    """
+    start = time.process_time()
     for _ in range(n):
         await fn(graph)
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     # The test double records every call it receives (for assertions); drop those
     # records between blocks so a growing heap does not slow later blocks' GC.
     for model in getattr(getattr(graph, "spec", None), "models", {}).values():
@@ -196,7 +227,7 @@ async def profile(runs: int, top: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=2000, help="timed runs of each graph (default 2000)")
-    p.add_argument("--blocks", type=int, default=40, help="alternating blocks (default 40)")
+    p.add_argument("--blocks", type=int, default=100, help="alternating blocks (default 100)")
     p.add_argument("--warmup", type=int, default=200, help="untimed runs of each first (default 200)")
     p.add_argument("--profile", action="store_true", help="also cProfile the slmgraph runs")
     p.add_argument("--top", type=int, default=30, help="rows of profile to print")
@@ -207,20 +238,23 @@ def main(argv: list[str] | None = None) -> int:
     slm = statistics.median(slm_times)
     raw = statistics.median(raw_times)
     overhead_us = (slm - raw) / NODES_EXECUTED * 1e6
-    ratio = slm / raw
+    # Each slmgraph block runs right beside a raw block, so the two share whatever
+    # else the machine is doing; the median of these paired ratios is the figure
+    # least moved by that noise.
+    ratio = statistics.median(s_ / r_ for s_, r_ in zip(slm_times, raw_times))
     maxrss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
     per = max(1, args.runs // args.blocks)
     print(f"python {sys.version.split()[0]}; {args.blocks} alternating blocks x {per} runs per graph, "
-          f"{args.warmup} warm-up runs; median of blocks")
+          f"{args.warmup} warm-up runs; CPU time (time.process_time), median of blocks")
     print("slmgraph: RulesRouter (no router model call), FunctionModel(instant), checkpoint=None, ainvoke")
-    print("raw:      hand-written LangGraph StateGraph, same shape, no checkpointer, ainvoke")
+    print("raw:      hand-written LangGraph StateGraph, same shape and state channels, no checkpointer, ainvoke")
     print(f"slmgraph per run:        {slm * 1e6:10.1f} us   (blocks min {min(slm_times) * 1e6:.1f}, max {max(slm_times) * 1e6:.1f})")
     print(f"raw LangGraph per run:   {raw * 1e6:10.1f} us   (blocks min {min(raw_times) * 1e6:.1f}, max {max(raw_times) * 1e6:.1f})")
     print(f"nodes executed per run:  {NODES_EXECUTED}")
     print(f"overhead per node:       {overhead_us:10.1f} us   target < {TARGET_OVERHEAD_US:.0f} us: "
           f"{'PASS' if overhead_us < TARGET_OVERHEAD_US else 'FAIL'}")
-    print(f"ratio slmgraph / raw:    {ratio:10.3f}      target <= {TARGET_RATIO:.2f}: "
+    print(f"ratio slmgraph / raw:    {ratio:10.3f}      (median of paired blocks; of medians: {slm / raw:.3f})  target <= {TARGET_RATIO:.2f}: "
           f"{'PASS' if ratio <= TARGET_RATIO else 'FAIL'}")
     print(f"peak memory (maxrss):    {maxrss_mib:10.1f} MiB   (after imports alone: {import_rss_mib:.1f} MiB)")
     lo_slm, lo_raw = min(slm_times), min(raw_times)

@@ -16,7 +16,7 @@ __all__ = ["RunContext"]
 DEFAULT_REPLY_RESERVE = 256
 
 
-@dataclass
+@dataclass(slots=True)
 class RunContext:
     """Models by binding key, plus the recorder that meters every call.
 

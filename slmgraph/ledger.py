@@ -99,12 +99,13 @@ def totals(entries: Iterable[LedgerEntry | Mapping], prices: PriceTable | None =
     return out
 
 
-@dataclass
+@dataclass(slots=True)
 class Recorder:
-    """Collects ledger entries for the calls made inside one node."""
+    """Collects the ledger entries (as plain dicts, the form the graph state holds)
+    for the calls made inside one node."""
 
     prices: PriceTable = field(default_factory=PriceTable)
-    entries: list[LedgerEntry] = field(default_factory=list)
+    entries: list[dict] = field(default_factory=list)
 
     def add(
         self,
@@ -117,19 +118,19 @@ class Recorder:
     ) -> None:
         u = reply.usage
         self.entries.append(
-            LedgerEntry(
-                node=node,
-                skill=skill,
-                model=reply.model,
-                provider=reply.provider,
-                tier=tier,
-                prompt_tokens=u.prompt_tokens,
-                completion_tokens=u.completion_tokens,
-                latency_s=reply.latency_s,
-                cost_usd=self.prices.price(reply.model).cost(u.prompt_tokens, u.completion_tokens),
-                escalation_reason=reason,
-            )
+            {
+                "node": node,
+                "skill": skill,
+                "model": reply.model,
+                "provider": reply.provider,
+                "tier": tier,
+                "prompt_tokens": u.prompt_tokens,
+                "completion_tokens": u.completion_tokens,
+                "latency_s": reply.latency_s,
+                "cost_usd": self.prices.price(reply.model).cost(u.prompt_tokens, u.completion_tokens),
+                "escalation_reason": reason,
+            }
         )
 
     def dump(self) -> list[dict]:
-        return [e.model_dump() for e in self.entries]
+        return list(self.entries)

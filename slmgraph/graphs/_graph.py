@@ -108,6 +108,12 @@ def build_graph(
     return SLMGraph(spec, checkpoint=checkpoint, name=name)
 
 
+def _durability(graph: CompiledStateGraph) -> dict[str, Any]:
+    # "sync": each step's checkpoint is on disk before the next step starts, so a
+    # SIGKILL never loses a finished node. (Only valid with a checkpointer.)
+    return {"durability": "sync"} if graph.checkpointer is not None else {}
+
+
 class SLMGraph:
     """A compiled routed graph with an async API, thin sync wrappers and durable runs.
 
@@ -118,6 +124,10 @@ class SLMGraph:
         self.spec = spec
         self.name = name
         self.checkpoint = checkpoint
+        keys = {s.model for s in spec.skills.values()}
+        if isinstance(spec.router, ModelRouter):
+            keys.add(spec.router.model)
+        self._small_models = [spec.models[k] for k in sorted(keys)]
         nodes = Nodes(spec)
         builder = StateGraph(GraphState)
         builder.add_node("router", nodes.router)
@@ -158,11 +168,9 @@ class SLMGraph:
         """
         if not isinstance(request, str) or not request.strip():
             raise EmptyRequestError()
-        keys = {s.model for s in self.spec.skills.values()}
-        if isinstance(self.spec.router, ModelRouter):
-            keys.add(self.spec.router.model)
-        for key in sorted(keys):
-            check_fits(self.spec.models[key], [Message("user", request)])
+        probe = [Message("user", request)]
+        for model in self._small_models:
+            check_fits(model, probe)
         return request
 
     def _config(self, thread_id: str) -> dict[str, Any]:
@@ -170,33 +178,26 @@ class SLMGraph:
 
     async def ainvoke(self, request: str, *, thread_id: str | None = None) -> RunResult:
         """Run one request to the end and return its :class:`RunResult`."""
-        result = None
-        async for event in self.astream(request, thread_id=thread_id):
-            result = event.result or result
-        assert result is not None
-        return result
+        payload, thread_id = self._start(request, thread_id)
+        config = self._config(thread_id)
+        async with self._compiled() as graph:
+            await self._check_resumable(graph, payload, config)
+            state = await graph.ainvoke(payload, config, **_durability(graph))
+        return self._result(thread_id, state)
 
     async def astream(self, request: str | None, *, thread_id: str | None = None) -> AsyncIterator[NodeEvent]:
         """Run one request, yielding a :class:`NodeEvent` as each node finishes.
 
         With ``request=None`` the run on ``thread_id`` resumes from its checkpoint.
+        The last event is ``NodeEvent("end", result=...)``.
         """
-        if request is not None:
-            self.validate_request(request)
-        thread_id = thread_id or uuid.uuid4().hex
+        payload, thread_id = self._start(request, thread_id)
         config = self._config(thread_id)
+        state: GraphState = {}
         async with self._compiled() as graph:
-            if request is None:
-                if graph.checkpointer is None:
-                    raise UserError("this graph has no checkpointer, so there is nothing to resume")
-                snapshot = await graph.aget_state(config)
-                if not snapshot.values:
-                    raise UserError(f"no run is checkpointed under thread id {thread_id!r}; nothing to resume")
-                payload: GraphState | None = None
-            else:
-                payload = {"request": request, "ledger": []}
-            state: GraphState = {}
-            async for mode, data in graph.astream(payload, config, stream_mode=["updates", "values"]):
+            await self._check_resumable(graph, payload, config)
+            stream = graph.astream(payload, config, stream_mode=["updates", "values"], **_durability(graph))
+            async for mode, data in stream:
                 if mode == "values":
                     state = data
                     continue
@@ -205,12 +206,29 @@ class SLMGraph:
         yield NodeEvent(node="end", result=self._result(thread_id, state))
 
     async def aresume(self, thread_id: str) -> RunResult:
-        """Finish an interrupted run from its last checkpoint; finished nodes are not re-run."""
-        result = None
-        async for event in self.astream(None, thread_id=thread_id):
-            result = event.result or result
-        assert result is not None
-        return result
+        """Finish an interrupted run from its last checkpoint; finished nodes are not re-run.
+
+        On a finished run this returns its result unchanged.
+        """
+        return await self.ainvoke(None, thread_id=thread_id)  # type: ignore[arg-type]
+
+    def _start(self, request: str | None, thread_id: str | None) -> tuple[GraphState | None, str]:
+        if request is None:
+            if thread_id is None:
+                raise UserError("resuming needs the thread id of the run")
+            return None, thread_id
+        self.validate_request(request)
+        return {"request": request, "ledger": []}, thread_id or uuid.uuid4().hex
+
+    @staticmethod
+    async def _check_resumable(graph: CompiledStateGraph, payload: GraphState | None, config: dict) -> None:
+        if payload is not None:
+            return
+        if graph.checkpointer is None:
+            raise UserError("this graph has no checkpointer, so there is nothing to resume")
+        if not (await graph.aget_state(config)).values:
+            tid = config["configurable"]["thread_id"]
+            raise UserError(f"no run is checkpointed under thread id {tid!r}; nothing to resume")
 
     async def aget_result(self, thread_id: str) -> RunResult | None:
         """The result as checkpointed for ``thread_id``, or ``None`` if unknown."""
@@ -233,9 +251,11 @@ class SLMGraph:
         return run_sync(self.aget_result(thread_id))
 
     def _result(self, thread_id: str, state: GraphState) -> RunResult:
-        entries = [LedgerEntry.model_validate(e) for e in state.get("ledger", [])]
+        # Entries come from slmgraph's own Recorder, already well-formed.
+        entries = [LedgerEntry.model_construct(**e) for e in state.get("ledger", [])]
         status = state.get("status", "running")
-        return RunResult(
+        # Built from slmgraph's own state, so it skips re-validation.
+        return RunResult.model_construct(
             thread_id=thread_id,
             status=status,
             route=state.get("route"),

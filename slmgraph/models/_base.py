@@ -156,7 +156,10 @@ class Model(ABC):
     def count_tokens(self, text: str) -> int:
         """Tokens in ``text``. Backends without a tokenizer over-estimate on purpose
         (one token per 3 bytes of UTF-8), so a size check errs towards refusing."""
-        return max(1, math.ceil(len(text.encode("utf-8")) / 3))
+        n = len(text)
+        if not text.isascii():
+            n = len(text.encode("utf-8"))
+        return max(1, -(-n // 3))
 
     async def aclose(self) -> None:
         """Release connections. Safe to call more than once."""

@@ -30,8 +30,10 @@ def _as_text(value: BaseModel | str) -> str:
 
 def skill_messages(skill: Skill, data: BaseModel) -> list[Message]:
     """The prompt for one run: instructions, schema, few-shot turns, then the input."""
-    schema = json.dumps(skill.output_schema(), separators=(",", ":"))
-    system = f"{skill.instructions.strip()}\n\nReply with one JSON object matching this JSON schema:\n{schema}"
+    system = (
+        f"{skill.instructions.strip()}\n\nReply with one JSON object matching this JSON schema:\n"
+        f"{skill.output_schema_json()}"
+    )
     messages = [Message("system", system)]
     for ex in skill.examples:
         messages.append(Message("user", _as_text(ex.input)))

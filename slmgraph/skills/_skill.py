@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 from collections.abc import Callable, Hashable, Sequence
@@ -130,7 +131,12 @@ class Skill(Generic[InT, OutT]):
         return dataclasses.replace(self, **changes)
 
     def output_schema(self) -> dict[str, Any]:
-        return self.output_type.model_json_schema()
+        """The output type's JSON schema (cached per type; do not mutate it)."""
+        return _schema(self.output_type)
+
+    def output_schema_json(self) -> str:
+        """The schema as compact JSON, for prompts (cached per type)."""
+        return _schema_json(self.output_type)
 
     def parse_input(self, request: str | dict | BaseModel) -> BaseModel:
         """Turn a request into the skill's input type.
@@ -143,6 +149,8 @@ class Skill(Generic[InT, OutT]):
         """
         if isinstance(request, self.input_type):
             return request
+        if self.input_type is TextInput and isinstance(request, str):
+            return TextInput.model_construct(text=request)
         if isinstance(request, BaseModel):
             request = request.model_dump()
         if isinstance(request, dict):
@@ -169,6 +177,16 @@ class Skill(Generic[InT, OutT]):
                 f"the reply does not match {self.output_type.__name__}: {problems}",
                 text=text or json.dumps(value, default=str),
             ) from None
+
+
+@functools.lru_cache(maxsize=1024)
+def _schema(output_type: type[BaseModel]) -> dict[str, Any]:
+    return output_type.model_json_schema()
+
+
+@functools.lru_cache(maxsize=1024)
+def _schema_json(output_type: type[BaseModel]) -> str:
+    return json.dumps(_schema(output_type), separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
