@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Literal
 
 import pytest
@@ -20,13 +19,12 @@ from slmgraph._errors import (
     RequestTooLargeError,
 )
 from slmgraph.models._base import Message, ModelSettings
-from slmgraph.models._llamacpp import default_gguf_path
 from slmgraph.models._openai import OpenAIModel
 
 try:
-    from tests.llama_server import free_port, llama_server
+    from tests.llama_server import free_port
 except ImportError:  # tests/ is on sys.path instead of its parent
-    from llama_server import free_port, llama_server
+    from llama_server import free_port
 
 SENTIMENT = {
     "type": "object",
@@ -45,12 +43,6 @@ REVIEW = [
     Message("user", "Review: I loved this film, it was wonderful!"),
 ]
 SHORT = ModelSettings(temperature=0.0, max_tokens=24, seed=7)
-
-
-@pytest.fixture(scope="session")
-def server_url() -> Iterator[str]:
-    with llama_server(default_gguf_path(), n_ctx=2048) as url:
-        yield url
 
 
 @pytest.fixture

@@ -1,0 +1,21 @@
+"""Shared fixtures: one real llama_cpp.server per test session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from slmgraph.models._llamacpp import default_gguf_path
+
+try:
+    from tests.llama_server import llama_server
+except ImportError:  # tests/ is on sys.path instead of its parent
+    from llama_server import llama_server
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """The ``/v1`` URL of a real ``python -m llama_cpp.server`` serving the bundled GGUF."""
+    with llama_server(default_gguf_path(), n_ctx=2048) as url:
+        yield url
