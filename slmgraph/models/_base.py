@@ -171,8 +171,16 @@ class Model(ABC):
         schema: dict[str, Any] | None = None,
         settings: ModelSettings | None = None,
     ) -> ModelReply:
-        """Blocking wrapper over :meth:`complete`."""
-        return run_sync(self.complete(messages, schema=schema, settings=settings))
+        """Blocking wrapper over :meth:`complete`. Each call runs its own event loop,
+        so the model's connections are closed before that loop ends."""
+
+        async def once() -> ModelReply:
+            try:
+                return await self.complete(messages, schema=schema, settings=settings)
+            finally:
+                await self.aclose()
+
+        return run_sync(once())
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

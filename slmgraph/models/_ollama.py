@@ -27,7 +27,6 @@ from .._errors import (
     ModelTimeoutError,
     ModelUnavailableError,
 )
-from .._sync import run_sync
 from ._base import (
     Message,
     Model,
@@ -114,23 +113,6 @@ class OllamaModel(Model):
         self._client = self._client_loop = None
         if client is not None and loop is asyncio.get_running_loop():
             await client.close()
-
-    def complete_sync(
-        self,
-        messages: Sequence[Message],
-        *,
-        schema: dict[str, Any] | None = None,
-        settings: ModelSettings | None = None,
-    ) -> ModelReply:
-        """Blocking wrapper over :meth:`complete`; closes its connections before returning."""
-
-        async def once() -> ModelReply:
-            try:
-                return await self.complete(messages, schema=schema, settings=settings)
-            finally:
-                await self.aclose()
-
-        return run_sync(once())
 
     # ---------------------------------------------------------------- requests
 

@@ -35,7 +35,6 @@ from .._errors import (
     RequestTooLargeError,
     SlmGraphError,
 )
-from .._sync import run_sync
 from ._base import Message, Model, ModelReply, ModelSettings, StreamChunk, TokenLogprob, Usage, try_parse_json
 
 __all__ = ["OpenAIModel"]
@@ -314,26 +313,6 @@ class OpenAIModel(Model):
             return [m.id async for m in self._client().models.list()]
         except openai.OpenAIError as exc:
             raise self._error(exc, None) from exc
-
-    def complete_sync(
-        self,
-        messages: Sequence[Message],
-        *,
-        schema: dict[str, Any] | None = None,
-        settings: ModelSettings | None = None,
-    ) -> ModelReply:
-        """Blocking :meth:`complete`. Each call runs its own event loop, so its HTTP
-        client is closed before the loop ends."""
-
-        async def once() -> ModelReply:
-            try:
-                return await self.complete(messages, schema=schema, settings=settings)
-            finally:
-                client = self._clients.pop(asyncio.get_running_loop(), None)
-                if client is not None:
-                    await client.close()
-
-        return run_sync(once())
 
     async def aclose(self) -> None:
         """Close this event loop's HTTP client, and forget clients of other loops."""
