@@ -46,9 +46,16 @@ __all__ = [
 
 
 class SlmGraphError(Exception):
-    """Root of every error slmgraph raises."""
+    """Root of every error slmgraph raises.
+
+    Attributes:
+        transient: a retry may succeed (unreachable, timeout, 429, 5xx).
+        ledger: when raised inside a graph node, the ledger entries of the model
+            calls that node made before failing (they cost tokens too).
+    """
 
     transient: bool = False
+    ledger: list[dict] = []
 
 
 class UserError(SlmGraphError):

@@ -7,12 +7,12 @@ import httpx
 from .config import Config, ModelConfig
 from .ledger import PriceTable
 from .models._base import Model
+from .models._ollama import DEFAULT_OLLAMA_HOST
 from .models._retry import RetryingModel, RetryPolicy
 
 __all__ = ["models_from_config", "prices_from_config", "DEFAULT_OLLAMA_MODEL", "DEFAULT_OLLAMA_HOST", "ollama_models"]
 
 DEFAULT_OLLAMA_MODEL = "qwen2.5:0.5b"
-DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
 
 
 def ollama_models(host: str | None, timeout: float = 1.0) -> list[str] | None:

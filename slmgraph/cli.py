@@ -19,12 +19,7 @@ __all__ = ["main"]
 def _config(args: argparse.Namespace) -> Config:
     small = {"provider": args.small_provider, "model": args.small_model, "host": args.ollama_host}
     overrides: dict[str, Any] = {"small": small, "checkpoint": args.checkpoint, "route_threshold": args.threshold}
-    if args.large_model:
-        overrides["large"] = {
-            "provider": args.large_provider or "openai",
-            "model": args.large_model,
-            "base_url": args.large_base_url,
-        }
+    overrides["large"] = {"provider": args.large_provider, "model": args.large_model, "base_url": args.large_base_url}
     return load_config(args.config, overrides=overrides)
 
 

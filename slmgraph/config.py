@@ -94,7 +94,9 @@ class Config(BaseModel):
     def _large(cls, v: ModelConfig | None) -> ModelConfig | None:
         if v is None:
             return v
-        if v.provider in ("auto", "embedded"):
+        if v.provider == "auto":  # decided after every source is merged
+            v = v.model_copy(update={"provider": "openai"})
+        if v.provider == "embedded":
             raise ValueError("the large model must use provider 'openai' or 'ollama'")
         if not v.model:
             raise ValueError("a large model needs `model`")
@@ -112,11 +114,15 @@ _ENV = {
 }
 
 
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``extra``, recursively; ``None`` in ``extra`` means "not set"
+    at any depth, so an unset flag never overrides the file or the environment."""
     out = dict(base)
     for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(dict(out[key]), value)
+        if isinstance(value, Mapping):
+            merged = _merge(out.get(key) if isinstance(out.get(key), Mapping) else {}, value)
+            if merged:
+                out[key] = merged
         elif value is not None:
             out[key] = value
     return out
@@ -132,8 +138,6 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     # OPENAI_BASE_URL alone does not switch escalation on: a large model must be named.
     if large is not None and "model" not in large:
         out.pop("large")
-    elif large is not None:
-        large.setdefault("provider", "openai")
     return out
 
 
@@ -157,8 +161,10 @@ def load_config(
             data = tomllib.loads(p.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError("config", f"file {str(p)!r} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("config", f"{p} is not valid TOML: {exc}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError("config", f"{p} is not valid UTF-8 TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError("config", f"cannot read {str(p)!r}: {exc.strerror or exc}") from None
     data = _merge(data, _from_env(os.environ if env is None else env))
     data = _merge(data, overrides or {})
     try:

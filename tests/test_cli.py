@@ -14,13 +14,17 @@ from slmgraph import NO_LARGE_MODEL
 pytestmark = pytest.mark.embedded
 
 
-def slmgraph(*args: str, tmp_path, stdin: str | None = None) -> subprocess.CompletedProcess:
+def slmgraph(*args: str, tmp_path, stdin: str | None = None, bare: bool = False) -> subprocess.CompletedProcess:
+    """Run the CLI with no slmgraph, OpenAI or Ollama variables set. Unless ``bare``,
+    point Ollama at a port where nothing listens and keep checkpoints in ``tmp_path``;
+    ``bare`` runs it exactly as a new user would, from ``tmp_path``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLMGRAPH_", "OPENAI_", "OLLAMA_"))}
-    env["OLLAMA_HOST"] = "http://127.0.0.1:9"  # nothing listens there: forces the embedded default
-    env["SLMGRAPH_CHECKPOINT"] = str(tmp_path / "ckpt.sqlite")
+    if not bare:
+        env["OLLAMA_HOST"] = "http://127.0.0.1:9"  # nothing listens there: forces the embedded default
+        env["SLMGRAPH_CHECKPOINT"] = str(tmp_path / "ckpt.sqlite")
     return subprocess.run(
         [sys.executable, "-m", "slmgraph.cli", *args],
-        capture_output=True, text=True, env=env, input=stdin, timeout=600,
+        capture_output=True, text=True, env=env, input=stdin, timeout=600, cwd=tmp_path,
     )
 
 
@@ -76,3 +80,15 @@ def test_doctor_and_models(tmp_path):
     found = json.loads(m.stdout)
     assert found["ollama"] is None
     assert found["embedded"][0].endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def test_run_with_no_configuration_at_all(tmp_path):
+    # The README's promise: nothing configured, nothing running -> the embedded engine.
+    # (Assumes no Ollama server on the default port, true on our build machines.)
+    p = slmgraph("run", "--json", "I love this bank, the app is great. Review: 5/5", tmp_path=tmp_path, bare=True)
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert {e["provider"] for e in r["ledger"]} == {"llamacpp"}
+    assert (tmp_path / ".slmgraph" / "checkpoints.sqlite").exists()  # the default checkpoint file
+    m = slmgraph("models", tmp_path=tmp_path, bare=True)
+    assert m.returncode == 0 and "ollama: not reachable" in m.stdout

@@ -83,3 +83,24 @@ def test_auto_small_model_falls_back_to_embedded_without_ollama(monkeypatch):
     models = models_from_config(cfg)
     assert models["small"].provider == "llamacpp"
     assert "large" not in models
+
+
+def test_unset_overrides_never_clobber_file_or_env(tmp_path):
+    f = tmp_path / "slm.toml"
+    f.write_text('[large]\nprovider = "ollama"\nmodel = "llama3.1:70b"\n')
+    cfg = load_config(
+        f,
+        env={"SLMGRAPH_LARGE_MODEL": "qwen2.5:32b"},
+        overrides={"small": {"provider": None, "model": None}, "large": {"provider": None, "base_url": None}},
+    )
+    assert cfg.small.provider == "auto"
+    assert (cfg.large.provider, cfg.large.model) == ("ollama", "qwen2.5:32b")  # the file's provider stands
+
+
+def test_unreadable_config_paths_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path, env={})  # a directory
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes(b"route_threshold = 0.5 # caf\xe9\n")
+    with pytest.raises(ConfigError, match="UTF-8"):
+        load_config(bad, env={})

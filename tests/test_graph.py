@@ -154,9 +154,21 @@ async def test_escalation_step_budget_is_enforced():
     small = ScriptedModel([{"total": 1}], repeat_last=True)
     large = ScriptedModel([{"action": "call_skill", "skill": "add", "input": "1+0"}], repeat_last=True)
     g = graph(small, large, escalation=EscalationAgent(max_steps=3))
-    with pytest.raises(StepLimitError, match="3 steps"):
-        await g.ainvoke("loop forever")
+    r = await g.ainvoke("loop forever")
+    assert (r.status, r.answer, r.escalation_reason) == ("escalation_failed", None, "none_fits")
+    assert "3 steps" in r.escalation_detail
     assert len(large.calls) == 3
+    # every call of the failed escalation is still in the ledger
+    assert [e.tier for e in r.ledger].count("large") == 3 and r.totals.calls == 6
+
+
+async def test_agent_raises_step_limit_directly():
+    from slmgraph import RunContext
+
+    large = ScriptedModel([{"action": "call_skill", "skill": "nope", "input": ""}], repeat_last=True)
+    agent = EscalationAgent(max_steps=2)
+    with pytest.raises(StepLimitError, match="2 steps"):
+        await agent.run("q", draft=None, reason="r", detail="", skills={"add": ADD}, ctx=RunContext({"large": large}))
 
 
 async def test_ledger_totals_and_all_large_baseline():
@@ -252,3 +264,88 @@ async def test_accepted_answer_with_low_confidence_skill_policy_escalates():
     r = await g.ainvoke("I love it, I guess")
     assert (r.status, r.escalation_reason) == ("escalation_needed", "low_confidence")
     assert r.draft == {"sentiment": "positive"} and r.confidence == pytest.approx(0.368, abs=1e-3)
+
+
+async def test_a_new_request_on_a_used_thread_starts_a_clean_run(tmp_path):
+    small = ScriptedModel([{"total": "bad"}] * 3 + [{"sentiment": "positive"}])
+    g = graph(small, checkpoint=tmp_path / "c.sqlite")
+    first = await g.ainvoke("2 + 3", thread_id="T")
+    assert first.status == "escalation_needed" and first.draft == {"total": "bad"}
+    second = await g.ainvoke("I love it", thread_id="T")
+    assert (second.status, second.route, second.output) == ("answered", "sentiment", {"sentiment": "positive"})
+    assert second.escalation_reason is None and second.draft is None
+    assert second.totals.calls == 1 and [e.node for e in second.ledger] == ["specialist"]
+    # the conversation itself is kept across runs on the thread
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    async with AsyncSqliteSaver.from_conn_string(str(tmp_path / "c.sqlite")) as saver:
+        snap = await g.compile(saver).aget_state({"configurable": {"thread_id": "T"}})
+    assert [m.content for m in snap.values["messages"]] == ["2 + 3", "I love it", '{"sentiment":"positive"}']
+
+
+async def test_a_failing_node_reports_the_calls_it_made(tmp_path):
+    from slmgraph import ModelUnavailableError
+
+    small = ScriptedModel([{"total": "bad"}, ModelUnavailableError("down", model="m", provider="ollama")])
+    g = graph(small, checkpoint=tmp_path / "c.sqlite")
+    with pytest.raises(ModelUnavailableError) as info:
+        await g.ainvoke("2 + 3", thread_id="F")
+    assert [e["node"] for e in info.value.ledger] == ["specialist"]
+
+
+async def test_a_custom_router_naming_an_unknown_skill_is_a_typed_error():
+    from slmgraph import RouteDecision
+
+    class Bad:
+        def skill_names(self):
+            return set()
+
+        async def route(self, request, skills, ctx):
+            return RouteDecision("refund", 1.0)
+
+    with pytest.raises(UnknownSkillError, match="'refund'"):
+        await graph(ScriptedModel([]), router=Bad()).ainvoke("hi")
+
+
+def test_model_keys_inside_a_chain_router_are_checked_at_build():
+    with pytest.raises(ConfigError, match="models.router"):
+        build_graph([SENTIMENT, ADD], models={"small": ScriptedModel([])}, router=ChainRouter([RULES, ModelRouter("router")]))
+
+
+async def test_model_router_confidence_is_the_probability_of_the_chosen_name():
+    import math
+
+    from slmgraph.models import ModelReply, TokenLogprob
+
+    toks = [('{"skill":"', -0.0001), ("add", math.log(0.3)), ('"}', -0.0001)]
+    reply = ModelReply('{"skill":"add"}', "r", "test", parsed={"skill": "add"},
+                       logprobs=tuple(TokenLogprob(t, lp) for t, lp in toks))
+    small = ScriptedModel([reply])
+    r = await graph(small, router=ModelRouter(), route_threshold=0.5).ainvoke("two plus three")
+    assert r.route == "add" and r.route_confidence == pytest.approx(0.3, rel=1e-3)
+    assert r.escalation_reason == "low_route_confidence"  # the JSON around it would have said 0.67
+
+
+async def test_malformed_agent_replies_are_re_asked_not_taken_as_answers():
+    large = ScriptedModel([{"action": "final"}, {"action": "call_skil"}, {"action": "final", "answer": None},
+                           {"action": "final", "answer": "42"}])
+    r = await graph(ScriptedModel([]), large, escalation=EscalationAgent(max_steps=4)).ainvoke("meaning of life?")
+    assert (r.status, r.answer) == ("escalated", "42")
+    assert "That reply is invalid" in large.calls[1].messages[-1].content
+
+
+async def test_plain_text_from_the_large_model_is_the_answer():
+    large = ScriptedModel(["Paris is the capital."])
+    r = await graph(ScriptedModel([]), large).ainvoke("capital of France?")
+    assert (r.status, r.answer) == ("escalated", "Paris is the capital.")
+
+
+async def test_an_unusable_checkpoint_path_is_a_config_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    g = graph(ScriptedModel([{"sentiment": "positive"}]), checkpoint=blocker / "sub" / "c.sqlite")
+    with pytest.raises(ConfigError, match="checkpoint.*writable path"):
+        await g.ainvoke("I love it")
+    g2 = graph(ScriptedModel([{"sentiment": "positive"}]), checkpoint=tmp_path)  # a directory
+    with pytest.raises(ConfigError, match="checkpoint"):
+        await g2.ainvoke("I love it")

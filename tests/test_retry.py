@@ -70,3 +70,9 @@ def test_wrapper_keeps_the_model_identity_and_extras():
 def test_bad_policy_names_the_field():
     with pytest.raises(ConfigError, match="retry.attempts"):
         RetryPolicy(attempts=0)
+
+
+async def test_a_stream_failing_before_its_first_chunk_is_retried():
+    inner = ScriptedModel([ModelUnavailableError("cut"), "hello"])
+    chunks = [c async for c in RetryingModel(inner, FAST).stream(HI)]
+    assert chunks[-1].reply.text == "hello" and len(inner.calls) == 2

@@ -165,3 +165,41 @@ def test_clone_rebinds_the_model_without_touching_the_original():
     s = make_skill()
     t = s.clone(model="ollama_small")
     assert (s.model, t.model) == ("small", "ollama_small")
+
+
+async def test_repairs_that_outgrow_the_context_escalate_instead_of_crashing():
+    # The request fits; each invalid 200-token reply makes the repair prompt longer.
+    long_bad = "x" * 600
+    model = ScriptedModel([long_bad] * 4, context_window=900)
+    out = await run_skill(make_skill(acceptance=AcceptancePolicy(max_repairs=3)), "money back", ctx(model))
+    assert isinstance(out, Rejected) and out.reason is EscalationReason.INVALID_OUTPUT
+    assert "no room left to repair" in out.detail and out.draft == long_bad
+    assert 1 <= len(model.calls) < 4
+
+
+async def test_unmeasurable_confidence_says_how_to_fix_it():
+    model = ScriptedModel([{"label": "card"}])  # no logprobs
+    skill = make_skill(acceptance=AcceptancePolicy(min_confidence=0.5, samples=1))
+    out = await run_skill(skill, "t", ctx(model))
+    assert isinstance(out, Rejected) and out.reason is EscalationReason.LOW_CONFIDENCE
+    assert "samples=3" in out.detail and out.confidence is None
+
+
+async def test_a_backend_rejecting_its_own_reply_is_repaired_like_bad_output():
+    from slmgraph import InvalidModelOutputError
+
+    model = ScriptedModel([InvalidModelOutputError("no choices", text=""), {"label": "card"}])
+    out = await run_skill(make_skill(), "t", ctx(model))
+    assert isinstance(out, Accepted) and out.attempts == 2
+
+
+def test_span_probability_scores_only_the_choice_tokens():
+    import math
+
+    from slmgraph.models import ModelReply, TokenLogprob
+
+    toks = [('{"', -0.001), ("skill", -0.001), ('":"', -0.001), ("bill", math.log(0.5)), ("ing", math.log(0.8)), ('"}', -0.001)]
+    reply = ModelReply('{"skill":"billing"}', "m", "p", logprobs=tuple(TokenLogprob(t, lp) for t, lp in toks))
+    assert reply.span_probability("billing") == pytest.approx(0.4, rel=1e-6)
+    assert reply.confidence() > 0.8  # the geometric mean over all tokens would overstate it
+    assert reply.span_probability("refund") is None

@@ -16,7 +16,7 @@ from typing import Any
 
 from .._context import RunContext
 from .._errors import ConfigError, InvalidModelOutputError, StepLimitError
-from ..models._base import Message, ModelSettings, parse_json_reply
+from ..models._base import Message, ModelSettings
 from ..skills._run import run_skill
 from ..skills._skill import Accepted, Skill
 
@@ -123,13 +123,19 @@ class EscalationAgent:
                 settings=ModelSettings(temperature=0.0), reason=reason,
             )
             try:
-                action = reply.parsed if reply.parsed is not None else parse_json_reply(reply.text)
+                action = reply.value()
             except InvalidModelOutputError:
-                action = {"action": "final", "answer": reply.text}
-            if not isinstance(action, dict):
-                action = {"action": "final", "answer": str(action)}
-            if action.get("action") != "call_skill":
-                return EscalationResult(str(action.get("answer", reply.text)), step, calls)
+                # A model without JSON output answered in plain text: that is the answer.
+                return EscalationResult(reply.text, step, calls)
+            kind = action.get("action") if isinstance(action, dict) else None
+            answer = action.get("answer") if isinstance(action, dict) else None
+            if kind == "final" and isinstance(answer, str) and answer.strip():
+                return EscalationResult(answer, step, calls)
+            if kind != "call_skill":
+                messages.append(Message("assistant", reply.text))
+                messages.append(Message("user", "That reply is invalid: give a non-empty \"answer\" with "
+                                        '"action": "final", or call a skill with "action": "call_skill".'))
+                continue
             name, arg = str(action.get("skill", "")), action.get("input", "")
             messages.append(Message("assistant", reply.text))
             if name not in tools:

@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 
 from .._context import RunContext
 from .._errors import ConfigError, InvalidModelOutputError
-from ..models._base import Message, ModelSettings, parse_json_reply
+from ..models._base import Message, ModelSettings
 from ..skills._skill import Skill
 
 __all__ = ["RouteDecision", "Router", "Rule", "RulesRouter", "ModelRouter", "ChainRouter"]
@@ -38,6 +38,10 @@ class Router(Protocol):
 
     def skill_names(self) -> set[str]:
         """Skill names the router can return on its own, checked when the graph is built."""
+        ...
+
+    def model_keys(self) -> set[str]:
+        """Model binding keys the router calls, checked when the graph is built."""
         ...
 
 
@@ -72,6 +76,9 @@ class RulesRouter:
     def skill_names(self) -> set[str]:
         return {r.skill for r in self.rules} | ({self.default} if self.default else set())
 
+    def model_keys(self) -> set[str]:
+        return set()
+
     async def route(self, request: str, skills: Sequence[Skill], ctx: RunContext) -> RouteDecision:
         for skill, patterns in self._compiled:
             if any(p.search(request) for p in patterns):
@@ -82,8 +89,9 @@ class RulesRouter:
 class ModelRouter:
     """A small model chooses among the skills' names and descriptions, or "none".
 
-    Confidence is the token probability of the choice when the backend gives
-    logprobs, otherwise the share of ``samples`` choices that agree.
+    Confidence is the joint probability of the tokens that spell the chosen name
+    when the backend gives logprobs, otherwise the share of ``samples`` choices
+    that agree.
 
     Args:
         model: binding key of the routing model.
@@ -103,6 +111,9 @@ class ModelRouter:
 
     def skill_names(self) -> set[str]:
         return set()
+
+    def model_keys(self) -> set[str]:
+        return {self.model}
 
     def _messages(self, request: str, skills: Sequence[Skill]) -> list[Message]:
         menu = "\n".join(f"- {s.name}: {s.description}" for s in skills)
@@ -127,7 +138,8 @@ class ModelRouter:
         )
         choice = _choice(first, names)
         if first.logprobs:
-            confidence = first.confidence() or 0.0
+            # the probability of the chosen name's tokens, not of the JSON around them
+            confidence = first.span_probability(choice or self.NONE) or first.confidence() or 0.0
         else:
             votes = Counter([choice])
             settings = ModelSettings(temperature=self.sample_temperature, max_tokens=32)
@@ -138,9 +150,14 @@ class ModelRouter:
         return RouteDecision(None if choice in (None, self.NONE) else choice, confidence, "model")
 
 
+def model_keys_of(router: Router) -> set[str]:
+    keys = getattr(router, "model_keys", None)
+    return set(keys()) if keys is not None else set()
+
+
 def _choice(reply, names: list[str]) -> str | None:
     try:
-        value = reply.parsed if reply.parsed is not None else parse_json_reply(reply.text)
+        value = reply.value()
     except InvalidModelOutputError:
         return None
     skill = value.get("skill") if isinstance(value, dict) else None
@@ -160,6 +177,9 @@ class ChainRouter:
 
     def skill_names(self) -> set[str]:
         return set().union(*(r.skill_names() for r in self.routers))
+
+    def model_keys(self) -> set[str]:
+        return set().union(*(model_keys_of(r) for r in self.routers))
 
     async def route(self, request: str, skills: Sequence[Skill], ctx: RunContext) -> RouteDecision:
         decision = RouteDecision(None, 0.0, "chain")

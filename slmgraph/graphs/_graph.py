@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,12 +19,12 @@ from .._context import check_fits
 from .._errors import ConfigError, EmptyRequestError, UnknownSkillError, UserError
 from .._sync import iterate_sync, run_sync
 from ..agents._escalation import EscalationAgent
-from ..agents._router import ModelRouter, Router, RulesRouter
+from ..agents._router import ModelRouter, Router, RulesRouter, model_keys_of
 from ..ledger import LedgerEntry, PriceTable, totals
 from ..models._base import Message, Model
 from ..skills._skill import Skill
 from ._nodes import GraphSpec, Nodes, outcome_message
-from ._state import GraphState, RunResult
+from ._state import GraphState, RunResult, new_run
 
 __all__ = ["SLMGraph", "NodeEvent", "build_graph", "DEFAULT_CHECKPOINT"]
 
@@ -92,7 +93,7 @@ def build_graph(
     for n in escalation.tools or ():
         if n not in by_name:
             raise UnknownSkillError(n, list(by_name))
-    needed = {s.model for s in skills} | ({router.model} if isinstance(router, ModelRouter) else set())
+    needed = {s.model for s in skills} | model_keys_of(router)
     for key in sorted(needed):
         if key not in models:
             raise ConfigError(f"models.{key}", f"no model is bound to {key!r}; bind one with models={{{key!r}: ...}}")
@@ -124,9 +125,7 @@ class SLMGraph:
         self.spec = spec
         self.name = name
         self.checkpoint = checkpoint
-        keys = {s.model for s in spec.skills.values()}
-        if isinstance(spec.router, ModelRouter):
-            keys.add(spec.router.model)
+        keys = {s.model for s in spec.skills.values()} | model_keys_of(spec.router)
         self._small_models = [spec.models[k] for k in sorted(keys)]
         nodes = Nodes(spec)
         builder = StateGraph(GraphState)
@@ -156,8 +155,16 @@ class SLMGraph:
             yield self._plain
             return
         path = Path(self.checkpoint)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                saver = await stack.enter_async_context(AsyncSqliteSaver.from_conn_string(str(path)))
+                await saver.setup()
+            except (OSError, sqlite3.Error) as exc:
+                raise ConfigError(
+                    "checkpoint", f"cannot open the SQLite checkpoint file {str(path)!r} ({exc}); "
+                    "choose a writable path, or checkpoint=None to run without persistence"
+                ) from None
             yield self.builder.compile(checkpointer=saver, name=self.name)
 
     def validate_request(self, request: str) -> str:
@@ -218,7 +225,7 @@ class SLMGraph:
                 raise UserError("resuming needs the thread id of the run")
             return None, thread_id
         self.validate_request(request)
-        return {"request": request, "ledger": []}, thread_id or uuid.uuid4().hex
+        return new_run(request), thread_id or uuid.uuid4().hex
 
     @staticmethod
     async def _check_resumable(graph: CompiledStateGraph, payload: GraphState | None, config: dict) -> None:

@@ -6,13 +6,15 @@ ledger entries of the model calls it made.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from dataclasses import asdict as dc_asdict
 
 from langchain_core.messages import AIMessage, HumanMessage
 
 from .._context import RunContext
+from .._errors import EscalationError, SlmGraphError, UnknownSkillError
 from ..agents._escalation import EscalationAgent
 from ..agents._router import Router
 from ..ledger import PriceTable
@@ -22,6 +24,17 @@ from ..skills._skill import Accepted, EscalationReason, Skill
 from ._state import NO_LARGE_MODEL, GraphState
 
 __all__ = ["GraphSpec", "Nodes"]
+
+
+@contextlib.contextmanager
+def _metered(ctx: RunContext) -> Iterator[None]:
+    """On a typed error, attach the calls made so far, so a failed node's spend is
+    not lost with its state update."""
+    try:
+        yield
+    except SlmGraphError as exc:
+        exc.ledger = ctx.recorder.dump()
+        raise
 
 
 @dataclass(frozen=True)
@@ -47,7 +60,10 @@ class Nodes:
     async def router(self, state: GraphState) -> GraphState:
         ctx = self.spec.context()
         request = state["request"]
-        decision = await self.spec.router.route(request, list(self.spec.skills.values()), ctx)
+        with _metered(ctx):
+            decision = await self.spec.router.route(request, list(self.spec.skills.values()), ctx)
+        if decision.skill is not None and decision.skill not in self.spec.skills:
+            raise UnknownSkillError(decision.skill, list(self.spec.skills))
         update: GraphState = {
             "messages": [HumanMessage(request)],
             "route": decision.skill,
@@ -69,7 +85,8 @@ class Nodes:
     async def specialist(self, state: GraphState) -> GraphState:
         ctx = self.spec.context()
         skill = self.spec.skills[state["route"]]
-        outcome = await run_skill(skill, state["request"], ctx)
+        with _metered(ctx):
+            outcome = await run_skill(skill, state["request"], ctx)
         if isinstance(outcome, Accepted):
             output = outcome.output.model_dump(mode="json")
             answer = outcome.output.model_dump_json()
@@ -93,14 +110,23 @@ class Nodes:
         if self.spec.escalation.model not in self.spec.models:
             return {"status": "escalation_needed", "answer": None}
         ctx = self.spec.context()
-        result = await self.spec.escalation.run(
-            state["request"],
-            draft=state.get("draft"),
-            reason=state.get("escalation_reason") or "",
-            detail=state.get("escalation_detail") or "",
-            skills=self.spec.skills,
-            ctx=ctx,
-        )
+        try:
+            with _metered(ctx):
+                result = await self.spec.escalation.run(
+                    state["request"],
+                    draft=state.get("draft"),
+                    reason=state.get("escalation_reason") or "",
+                    detail=state.get("escalation_detail") or "",
+                    skills=self.spec.skills,
+                    ctx=ctx,
+                )
+        except EscalationError as exc:
+            return {
+                "status": "escalation_failed",
+                "answer": None,
+                "escalation_detail": f"{state.get('escalation_detail') or ''}; the large model failed: {exc}".lstrip("; "),
+                "ledger": ctx.recorder.dump(),
+            }
         return {
             "answer": result.answer,
             "status": "escalated",
@@ -124,6 +150,8 @@ def outcome_message(state: GraphState) -> str:
         return f"answered by skill {state.get('route')!r}"
     if status == "escalated":
         return f"escalated ({state.get('escalation_reason')}) and answered by the large model"
+    if status == "escalation_failed":
+        return f"escalated ({state.get('escalation_reason')}) but the large model did not finish; the draft is kept"
     if status == "escalation_needed":
         return f"{NO_LARGE_MODEL}; reason: {state.get('escalation_reason')}; the specialist's draft is kept"
     return "the run has not finished; resume it with its thread id"

@@ -6,7 +6,6 @@ so every checkpoint serialises without custom types.
 
 from __future__ import annotations
 
-import operator
 from typing import Annotated, Any, Literal, TypedDict
 
 from langchain_core.messages import AnyMessage
@@ -15,15 +14,25 @@ from pydantic import BaseModel, Field
 
 from ..ledger import LedgerEntry, RunTotals
 
-__all__ = ["GraphState", "RunResult", "Status", "NO_LARGE_MODEL"]
+__all__ = ["GraphState", "RunResult", "Status", "NO_LARGE_MODEL", "new_run"]
 
 #: Where a run ended.
 #: ``answered``: a specialist's answer was accepted.
 #: ``escalated``: the large model answered.
 #: ``escalation_needed``: the request needs the large model but none is configured.
-Status = Literal["running", "answered", "escalated", "escalation_needed"]
+#: ``escalation_failed``: the large model could not finish (e.g. its step budget ran out).
+Status = Literal["running", "answered", "escalated", "escalation_needed", "escalation_failed"]
 
 NO_LARGE_MODEL = "escalation needed; no large model configured"
+
+_NEW_RUN = "__new_run__"
+
+
+def add_ledger(left: list[dict[str, Any]] | None, right: list[Any] | None) -> list[dict[str, Any]]:
+    """Append a node's ledger entries; a new run on the thread starts a fresh ledger."""
+    if right and right[0] == _NEW_RUN:
+        return list(right[1:])
+    return [*(left or []), *(right or [])]
 
 
 class GraphState(TypedDict, total=False):
@@ -32,7 +41,7 @@ class GraphState(TypedDict, total=False):
     request: str
     messages: Annotated[list[AnyMessage], add_messages]
     route: str | None
-    route_confidence: float
+    route_confidence: float | None
     output: dict[str, Any] | None
     draft: Any
     confidence: float | None
@@ -41,7 +50,26 @@ class GraphState(TypedDict, total=False):
     tool_calls: list[dict[str, Any]]
     answer: str | None
     status: Status
-    ledger: Annotated[list[dict[str, Any]], operator.add]
+    ledger: Annotated[list[dict[str, Any]], add_ledger]
+
+
+def new_run(request: str) -> GraphState:
+    """The input of a new run: the request, and every per-run field cleared, so a
+    thread that already ran keeps its conversation (``messages``) but nothing else."""
+    return {
+        "request": request,
+        "route": None,
+        "route_confidence": None,
+        "output": None,
+        "draft": None,
+        "confidence": None,
+        "escalation_reason": None,
+        "escalation_detail": None,
+        "tool_calls": [],
+        "answer": None,
+        "status": "running",
+        "ledger": [_NEW_RUN],
+    }
 
 
 class RunResult(BaseModel):

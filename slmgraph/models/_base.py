@@ -100,6 +100,36 @@ class ModelReply:
     finish_reason: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
+    def value(self) -> Any:
+        """The reply as JSON: ``parsed`` if the backend decoded it, else decoded here.
+
+        Raises:
+            InvalidModelOutputError: the text is not JSON.
+        """
+        if self.parsed is not None:
+            return self.parsed
+        return parse_json_reply(self.text, model=self.model, provider=self.provider)
+
+    def span_probability(self, needle: str) -> float | None:
+        """Joint probability of the tokens that spell the last occurrence of ``needle``
+        in the reply, or ``None`` without logprobs or when the tokens do not cover it.
+
+        Routers use this to score only the tokens of a choice (``"billing"``), not the
+        JSON around it, which a constrained decoder emits with probability near 1.
+        """
+        if not self.logprobs or not needle:
+            return None
+        text = "".join(t.token for t in self.logprobs)
+        start = text.rfind(needle)
+        if start < 0:
+            return None
+        end, pos, total = start + len(needle), 0, 0.0
+        for t in self.logprobs:
+            t_start, pos = pos, pos + len(t.token)
+            if pos > start and t_start < end:
+                total += t.logprob
+        return math.exp(total)
+
     def confidence(self) -> float | None:
         """Geometric-mean token probability, or ``None`` without logprobs."""
         if not self.logprobs:

@@ -211,7 +211,7 @@ class OpenAIModel(Model):
             logprobs = tuple(_token_logprob(t) for t in choice.logprobs.content)
         return ModelReply(
             text=text,
-            parsed=self._parse(text, schema, choice.finish_reason),
+            parsed=try_parse_json(text) if schema is not None else None,
             model=self.name,
             provider=self.provider,
             usage=usage,
@@ -292,7 +292,7 @@ class OpenAIModel(Model):
             usage = Usage(prompt_tokens=prompt, completion_tokens=deltas)
         reply = ModelReply(
             text=text,
-            parsed=self._parse(text, schema, finish_reason),
+            parsed=try_parse_json(text) if schema is not None else None,
             model=self.name,
             provider=self.provider,
             usage=usage,
@@ -301,11 +301,6 @@ class OpenAIModel(Model):
             finish_reason=finish_reason,
         )
         yield StreamChunk(delta="", reply=reply)
-
-    def _parse(self, text: str, schema: dict[str, Any] | None, finish_reason: str | None) -> Any:
-        # Unparseable content is not a transport fault: ``parsed`` stays None and
-        # the caller (the skill runner) re-asks, with the call still in the ledger.
-        return try_parse_json(text) if schema is not None else None
 
     async def list_models(self) -> list[str]:
         """The model ids the server offers (``GET /v1/models``)."""

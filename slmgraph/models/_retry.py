@@ -51,23 +51,34 @@ class RetryingModel(Model):
         self.context_window = inner.context_window
         self.local = inner.local
 
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
-
-    async def complete(self, messages, *, schema=None, settings=None) -> ModelReply:
+    def _attempts(self) -> AsyncRetrying:
         p = self.policy
-        async for attempt in AsyncRetrying(
+        return AsyncRetrying(
             stop=stop_after_attempt(p.attempts),
             wait=wait_random_exponential(multiplier=p.initial_s, max=p.max_s),
             retry=retry_if_exception(_transient),
             reraise=True,
-        ):
+        )
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    async def complete(self, messages, *, schema=None, settings=None) -> ModelReply:
+        async for attempt in self._attempts():
             with attempt:
                 return await self.inner.complete(messages, schema=schema, settings=settings)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def stream(self, messages, *, schema=None, settings=None):
-        return self.inner.stream(messages, schema=schema, settings=settings)
+    async def stream(self, messages, *, schema=None, settings=None):
+        """Retries a stream that fails before its first chunk; once text has been
+        yielded, a failure is raised (the caller already holds partial output)."""
+        async for attempt in self._attempts():
+            with attempt:
+                chunks = aiter(self.inner.stream(messages, schema=schema, settings=settings))
+                first = await anext(chunks)
+        yield first
+        async for chunk in chunks:
+            yield chunk
 
     async def aclose(self) -> None:
         await self.inner.aclose()

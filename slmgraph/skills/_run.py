@@ -9,8 +9,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from .._context import RunContext
-from .._errors import InvalidModelOutputError
-from ..models._base import Message, ModelReply, ModelSettings, parse_json_reply
+from .._errors import InvalidModelOutputError, RequestTooLargeError
+from ..models._base import Message, ModelReply, ModelSettings
 from ._skill import Accepted, EscalationReason, Rejected, Skill
 
 __all__ = ["run_skill", "skill_messages"]
@@ -69,9 +69,19 @@ async def run_skill(
     draft: Any = None
     reason, detail = EscalationReason.INVALID_OUTPUT, ""
     for attempt in range(1, policy.max_repairs + 2):
-        reply = await ctx.call(skill.model, messages, node=node, skill=skill.name, schema=schema, settings=settings)
         try:
-            value = reply.parsed if reply.parsed is not None else parse_json_reply(reply.text)
+            reply = await ctx.call(skill.model, messages, node=node, skill=skill.name, schema=schema, settings=settings)
+        except RequestTooLargeError as exc:
+            if attempt == 1:
+                raise
+            # The request fit; the repair turns made the prompt too long. Escalate.
+            return Rejected(reason, f"{detail}; no room left to repair ({exc})", draft, attempt - 1)
+        except InvalidModelOutputError as exc:  # a backend that rejects its own reply
+            draft = draft if draft is not None else exc.text
+            reason, detail = EscalationReason.INVALID_OUTPUT, str(exc)
+            continue
+        try:
+            value = reply.value()
             draft = value
             output = skill.parse_output(value, reply.text)
         except InvalidModelOutputError as exc:
@@ -85,14 +95,14 @@ async def run_skill(
             messages = _repair(messages, reply, f"That reply fails a check: {problem}.")
             continue
         confidence = await _confidence(skill, messages, reply, output, ctx, node)
-        if policy.min_confidence is not None and (confidence or 0.0) < policy.min_confidence:
-            return Rejected(
-                EscalationReason.LOW_CONFIDENCE,
-                f"confidence {confidence or 0.0:.2f} is below the threshold {policy.min_confidence:.2f}",
-                output.model_dump(mode="json"),
-                attempt,
-                confidence,
+        if policy.min_confidence is not None and (confidence is None or confidence < policy.min_confidence):
+            why = (
+                f"confidence {confidence:.2f} is below the threshold {policy.min_confidence:.2f}"
+                if confidence is not None
+                else "confidence cannot be measured: the model gives no logprobs and samples=1; "
+                "set AcceptancePolicy(samples=3) or use a backend with logprobs"
             )
+            return Rejected(EscalationReason.LOW_CONFIDENCE, why, output.model_dump(mode="json"), attempt, confidence)
         return Accepted(output, confidence, attempt)
     return Rejected(reason, detail, draft, policy.max_repairs + 1)
 
@@ -121,8 +131,7 @@ async def _confidence(
     for _ in range(policy.samples - 1):
         reply = await ctx.call(skill.model, messages, node=node, skill=skill.name, schema=skill.output_schema(), settings=settings)
         try:
-            value = reply.parsed if reply.parsed is not None else parse_json_reply(reply.text)
-            votes[key(skill.parse_output(value, reply.text))] += 1
+            votes[key(skill.parse_output(reply.value(), reply.text))] += 1
         except InvalidModelOutputError:
             continue
     return votes[key(output)] / policy.samples
