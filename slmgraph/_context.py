@@ -18,7 +18,8 @@ DEFAULT_REPLY_RESERVE = 256
 
 @dataclass(slots=True)
 class RunContext:
-    """Models by binding key, plus the recorder that meters every call.
+    """Models by binding key, the recorder that meters every call, and the thread's
+    earlier conversation turns (``history``, for skills with ``memory``).
 
     All model calls made by slmgraph go through :meth:`call`, which refuses a prompt
     that does not fit the model's context window (never relying on the server to
@@ -28,10 +29,17 @@ class RunContext:
     models: Mapping[str, Model]
     recorder: Recorder = field(default_factory=Recorder)
     large_keys: frozenset[str] = frozenset({"large"})
+    history: tuple[Message, ...] = ()
 
     @classmethod
-    def fresh(cls, models: Mapping[str, Model], prices: PriceTable | None, large_keys: frozenset[str]) -> RunContext:
-        return cls(models=models, recorder=Recorder(prices=prices or PriceTable()), large_keys=large_keys)
+    def fresh(
+        cls,
+        models: Mapping[str, Model],
+        prices: PriceTable | None,
+        large_keys: frozenset[str],
+        history: tuple[Message, ...] = (),
+    ) -> RunContext:
+        return cls(models=models, recorder=Recorder(prices=prices or PriceTable()), large_keys=large_keys, history=history)
 
     def model(self, key: str) -> Model:
         try:

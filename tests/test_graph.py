@@ -349,3 +349,35 @@ async def test_an_unusable_checkpoint_path_is_a_config_error(tmp_path):
     g2 = graph(ScriptedModel([{"sentiment": "positive"}]), checkpoint=tmp_path)  # a directory
     with pytest.raises(ConfigError, match="checkpoint"):
         await g2.ainvoke("I love it")
+
+
+async def test_a_composite_skill_runs_sub_skills_through_its_runner():
+    from slmgraph import Accepted, run_skill
+
+    async def two_step(skill, data, ctx, node):
+        first = await run_skill(ADD, "1 + 2", ctx, node=node)
+        second = await run_skill(ADD, f"{first.output.total} + 4", ctx, node=node)
+        return Accepted(second.output, None, 2)
+
+    composite = ADD.clone(name="add_twice", runner=two_step, render=lambda o: f"total is {o.total}")
+    small = ScriptedModel([{"total": 3}, {"total": 7}])
+    r = await build_graph([composite], models={"small": small}, checkpoint=None).ainvoke("1 + 2 then + 4")
+    assert (r.status, r.answer, r.output) == ("answered", "total is 7", {"total": 7})
+    assert small.calls[1].messages[-1].content == "3 + 4"
+    assert [e.skill for e in r.ledger] == ["add", "add"]
+
+
+async def test_a_skill_with_memory_sees_the_threads_earlier_turns(tmp_path):
+    class Reply(BaseModel):
+        text: str
+
+    chat = Skill(name="chat", description="chat", instructions="Chat.", output_type=Reply, memory=True,
+                 render=lambda o: o.text)
+    small = ScriptedModel([{"text": "Hi Ada!"}, {"text": "Your name is Ada."}])
+    g = build_graph([chat], models={"small": small}, checkpoint=tmp_path / "c.sqlite")
+    await g.ainvoke("I am Ada", thread_id="chat")
+    r = await g.ainvoke("What is my name?", thread_id="chat")
+    assert r.answer == "Your name is Ada."
+    turns = [(m.role, m.content) for m in small.calls[1].messages[1:]]
+    assert turns == [("user", "I am Ada"), ("assistant", "Hi Ada!"), ("user", "What is my name?")]
+    assert [m.role for m in small.calls[0].messages] == ["system", "user"]  # first turn: no history

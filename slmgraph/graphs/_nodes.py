@@ -18,7 +18,7 @@ from .._errors import EscalationError, SlmGraphError, UnknownSkillError
 from ..agents._escalation import EscalationAgent
 from ..agents._router import Router
 from ..ledger import PriceTable
-from ..models._base import Model
+from ..models._base import Message, Model
 from ..skills._run import run_skill
 from ..skills._skill import Accepted, EscalationReason, Skill
 from ._state import NO_LARGE_MODEL, GraphState
@@ -49,8 +49,8 @@ class GraphSpec:
     prices: PriceTable
     large_keys: frozenset[str]
 
-    def context(self) -> RunContext:
-        return RunContext.fresh(self.models, self.prices, self.large_keys)
+    def context(self, history: tuple[Message, ...] = ()) -> RunContext:
+        return RunContext.fresh(self.models, self.prices, self.large_keys, history)
 
 
 class Nodes:
@@ -83,13 +83,13 @@ class Nodes:
         return update
 
     async def specialist(self, state: GraphState) -> GraphState:
-        ctx = self.spec.context()
         skill = self.spec.skills[state["route"]]
+        ctx = self.spec.context(_history(state) if skill.memory else ())
         with _metered(ctx):
             outcome = await run_skill(skill, state["request"], ctx)
         if isinstance(outcome, Accepted):
             output = outcome.output.model_dump(mode="json")
-            answer = outcome.output.model_dump_json()
+            answer = skill.answer_text(outcome.output)
             return {
                 "output": output,
                 "confidence": outcome.confidence,
@@ -142,6 +142,15 @@ class Nodes:
     @staticmethod
     def after_specialist(state: GraphState) -> str:
         return "end" if state.get("status") == "answered" else "escalation"
+
+
+def _history(state: GraphState) -> tuple[Message, ...]:
+    """The thread's earlier turns, without this run's request (the last message)."""
+    turns = []
+    for m in state.get("messages", [])[:-1]:
+        role = "user" if m.type == "human" else "assistant"
+        turns.append(Message(role, m.content if isinstance(m.content, str) else str(m.content)))
+    return tuple(turns)
 
 
 def outcome_message(state: GraphState) -> str:

@@ -8,6 +8,7 @@ from ._skill import (
     Example,
     Rejected,
     Skill,
+    SkillRunner,
     TextInput,
 )
 
@@ -19,6 +20,7 @@ __all__ = [
     "Accepted",
     "Rejected",
     "EscalationReason",
+    "SkillRunner",
     "run_skill",
     "skill_messages",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -28,8 +29,9 @@ def _as_text(value: BaseModel | str) -> str:
     return value.model_dump_json()
 
 
-def skill_messages(skill: Skill, data: BaseModel) -> list[Message]:
-    """The prompt for one run: instructions, schema, few-shot turns, then the input."""
+def skill_messages(skill: Skill, data: BaseModel, history: Sequence[Message] = ()) -> list[Message]:
+    """The prompt for one run: instructions, schema, few-shot turns, the thread's
+    earlier turns (for skills with ``memory``), then the input."""
     system = (
         f"{skill.instructions.strip()}\n\nReply with one JSON object matching this JSON schema:\n"
         f"{skill.output_schema_json()}"
@@ -38,6 +40,8 @@ def skill_messages(skill: Skill, data: BaseModel) -> list[Message]:
     for ex in skill.examples:
         messages.append(Message("user", _as_text(ex.input)))
         messages.append(Message("assistant", ex.output.model_dump_json()))
+    if skill.memory:
+        messages.extend(history)
     messages.append(Message("user", _as_text(data)))
     return messages
 
@@ -62,7 +66,9 @@ async def run_skill(
     except (ValidationError, ValueError) as exc:
         return Rejected(EscalationReason.BAD_INPUT, f"the request does not fit {skill.input_type.__name__}: {exc}", request, 0)
 
-    messages = skill_messages(skill, data)
+    if skill.runner is not None:
+        return await skill.runner(skill, data, ctx, node)
+    messages = skill_messages(skill, data, ctx.history)
     want_logprobs = policy.min_confidence is not None
     settings = ModelSettings(temperature=0.0, logprobs=want_logprobs, top_logprobs=1 if want_logprobs else None)
     schema = skill.output_schema()

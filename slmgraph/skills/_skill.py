@@ -6,7 +6,7 @@ import dataclasses
 import functools
 import json
 import re
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
@@ -23,6 +23,7 @@ __all__ = [
     "Accepted",
     "Rejected",
     "EscalationReason",
+    "SkillRunner",
 ]
 
 InT = TypeVar("InT", bound=BaseModel)
@@ -58,6 +59,9 @@ class Example(Generic[InT, OutT]):
 
 #: A custom acceptance check: returns ``None`` to accept, or the reason to reject.
 Check = Callable[[Any, Any], "str | None"]
+
+#: A composite skill's run: ``(skill, input, ctx, node) -> Accepted | Rejected``.
+SkillRunner = Callable[["Skill", BaseModel, Any, str], Awaitable["Accepted | Rejected"]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +113,13 @@ class Skill(Generic[InT, OutT]):
         examples: few-shot examples, shown as prior turns.
         acceptance: when an answer stands and when it escalates.
         model: binding key of the model that runs the skill.
+        runner: replaces the default single structured call for composite skills
+            (map-reduce, batching, retrieval first): ``async (skill, input, ctx,
+            node) -> Accepted | Rejected``. A runner usually builds smaller skills
+            and calls :func:`~slmgraph.run_skill` on them, so repairs, checks,
+            confidence and the ledger work the same inside.
+        memory: show the thread's earlier turns (``ctx.history``) to the model.
+        render: turns an accepted output into the run's answer text (default: JSON).
     """
 
     name: str
@@ -119,6 +130,9 @@ class Skill(Generic[InT, OutT]):
     examples: Sequence[Example] = ()
     acceptance: AcceptancePolicy = field(default_factory=AcceptancePolicy)
     model: str = "small"
+    runner: SkillRunner | None = None
+    memory: bool = False
+    render: Callable[[Any], str] | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -129,6 +143,10 @@ class Skill(Generic[InT, OutT]):
     def clone(self, **changes: Any) -> Skill[InT, OutT]:
         """A copy with some fields changed, e.g. ``skill.clone(model="large")``."""
         return dataclasses.replace(self, **changes)
+
+    def answer_text(self, output: BaseModel) -> str:
+        """The run's answer for an accepted ``output``."""
+        return self.render(output) if self.render is not None else output.model_dump_json()
 
     def output_schema(self) -> dict[str, Any]:
         """The output type's JSON schema (cached per type; do not mutate it)."""
