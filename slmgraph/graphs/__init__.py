@@ -1,13 +1,14 @@
 """Graph builders, the typed state and ready blueprints."""
 
 from ._graph import DEFAULT_CHECKPOINT, NodeEvent, SLMGraph, build_graph
-from ._blueprints import BUILTIN_CATEGORIES, GRAPHS, graph_from_config, quickstart_graph, sentiment_skill, triage_skill
+from ._blueprints import BUILTIN_CATEGORIES, GRAPHS, graph_from_config, register_graph, quickstart_graph, sentiment_skill, triage_skill
 from ._state import NO_LARGE_MODEL, GraphState, RunResult
 
 __all__ = [
     "BUILTIN_CATEGORIES",
     "GRAPHS",
     "graph_from_config",
+    "register_graph",
     "quickstart_graph",
     "sentiment_skill",
     "triage_skill",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from typing import Literal
@@ -17,7 +18,7 @@ from ..models._base import Model
 from ..skills._skill import AcceptancePolicy, Example, Skill
 from ._graph import SLMGraph, build_graph
 
-__all__ = ["triage_skill", "sentiment_skill", "quickstart_graph", "GRAPHS", "graph_from_config", "BUILTIN_CATEGORIES"]
+__all__ = ["triage_skill", "sentiment_skill", "quickstart_graph", "GRAPHS", "graph_from_config", "register_graph", "BUILTIN_CATEGORIES"]
 
 #: A small built-in help-desk category list, used when no category list is given.
 BUILTIN_CATEGORIES: tuple[str, ...] = (
@@ -104,14 +105,31 @@ def quickstart_graph(
 
 GraphFactory = Callable[..., SLMGraph]
 
-#: Ready graphs by name, for ``slmgraph run --graph NAME``.
-GRAPHS: dict[str, GraphFactory] = {"quickstart": quickstart_graph}
+#: Ready graphs by name, for ``slmgraph run --graph NAME``: a factory, or
+#: ``"module:function"`` imported on first use (so one graph's optional
+#: dependencies never slow down or break another).
+GRAPHS: dict[str, GraphFactory | str] = {"quickstart": quickstart_graph}
+
+
+def register_graph(name: str, factory: GraphFactory | str) -> None:
+    """Make a graph factory ``f(models, *, config, prices) -> SLMGraph`` available
+    to ``slmgraph run --graph NAME``."""
+    GRAPHS[name] = factory
+
+
+def _factory(name: str) -> GraphFactory:
+    if name not in GRAPHS:
+        raise ConfigError("graph", f"unknown graph {name!r}; available: {', '.join(sorted(GRAPHS))}")
+    factory = GRAPHS[name]
+    if isinstance(factory, str):
+        module, _, attr = factory.partition(":")
+        factory = GRAPHS[name] = getattr(importlib.import_module(module), attr)
+    return factory
 
 
 def graph_from_config(name: str, config: Config) -> SLMGraph:
     """Build the ready graph ``name`` with the models and prices of ``config``."""
     from .._factory import models_from_config, prices_from_config
 
-    if name not in GRAPHS:
-        raise ConfigError("graph", f"unknown graph {name!r}; available: {', '.join(sorted(GRAPHS))}")
-    return GRAPHS[name](models_from_config(config), config=config, prices=prices_from_config(config))
+    factory = _factory(name)
+    return factory(models_from_config(config), config=config, prices=prices_from_config(config))
