@@ -158,6 +158,9 @@ class SLMGraph:
         async with contextlib.AsyncExitStack() as stack:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
+                # Probe synchronously first: a failed aiosqlite connect leaves a worker
+                # thread that later reports into a closed event loop.
+                sqlite3.connect(path).close()
                 saver = await stack.enter_async_context(AsyncSqliteSaver.from_conn_string(str(path)))
                 await saver.setup()
             except (OSError, sqlite3.Error) as exc:
