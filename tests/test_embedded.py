@@ -169,3 +169,14 @@ async def test_logprobs_without_top_logprobs() -> None:
     model = LlamaCppModel(n_ctx=512, logprobs=True)
     reply = await model.complete([Message("user", "Say no.")], settings=ModelSettings(max_tokens=4, logprobs=True))
     assert reply.logprobs and len(reply.logprobs) == reply.usage.completion_tokens
+
+
+def test_string_length_bounds_are_left_to_pydantic_not_the_grammar():
+    from slmgraph.models._llamacpp import _grammar_safe
+
+    schema = {"type": "object", "properties": {"q": {"type": "string", "maxLength": 1200, "minLength": 3}},
+              "required": ["q"], "$defs": {"X": {"type": "array", "items": {"type": "string", "maxLength": 5}}}}
+    safe = _grammar_safe(schema)
+    assert safe["properties"]["q"] == {"type": "string"}
+    assert safe["$defs"]["X"]["items"] == {"type": "string"}
+    assert schema["properties"]["q"]["maxLength"] == 1200  # the caller's schema is untouched

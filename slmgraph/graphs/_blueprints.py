@@ -108,7 +108,10 @@ GraphFactory = Callable[..., SLMGraph]
 #: Ready graphs by name, for ``slmgraph run --graph NAME``: a factory, or
 #: ``"module:function"`` imported on first use (so one graph's optional
 #: dependencies never slow down or break another).
-GRAPHS: dict[str, GraphFactory | str] = {"quickstart": quickstart_graph}
+GRAPHS: dict[str, GraphFactory | str] = {
+    "quickstart": quickstart_graph,
+    "contract_review": "slmgraph.graphs.contracts:contract_review_graph",
+}
 
 
 def register_graph(name: str, factory: GraphFactory | str) -> None:

@@ -125,7 +125,9 @@ class SLMGraph:
         self.spec = spec
         self.name = name
         self.checkpoint = checkpoint
-        keys = {s.model for s in spec.skills.values()} | model_keys_of(spec.router)
+        # Composite skills (with a runner) chunk or batch their own calls, so the
+        # request is only checked against the models that take it whole.
+        keys = {s.model for s in spec.skills.values() if s.runner is None} | model_keys_of(spec.router)
         self._small_models = [spec.models[k] for k in sorted(keys)]
         nodes = Nodes(spec)
         builder = StateGraph(GraphState)

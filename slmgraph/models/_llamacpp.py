@@ -165,7 +165,7 @@ class LlamaCppModel(Model):
             kwargs["logprobs"] = True
             kwargs["top_logprobs"] = settings.top_logprobs or 0
         if schema is not None:
-            kwargs["response_format"] = {"type": "json_object", "schema": schema}
+            kwargs["response_format"] = {"type": "json_object", "schema": _grammar_safe(schema)}
         return kwargs
 
     def _check_size(self, messages: Sequence[Message]) -> None:
@@ -320,6 +320,20 @@ class LlamaCppModel(Model):
             latency=time.perf_counter() - started,
         )
         yield StreamChunk(delta="", reply=reply)
+
+
+_LENGTH_KEYS = frozenset({"maxLength", "minLength"})
+
+
+def _grammar_safe(schema: Any) -> Any:
+    """The schema without string-length bounds: llama-cpp-python 0.3.36 unrolls
+    ``maxLength`` into one grammar rule per character, and a bound in the
+    hundreds crashed the process. Pydantic still enforces the bound on the reply."""
+    if isinstance(schema, dict):
+        return {k: _grammar_safe(v) for k, v in schema.items() if k not in _LENGTH_KEYS}
+    if isinstance(schema, list):
+        return [_grammar_safe(v) for v in schema]
+    return schema
 
 
 def _logprobs(block: dict[str, Any] | None) -> tuple[TokenLogprob, ...] | None:

@@ -70,7 +70,9 @@ async def run_skill(
         return await skill.runner(skill, data, ctx, node)
     messages = skill_messages(skill, data, ctx.history)
     want_logprobs = policy.min_confidence is not None
-    settings = ModelSettings(temperature=0.0, logprobs=want_logprobs, top_logprobs=1 if want_logprobs else None)
+    settings = ModelSettings(
+        temperature=0.0, max_tokens=skill.max_tokens, logprobs=want_logprobs, top_logprobs=1 if want_logprobs else None
+    )
     schema = skill.output_schema()
     draft: Any = None
     reason, detail = EscalationReason.INVALID_OUTPUT, ""
@@ -133,7 +135,7 @@ async def _confidence(
         return None
     key = policy.agree_on or (lambda o: json.dumps(o.model_dump(mode="json"), sort_keys=True))
     votes = Counter([key(output)])
-    settings = ModelSettings(temperature=policy.sample_temperature)
+    settings = ModelSettings(temperature=policy.sample_temperature, max_tokens=skill.max_tokens)
     for _ in range(policy.samples - 1):
         reply = await ctx.call(skill.model, messages, node=node, skill=skill.name, schema=skill.output_schema(), settings=settings)
         try:

@@ -120,6 +120,8 @@ class Skill(Generic[InT, OutT]):
             confidence and the ledger work the same inside.
         memory: show the thread's earlier turns (``ctx.history``) to the model.
         render: turns an accepted output into the run's answer text (default: JSON).
+        max_tokens: the reply budget per call (``None``: the backend's default, and
+            256 tokens reserved when checking that a prompt fits).
     """
 
     name: str
@@ -133,6 +135,7 @@ class Skill(Generic[InT, OutT]):
     runner: SkillRunner | None = None
     memory: bool = False
     render: Callable[[Any], str] | None = None
+    max_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
