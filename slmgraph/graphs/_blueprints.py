@@ -111,6 +111,7 @@ GraphFactory = Callable[..., SLMGraph]
 GRAPHS: dict[str, GraphFactory | str] = {
     "quickstart": quickstart_graph,
     "contract_review": "slmgraph.graphs.contracts:contract_review_graph",
+    "transaction_review": "slmgraph.graphs.transactions:transaction_review_graph",
 }
 
 

@@ -3,6 +3,16 @@
 from ._extract import DEFAULT_CLAUSE_TYPES, Clause, Extraction, extract_skill, locate_quote, split_chunks
 from ._parse_command import CommandTemplate, ParsedCommand, grounded, parse_command_skill, value_in_text
 from ._run import run_skill, skill_messages
+from ._sentiment import SentimentReport, TextSentiment, parse_texts, sentiment_batch_skill
+from ._transaction_rules import LogFormatError, TransactionRules, parse_log
+from ._transactions import (
+    MalformedRow,
+    ReviewedTransaction,
+    RuleFinding,
+    TransactionReport,
+    flag_transactions_skill,
+    render_transaction_report,
+)
 from ._skill import (
     AcceptancePolicy,
     Accepted,
@@ -37,4 +47,17 @@ __all__ = [
     "ParsedCommand",
     "value_in_text",
     "grounded",
+    "flag_transactions_skill",
+    "TransactionReport",
+    "ReviewedTransaction",
+    "RuleFinding",
+    "MalformedRow",
+    "render_transaction_report",
+    "TransactionRules",
+    "parse_log",
+    "LogFormatError",
+    "sentiment_batch_skill",
+    "SentimentReport",
+    "TextSentiment",
+    "parse_texts",
 ]
