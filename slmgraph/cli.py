@@ -1,4 +1,4 @@
-"""The ``slmgraph`` command: ``run``, ``doctor``, ``models``."""
+"""The ``slmgraph`` command: ``run``, ``serve``, ``doctor``, ``models``."""
 
 from __future__ import annotations
 
@@ -140,6 +140,15 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import check_bind, graphs_from_config, load_serve_config, serve
+
+    serve_cfg = load_serve_config(args.config, overrides={"host": args.host, "port": args.port})
+    check_bind(serve_cfg)  # refuse a public bind without API keys before building anything
+    serve(graphs_from_config(args.graphs, _config(args)), serve_cfg, log_level=args.log_level)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="TOML config file")
@@ -161,6 +170,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--thread-id", help="thread id for the checkpoint (default: a new one)")
     run.add_argument("--resume", metavar="THREAD_ID", help="finish an interrupted run")
     run.set_defaults(fn=_cmd_run)
+    srv = sub.add_parser("serve", parents=[common], help="serve graphs over the OpenAI and Ollama chat protocols")
+    srv.add_argument("graphs", nargs="+", help="ready graph names, each served as a model")
+    srv.add_argument("--host", help="bind address (default 127.0.0.1; others need API keys)")
+    srv.add_argument("--port", type=int, help="TCP port (default 8000)")
+    srv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    srv.set_defaults(fn=_cmd_serve)
     sub.add_parser("doctor", parents=[common], help="check which backends are usable").set_defaults(fn=_cmd_doctor)
     sub.add_parser("models", parents=[common], help="list what each backend offers").set_defaults(fn=_cmd_models)
     return p

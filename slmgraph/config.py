@@ -88,6 +88,7 @@ class Config(BaseModel):
     checkpoint: str = ".slmgraph/checkpoints.sqlite"
     max_steps: PositiveInt = 4
     retry_attempts: PositiveInt = 3
+    serve: dict[str, Any] = Field(default_factory=dict)  # validated by slmgraph.serve
 
     @field_validator("large")
     @classmethod

@@ -112,6 +112,8 @@ GRAPHS: dict[str, GraphFactory | str] = {
     "quickstart": quickstart_graph,
     "contract_review": "slmgraph.graphs.contracts:contract_review_graph",
     "transaction_review": "slmgraph.graphs.transactions:transaction_review_graph",
+    "helpdesk": "slmgraph.graphs.helpdesk:helpdesk_graph",
+    "assistant": "slmgraph.graphs.assistant:assistant_graph",
 }
 
 

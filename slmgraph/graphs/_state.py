@@ -6,7 +6,9 @@ so every checkpoint serialises without custom types.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Annotated, Any, Literal
+
+from typing_extensions import TypedDict  # pydantic needs it for JSON schemas on 3.11
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages

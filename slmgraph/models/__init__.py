@@ -18,6 +18,7 @@ from ._base import (
     parse_json_reply,
     try_parse_json,
 )
+from ._embed import Embedder, HashingEmbedder, OllamaEmbedder, cosine, default_embedder
 from ._langchain import LangChainModel
 from ._llamacpp import LlamaCppModel, default_gguf_path
 from ._ollama import OllamaModel
@@ -41,4 +42,9 @@ __all__ = [
     "default_gguf_path",
     "RetryPolicy",
     "RetryingModel",
+    "Embedder",
+    "OllamaEmbedder",
+    "HashingEmbedder",
+    "default_embedder",
+    "cosine",
 ]

@@ -1,8 +1,12 @@
 """Skills: typed units of work, their acceptance policy, and the runner."""
 
+from ._answer import AnswerOutput, ReasoningSignal, answer_skill, detect_reasoning
+from ._classify import ClassifyOutput, ExampleBank, LabelScore, classify_skill
+from ._codegen import CodeResult, CodeTask, GeneratedCode, TestReport, generate_code_skill, run_tests
 from ._extract import DEFAULT_CLAUSE_TYPES, Clause, Extraction, extract_skill, locate_quote, split_chunks
 from ._parse_command import CommandTemplate, ParsedCommand, grounded, parse_command_skill, value_in_text
 from ._run import run_skill, skill_messages
+from ._summarize import SummaryOutput, summarize_skill
 from ._sentiment import SentimentReport, TextSentiment, parse_texts, sentiment_batch_skill
 from ._transaction_rules import LogFormatError, TransactionRules, parse_log
 from ._transactions import (
@@ -60,4 +64,20 @@ __all__ = [
     "SentimentReport",
     "TextSentiment",
     "parse_texts",
+    "classify_skill",
+    "ClassifyOutput",
+    "LabelScore",
+    "ExampleBank",
+    "summarize_skill",
+    "SummaryOutput",
+    "generate_code_skill",
+    "CodeTask",
+    "GeneratedCode",
+    "CodeResult",
+    "TestReport",
+    "run_tests",
+    "answer_skill",
+    "AnswerOutput",
+    "ReasoningSignal",
+    "detect_reasoning",
 ]

@@ -1,0 +1,296 @@
+"""The ASGI app: OpenAI and Ollama chat routes over served graphs, health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+import anyio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import Send
+
+from .._errors import ConfigError
+from ..graphs._graph import NodeEvent, SLMGraph
+from ..graphs._state import RunResult
+from ._config import ServeConfig, check_bind
+from ._host import Failure, GraphHost, UnknownModel, failure_of
+from ._metrics import CONTENT_TYPE, Metrics
+from ._ollama_routes import OllamaProtocol
+from ._openai_routes import OpenAIProtocol
+from ._protocol import ChatCall, Refused
+
+__all__ = ["create_app"]
+
+
+class _Wire(Protocol):
+    name: str
+
+    def error(self, f: Failure, headers: Mapping[str, str] | None = None) -> Response: ...
+    def parse(self, body: Mapping[str, Any], headers: Mapping[str, str], cfg: ServeConfig) -> ChatCall: ...
+    def reply(self, name: str, result: RunResult, conversation_id: str, started: float) -> Response: ...
+    def stream(self, call: ChatCall, name: str, events: AsyncIterator[NodeEvent], conversation_id: str,
+               cfg: ServeConfig) -> AsyncIterator[str]: ...  # fmt: skip
+
+
+class _ClientGone(Exception):
+    pass
+
+
+class _RunStream(StreamingResponse):
+    """A streaming response that always closes its iterator, so a client that
+    disconnects between two chunks still cancels its run at once."""
+
+    async def stream_response(self, send: Send) -> None:
+        try:
+            await super().stream_response(send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.body_iterator.aclose()  # type: ignore[union-attr]
+
+
+async def _until_disconnect(request: Request, work: Awaitable[RunResult]) -> RunResult:
+    """Await ``work`` unless the client disconnects first; then cancel it."""
+    run = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait({run, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not run.done():
+            run.cancel()
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait([run])
+    if run.cancelled():
+        raise _ClientGone()
+    return run.result()
+
+
+def _graphs(graphs: SLMGraph | Mapping[str, SLMGraph] | Sequence[SLMGraph]) -> dict[str, SLMGraph]:
+    if isinstance(graphs, SLMGraph):
+        return {graphs.name: graphs}
+    if isinstance(graphs, Mapping):
+        return dict(graphs)
+    out: dict[str, SLMGraph] = {}
+    for g in graphs:
+        if g.name in out:
+            raise ConfigError("graphs", f"two served graphs are named {g.name!r}; pass a mapping of names")
+        out[g.name] = g
+    return out
+
+
+class _Server:
+    def __init__(self, graphs: dict[str, SLMGraph], cfg: ServeConfig, metrics: Metrics) -> None:
+        self.cfg = cfg
+        self.metrics = metrics
+        self.host = GraphHost(graphs, max_concurrency=cfg.max_concurrency, max_queue=cfg.max_queue)
+        self.openai = OpenAIProtocol()
+        self.ollama = OllamaProtocol()
+        self.created = int(time.time())
+        self.modified = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+        limiter = self.host.limiter
+        metrics.gauges["slmgraph_runs_in_progress"] = ("Graph runs holding a slot.", lambda: limiter.active)
+        metrics.gauges["slmgraph_runs_queued"] = ("Requests waiting for a run slot.", lambda: limiter.waiting)
+
+    # -- guards ---------------------------------------------------------------
+
+    def authorize(self, request: Request) -> None:
+        if not self.cfg.api_keys:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        token = token.strip().encode()
+        if scheme.lower() != "bearer" or not any(hmac.compare_digest(token, k.encode()) for k in self.cfg.api_keys):
+            raise Refused(401, "invalid_api_key", "missing or wrong API key; send `Authorization: Bearer KEY`")
+
+    async def body(self, request: Request) -> dict[str, Any]:
+        limit = self.cfg.max_body_bytes
+        too_big = Refused(413, "request_too_large", f"the request body is larger than {limit} bytes")
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise too_big
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > limit:
+                raise too_big
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise Refused(400, "invalid_json", "the request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise Refused(400, "invalid_request", "the request body must be a JSON object")
+        return body
+
+    def failure(self, exc: BaseException) -> Failure:
+        if isinstance(exc, Refused):
+            return exc.failure
+        if isinstance(exc, ClientDisconnect):
+            return Failure(499, "client_disconnected", "the client went away while sending its request")
+        return failure_of(exc)
+
+    def _auth_headers(self, f: Failure) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"} if f.status == 401 else {}
+
+    # -- routes ---------------------------------------------------------------
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "models": self.host.names()})
+
+    async def metrics_text(self, request: Request) -> Response:
+        try:
+            self.authorize(request)
+        except Refused as exc:
+            return PlainTextResponse(exc.failure.message, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        return PlainTextResponse(self.metrics.render(), media_type=CONTENT_TYPE)
+
+    async def _listing(self, request: Request, wire: _Wire, build: Callable[[], dict[str, Any]]) -> Response:
+        try:
+            self.authorize(request)
+            return JSONResponse(build())
+        except Refused as exc:
+            return wire.error(exc.failure, self._auth_headers(exc.failure))
+
+    async def v1_models(self, request: Request) -> Response:
+        return await self._listing(request, self.openai, lambda: self.openai.models(self.host.names(), self.created))
+
+    async def v1_model(self, request: Request) -> Response:
+        def one() -> dict[str, Any]:
+            try:
+                return self.openai.model(self.host.resolve(request.path_params["model"]), self.created)
+            except UnknownModel as exc:
+                raise Refused(404, "model_not_found", str(exc)) from None
+
+        return await self._listing(request, self.openai, one)
+
+    async def api_tags(self, request: Request) -> Response:
+        return await self._listing(request, self.ollama, lambda: self.ollama.tags(self.host.names(), self.modified))
+
+    async def v1_chat(self, request: Request) -> Response:
+        return await self.chat(request, self.openai)
+
+    async def api_chat(self, request: Request) -> Response:
+        return await self.chat(request, self.ollama)
+
+    async def chat(self, request: Request, wire: _Wire) -> Response:
+        started = time.perf_counter()
+        label = "-"
+        try:
+            self.authorize(request)
+            call = wire.parse(await self.body(request), request.headers, self.cfg)
+            name = label = self.host.resolve(call.model)
+            self.host.graph(name).validate_request(call.text)
+            self.host.limiter.admit()
+        except Exception as exc:  # noqa: BLE001 - every refusal gets the protocol's error shape
+            f = self.failure(exc)
+            self.metrics.observe_request(wire.name, label, f.status, time.perf_counter() - started)
+            return wire.error(f, self._auth_headers(f))
+        conversation_id = call.conversation_id or uuid.uuid4().hex
+        thread_id = GraphHost.thread_id(name, conversation_id)
+        events = self._tracked(wire.name, name, self.host.events(name, call.text, thread_id), started)
+        if call.stream:
+            media = "text/event-stream" if wire is self.openai else "application/x-ndjson"
+            headers = {"X-Conversation-Id": conversation_id, "X-Slmgraph-Thread-Id": thread_id, "Cache-Control": "no-cache"}
+            return _RunStream(wire.stream(call, name, events, conversation_id, self.cfg), media_type=media, headers=headers)
+        try:
+            result = await _until_disconnect(request, self._last(events))
+        except _ClientGone:
+            return Response(status_code=499)  # nobody is listening
+        except Exception as exc:  # noqa: BLE001
+            return wire.error(self.failure(exc))
+        return wire.reply(name, result, conversation_id, started)
+
+    @staticmethod
+    async def _last(events: AsyncIterator[NodeEvent]) -> RunResult:
+        result = None
+        async with contextlib.aclosing(events) as running:  # type: ignore[type-var]
+            async for event in running:
+                result = event.result or result
+        assert result is not None
+        return result
+
+    async def _tracked(
+        self, protocol: str, name: str, events: AsyncIterator[NodeEvent], started: float,
+    ) -> AsyncIterator[NodeEvent]:
+        """Pass events through, recording the run, a disconnect or a failure in the metrics."""
+        status, finished = 200, False
+        try:
+            async with contextlib.aclosing(events) as running:  # type: ignore[type-var]
+                async for event in running:
+                    if event.result is not None:
+                        finished = True
+                        self.metrics.observe_run(name, event.result)
+                    yield event
+        except (asyncio.CancelledError, GeneratorExit):
+            if not finished:
+                status = 499
+                self.metrics.observe_disconnect(protocol, name)
+            raise
+        except Exception as exc:
+            status = failure_of(exc).status
+            raise
+        finally:
+            self.metrics.observe_request(protocol, name, status, time.perf_counter() - started)
+
+
+def create_app(
+    graphs: SLMGraph | Mapping[str, SLMGraph] | Sequence[SLMGraph],
+    config: ServeConfig | None = None,
+    *,
+    metrics: Metrics | None = None,
+) -> Starlette:
+    """An ASGI app serving ``graphs`` as chat models over the OpenAI and Ollama protocols.
+
+    Args:
+        graphs: one graph (served under its ``name``), several, or a mapping of
+            model name to graph.
+        config: address, API keys and limits; see :class:`ServeConfig`.
+        metrics: the metrics registry (a new one by default).
+
+    Raises:
+        ConfigError: no graph, or a non-loopback ``config.host`` without API keys.
+    """
+    cfg = config or ServeConfig()
+    check_bind(cfg)
+    server = _Server(_graphs(graphs), cfg, metrics or Metrics())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await server.host.start()
+        try:
+            yield
+        finally:
+            await server.host.aclose()
+
+    async def not_found(request: Request, exc: HTTPException) -> Response:
+        f = Failure(exc.status_code, "not_found" if exc.status_code == 404 else "method_not_allowed",
+                    f"{request.method} {request.url.path}: {exc.detail}")
+        wire: _Wire = server.ollama if request.url.path.startswith("/api/") else server.openai
+        return wire.error(f)
+
+    routes = [
+        Route("/healthz", server.healthz, methods=["GET"]),
+        Route("/metrics", server.metrics_text, methods=["GET"]),
+        Route("/v1/models", server.v1_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", server.v1_model, methods=["GET"]),
+        Route("/v1/chat/completions", server.v1_chat, methods=["POST"]),
+        Route("/api/tags", server.api_tags, methods=["GET"]),
+        Route("/api/chat", server.api_chat, methods=["POST"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_found})
+    app.state.slmgraph = server
+    return app

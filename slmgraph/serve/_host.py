@@ -1,0 +1,250 @@
+"""Running served graphs: shared checkpointers, the concurrency limit, cancellation.
+
+Protocol-agnostic: the OpenAI and Ollama routes both call :class:`GraphHost`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+from .._errors import (
+    ConfigError,
+    EmptyRequestError,
+    EscalationError,
+    InvalidModelOutputError,
+    ModelError,
+    ModelHTTPError,
+    ModelNotFoundError,
+    ModelTimeoutError,
+    ModelUnavailableError,
+    RequestTooLargeError,
+    SlmGraphError,
+    UserError,
+)
+from ..graphs._graph import NodeEvent, SLMGraph
+from ..graphs._state import RunResult
+
+__all__ = ["GraphHost", "ServerBusy", "UnknownModel", "Failure", "failure_of", "extension", "content_of"]
+
+
+class ServerBusy(Exception):
+    """Every run slot is taken and the queue is full."""
+
+
+class UnknownModel(Exception):
+    """The request names a model (graph) this server does not serve."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        super().__init__(f"the model {name!r} does not exist; this server serves: {', '.join(known)}")
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """An error as a protocol can report it."""
+
+    status: int
+    code: str
+    message: str
+
+
+def failure_of(exc: BaseException) -> Failure:
+    """Map an exception raised by a run to an HTTP status and an error code."""
+    if isinstance(exc, RequestTooLargeError):
+        return Failure(413, "context_length_exceeded", str(exc))
+    if isinstance(exc, EmptyRequestError):
+        return Failure(400, "empty_request", str(exc))
+    if isinstance(exc, ModelTimeoutError):
+        return Failure(504, "model_timeout", str(exc))
+    if isinstance(exc, ModelUnavailableError | ModelNotFoundError):
+        return Failure(503, "model_unavailable", str(exc))
+    if isinstance(exc, ModelHTTPError):
+        return Failure(503 if exc.transient else 502, "model_error", str(exc))
+    if isinstance(exc, InvalidModelOutputError | ModelError | EscalationError):
+        return Failure(502, "model_error", str(exc))
+    if isinstance(exc, SlmGraphError) and not isinstance(exc, UserError):
+        return Failure(400, "invalid_request", str(exc))
+    if isinstance(exc, ServerBusy):
+        return Failure(503, "server_busy", "the server is at its concurrency limit and its queue is full; retry later")
+    if isinstance(exc, UnknownModel):
+        return Failure(404, "model_not_found", str(exc))
+    return Failure(500, "internal_error", f"the graph failed: {type(exc).__name__}: {exc}")
+
+
+def content_of(result: RunResult) -> str:
+    """The assistant message for a run: its answer, or what happened and the draft."""
+    if result.answer is not None:
+        return result.answer
+    text = result.message
+    if result.draft is not None:
+        text += "\n\ndraft: " + json.dumps(result.draft, ensure_ascii=False, default=str)
+    return text
+
+
+def extension(result: RunResult, conversation_id: str | None) -> dict[str, Any]:
+    """The ``slmgraph`` extension field: route, escalation, cost, thread."""
+    t = result.totals
+    return {
+        "thread_id": result.thread_id,
+        "conversation_id": conversation_id,
+        "status": result.status,
+        "route": result.route,
+        "route_confidence": result.route_confidence,
+        "confidence": result.confidence,
+        "escalation_reason": result.escalation_reason,
+        "escalation_detail": result.escalation_detail,
+        "message": result.message,
+        "output": result.output,
+        "draft": result.draft,
+        "totals": t.model_dump(),
+        "cost_usd": t.cost_usd,
+    }
+
+
+class _Limiter:
+    """At most ``limit`` runs at once; up to ``max_queue`` more wait in FIFO order."""
+
+    def __init__(self, limit: int, max_queue: int) -> None:
+        self.limit = limit
+        self.max_queue = max_queue
+        self.active = 0
+        self.waiting = 0
+        self._sem: asyncio.Semaphore | None = None
+
+    def admit(self) -> None:
+        if self.active >= self.limit and self.waiting >= self.max_queue:
+            raise ServerBusy()
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        if self._sem is None:  # created on the serving loop
+            self._sem = asyncio.Semaphore(self.limit)
+        self.waiting += 1
+        try:
+            await self._sem.acquire()
+        finally:
+            self.waiting -= 1
+        self.active += 1
+        try:
+            yield
+        finally:
+            self.active -= 1
+            self._sem.release()
+
+
+_END = object()
+
+
+class GraphHost:
+    """The served graphs by model name, with one shared SQLite connection per
+    checkpoint file (opened by :meth:`start`) and the server's run limit."""
+
+    def __init__(self, graphs: Mapping[str, SLMGraph], *, max_concurrency: int, max_queue: int) -> None:
+        if not graphs:
+            raise ConfigError("graphs", "serve at least one graph")
+        self.configured = dict(graphs)
+        self.graphs: dict[str, SLMGraph] = dict(graphs)
+        self.limiter = _Limiter(max_concurrency, max_queue)
+        self._stack: contextlib.AsyncExitStack | None = None
+
+    def names(self) -> list[str]:
+        return list(self.graphs)
+
+    def resolve(self, model: str) -> str:
+        """The served graph for a model name; ``NAME:latest`` (Ollama style) matches ``NAME``."""
+        if model in self.graphs:
+            return model
+        base, _, tag = model.partition(":")
+        if tag == "latest" and base in self.graphs:
+            return base
+        raise UnknownModel(model, self.names())
+
+    def graph(self, name: str) -> SLMGraph:
+        return self.graphs[name]
+
+    async def start(self) -> None:
+        """Open each checkpoint file once and rebind the graphs to the shared saver.
+
+        A graph built with a checkpoint *path* would open a new SQLite connection per
+        run; a server shares one per file instead.
+        """
+        self._stack = contextlib.AsyncExitStack()
+        savers: dict[Path, BaseCheckpointSaver] = {}
+        for name, g in self.configured.items():
+            if g.checkpoint is None or isinstance(g.checkpoint, BaseCheckpointSaver):
+                continue
+            path = Path(g.checkpoint).resolve()
+            if path not in savers:
+                savers[path] = await self._open(path)
+            self.graphs[name] = SLMGraph(g.spec, checkpoint=savers[path], name=g.name)
+
+    async def _open(self, path: Path) -> BaseCheckpointSaver:
+        assert self._stack is not None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sqlite3.connect(path).close()
+            saver = await self._stack.enter_async_context(AsyncSqliteSaver.from_conn_string(str(path)))
+            await saver.setup()
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError("checkpoint", f"cannot open the SQLite checkpoint file {str(path)!r} ({exc})") from None
+        return saver
+
+    async def aclose(self) -> None:
+        if self._stack is not None:
+            await self._stack.aclose()
+            self._stack = None
+        self.graphs = dict(self.configured)
+
+    @staticmethod
+    def thread_id(name: str, conversation_id: str | None) -> str:
+        """The graph thread of a conversation; a new one when there is no id."""
+        return f"{name}/{conversation_id}" if conversation_id else f"{name}/{uuid.uuid4().hex}"
+
+    async def events(self, name: str, text: str, thread_id: str) -> AsyncIterator[NodeEvent]:
+        """Stream a run's node events from a queued slot.
+
+        The run executes in its own task. Closing this iterator early (the client
+        went away) cancels that task and waits for it, so the run stops at a step
+        boundary and its last checkpoint is whole before anything else touches the
+        thread.
+        """
+        graph = self.graphs[name]
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def produce() -> None:
+            try:
+                async with self.limiter.slot():
+                    async for event in graph.astream(text, thread_id=thread_id):
+                        queue.put_nowait(event)
+            except Exception as exc:  # noqa: BLE001 - handed to the consumer
+                queue.put_nowait(exc)
+            else:
+                queue.put_nowait(_END)
+
+        task = asyncio.create_task(produce(), name=f"slmgraph-run-{thread_id}")
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            if not task.done():
+                task.cancel()
+            # Shielded: the caller may be inside a cancelled anyio scope.
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait([task])
