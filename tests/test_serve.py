@@ -482,13 +482,6 @@ def test_several_graphs_are_served_as_several_models(tmp_path):
 # -- the command line ---------------------------------------------------------------
 
 
-def _cli_has_serve() -> bool:
-    from slmgraph.cli import _parser
-
-    return "serve" in _parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-
-
-@pytest.mark.skipif(not _cli_has_serve(), reason="`slmgraph serve` is not wired into slmgraph/cli.py yet")
 def test_the_serve_command_refuses_a_public_bind_without_keys_and_serves_on_loopback(tmp_path):
     import subprocess
     import sys
