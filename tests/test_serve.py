@@ -322,6 +322,43 @@ def test_a_non_streaming_client_that_disconnects_cancels_its_run():
         assert 'slmgraph_client_disconnects_total{protocol="ollama",model="echo"} 1' in metrics
 
 
+def test_requests_on_one_conversation_run_one_after_the_other(tmp_path):
+    calls, release = [], threading.Event()
+
+    async def held(msgs, schema):
+        which = "first" if "the first" in msgs[-1].content else "second"
+        calls.append(("start", which))
+        while which == "first" and not release.is_set():
+            await asyncio.sleep(0.01)
+        calls.append(("end", which))
+        return echo(msgs, schema)
+
+    app = create_app(chat_graph(FunctionModel(held), checkpoint=tmp_path / "c.sqlite"))
+    host = app.state.slmgraph.host
+    with running(app) as base:
+        answers: dict[str, str] = {}
+
+        def say(text: str) -> None:
+            reply = oai(base, timeout=60).chat.completions.create(
+                model="echo", messages=[{"role": "user", "content": text}], extra_headers={"X-Conversation-Id": "same"})
+            answers[text] = reply.choices[0].message.content
+
+        first = threading.Thread(target=say, args=("the first",))
+        first.start()
+        wait_for(lambda: calls == [("start", "first")], "the first run's model call")
+        second = threading.Thread(target=say, args=("the second",))
+        second.start()
+        wait_for(lambda: host.thread_users("echo/same") == 2, "the second request to wait for the thread")
+        assert calls == [("start", "first")]  # the second run has not started
+        release.set()
+        first.join(timeout=60)
+        second.join(timeout=60)
+    assert calls == [("start", "first"), ("end", "first"), ("start", "second"), ("end", "second")]
+    # The second run saw the first turn and its answer in the thread's history.
+    assert "earlier: ['the first'" in answers["the second"] and "you said: the first" in answers["the second"]
+    assert host.thread_users("echo/same") == 0
+
+
 # -- limits and safety ----------------------------------------------------------
 
 

@@ -158,6 +158,7 @@ class GraphHost:
         self.graphs: dict[str, SLMGraph] = dict(graphs)
         self.limiter = _Limiter(max_concurrency, max_queue)
         self._stack: contextlib.AsyncExitStack | None = None
+        self._threads: dict[str, list[Any]] = {}  # thread id -> [lock, requests holding or awaiting it]
 
     def names(self) -> list[str]:
         return list(self.graphs)
@@ -207,6 +208,23 @@ class GraphHost:
             self._stack = None
         self.graphs = dict(self.configured)
 
+    def thread_users(self, thread_id: str) -> int:
+        """Requests running or waiting on ``thread_id``."""
+        return self._threads[thread_id][1] if thread_id in self._threads else 0
+
+    @contextlib.asynccontextmanager
+    async def _one_run_per_thread(self, thread_id: str) -> AsyncIterator[None]:
+        # Two runs on one thread would interleave their checkpoints: the later waits.
+        entry = self._threads.setdefault(thread_id, [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._threads[thread_id]
+
     @staticmethod
     def thread_id(name: str, conversation_id: str | None) -> str:
         """The graph thread of a conversation; a new one when there is no id."""
@@ -215,17 +233,17 @@ class GraphHost:
     async def events(self, name: str, text: str, thread_id: str) -> AsyncIterator[NodeEvent]:
         """Stream a run's node events from a queued slot.
 
-        The run executes in its own task. Closing this iterator early (the client
-        went away) cancels that task and waits for it, so the run stops at a step
-        boundary and its last checkpoint is whole before anything else touches the
-        thread.
+        The run executes in its own task, after any earlier run on the same thread
+        has finished. Closing this iterator early (the client went away) cancels
+        that task and waits for it, so the run stops at a step boundary and its last
+        checkpoint is whole before anything else touches the thread.
         """
         graph = self.graphs[name]
         queue: asyncio.Queue[Any] = asyncio.Queue()
 
         async def produce() -> None:
             try:
-                async with self.limiter.slot():
+                async with self._one_run_per_thread(thread_id), self.limiter.slot():
                     async for event in graph.astream(text, thread_id=thread_id):
                         queue.put_nowait(event)
             except Exception as exc:  # noqa: BLE001 - handed to the consumer
