@@ -7,6 +7,12 @@ each on the small model, then combines the partial summaries. A summary that
 fails the acceptance check (too long, off topic, a copy of the first part) is
 rejected, which in a graph sends the request to the large model.
 
+On the embedded SmolLM2-135M model expect that outcome: in our runs it copied or
+looped on every chunk until its 256-token reply limit, the per-part checks
+rejected those drafts, and the document was marked for escalation (six calls,
+every prompt within the window). A larger small model (e.g. an Ollama
+qwen2.5:0.5b or bigger) is what this skill is meant for.
+
     python examples/summarize.py [FILE]      # or summarise your own text file
 
 (Run through ``run_skill`` here: a graph refuses a request that does not fit its
