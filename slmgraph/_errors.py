@@ -13,10 +13,14 @@ wrong and what to do about it::
     │   └── RequestTooLargeError      more tokens than the model's context window
     ├── ModelError                    a model backend failed
     │   ├── ModelUnavailableError     the server cannot be reached (names the host)
+    │   │   ├── IncompleteStreamError the reply stream broke off before its final record
+    │   │   └── CircuitOpenError      the endpoint failed repeatedly and is cooling down
     │   ├── ModelTimeoutError         the call took longer than its timeout
     │   ├── ModelNotFoundError        the server does not have the model (says how to get it)
     │   ├── ModelHTTPError            any other HTTP status from the server
-    │   └── InvalidModelOutputError   the reply cannot be parsed or fails its schema
+    │   │   └── ModelOverloadedError  429 or 503: the server is busy (carries Retry-After)
+    │   ├── InvalidModelOutputError   the reply cannot be parsed or fails its schema
+    │   └── MalformedResponseError    a 200 whose body is not the protocol (HTML, broken JSON)
     └── EscalationError               the escalation agent could not finish
         └── StepLimitError            the agent hit its step budget
 
@@ -42,6 +46,10 @@ __all__ = [
     "InvalidModelOutputError",
     "EscalationError",
     "StepLimitError",
+    "ModelOverloadedError",
+    "MalformedResponseError",
+    "IncompleteStreamError",
+    "CircuitOpenError",
 ]
 
 
@@ -187,4 +195,54 @@ class StepLimitError(EscalationError):
         super().__init__(
             f"the escalation agent used all {steps} steps without a final answer; "
             "raise max_steps or split the request"
+        )
+
+
+class ModelOverloadedError(ModelHTTPError):
+    """The server is busy (HTTP 429 or 503); retried, after ``Retry-After`` when given.
+
+    Attributes:
+        retry_after: seconds the server asked us to wait, or ``None``.
+    """
+
+    def __init__(
+        self, message: str, *, status_code: int, retry_after: float | None = None, model: str = "", provider: str = ""
+    ) -> None:
+        super().__init__(message, status_code=status_code, model=model, provider=provider)
+        self.retry_after = retry_after
+        self.transient = True
+
+
+class MalformedResponseError(ModelError):
+    """The server answered 200 with a body that is not its protocol (an HTML error page
+    from a proxy, JSON cut short). Retried at most once, and never parsed into state."""
+
+    transient = True
+
+
+class IncompleteStreamError(ModelUnavailableError):
+    """A streamed reply ended without its final record (Ollama's ``done``, OpenAI's
+    ``finish_reason`` / ``[DONE]``). The partial text is discarded, never returned."""
+
+
+class CircuitOpenError(ModelUnavailableError):
+    """The endpoint failed repeatedly and is cooling down; calls fail at once.
+
+    Not transient: the retry layer does not wait out a cooldown, a fallback takes over.
+
+    Attributes:
+        endpoint: the URL or name of the endpoint.
+        retry_in: seconds until the breaker lets a probe through.
+    """
+
+    transient = False
+
+    def __init__(self, endpoint: str, retry_in: float, *, model: str = "", provider: str = "") -> None:
+        self.endpoint = endpoint
+        self.retry_in = retry_in
+        super().__init__(
+            f"{endpoint} failed repeatedly and is taken out of rotation for another "
+            f"{retry_in:.1f} s; configure a fallback model or another host, or check the server",
+            model=model,
+            provider=provider,
         )
