@@ -18,6 +18,12 @@ A TOML file looks like::
     [models.coder]               # extra binding keys, for skills with model="coder"
     provider = "ollama"
     model = "qwen2.5-coder:1.5b"
+    hosts = ["http://gpu1:11434", "http://gpu2:11434"]   # a pool, least-loaded first
+    timeout = 30                 # whole call / first token, seconds
+    connect_timeout = 2          # TCP connect
+    idle_timeout = 10            # longest gap mid-stream
+    max_parallel = 1             # calls in flight per host; more queue on our side
+    fallback = ["small"]         # when every host is down or cooling down
 
 Environment: ``SLMGRAPH_SMALL_PROVIDER``, ``SLMGRAPH_SMALL_MODEL``, ``OLLAMA_HOST``,
 ``SLMGRAPH_LARGE_PROVIDER``, ``SLMGRAPH_LARGE_MODEL``, ``OPENAI_BASE_URL``,
@@ -34,7 +40,18 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ._errors import ConfigError
 from .ledger import Price
@@ -64,6 +81,14 @@ class ModelConfig(BaseModel):
     timeout: PositiveFloat = 60.0
     model_path: str | None = None
     price: Price | None = None
+    # Reliability (see docs/reliability.md).
+    connect_timeout: PositiveFloat = 2.0
+    idle_timeout: PositiveFloat | None = None
+    hosts: list[str] | None = None
+    max_parallel: PositiveInt | None = None
+    breaker_failures: PositiveInt = 5
+    breaker_cooldown: NonNegativeFloat = 30.0
+    fallback: list[str] = Field(default_factory=list)
 
     @field_validator("host", "base_url")
     @classmethod
@@ -73,6 +98,30 @@ class ModelConfig(BaseModel):
         parsed = urlparse(v if "://" in v else f"http://{v}")
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ValueError(f"{v!r} is not an http(s) URL")
+        try:
+            parsed.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            raise ValueError(f"{v!r} has an invalid port") from None
+        return v
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, v: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("the host list is empty; name at least one host, or drop `hosts`")
+        if info.data.get("provider") not in ("ollama", "auto"):
+            raise ValueError("a host pool needs provider 'ollama'")
+        if info.data.get("host"):
+            raise ValueError("set either `host` or `hosts`, not both")
+        for i, host in enumerate(v):
+            try:
+                cls._url(host)
+            except ValueError as exc:
+                raise ValueError(f"entry {i}: {exc}") from None
+        if len(set(v)) != len(v):
+            raise ValueError("a host is listed twice")
         return v
 
 
@@ -102,6 +151,31 @@ class Config(BaseModel):
         if not v.model:
             raise ValueError("a large model needs `model`")
         return v
+
+    @model_validator(mode="after")
+    def _fallbacks(self) -> Config:
+        """A fallback names another entry, and never one that leaves the machine: data
+        goes off-machine only through escalation, where the privacy gate runs."""
+        entries = {"small": self.small, **({"large": self.large} if self.large else {}), **self.models}
+        for key, cfg in entries.items():
+            field = f"{key if key in ('small', 'large') else 'models.' + key}.fallback"
+            for target in cfg.fallback:
+                if target == key or target not in entries:
+                    known = ", ".join(k for k in entries if k != key)
+                    raise ConfigError(field, f"{target!r} is not another model entry (known: {known or 'none'})")
+                other = entries[target]
+                if other.provider == "openai" and not _loopback(other.base_url):
+                    raise ConfigError(
+                        field,
+                        f"{target!r} is a remote endpoint; a fallback may not send data off the "
+                        "machine (escalate to it instead, through the privacy gate)",
+                    )
+        return self
+
+
+def _loopback(url: str | None) -> bool:
+    host = urlparse(url).hostname if url else None
+    return host in ("localhost", "127.0.0.1", "::1")
 
 
 _ENV = {

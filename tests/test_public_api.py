@@ -20,6 +20,10 @@ EXPECTED = {
     "ModelTimeoutError", "ModelNotFoundError", "ModelHTTPError", "InvalidModelOutputError",
     "EscalationError", "StepLimitError", "__version__",
 }
+EXPECTED |= {
+    "ModelOverloadedError", "MalformedResponseError", "IncompleteStreamError", "CircuitOpenError",
+    "CircuitBreaker", "ConcurrencyLimit", "GuardedModel", "FallbackModel", "PooledModel",
+}
 
 
 def test_top_level_exports_are_pinned():
