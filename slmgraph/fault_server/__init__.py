@@ -18,7 +18,6 @@ are listed in :mod:`slmgraph.fault_server._server`.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -57,14 +56,16 @@ class FaultServer:
         models: tuple[str, ...] = ("fault-model",),
     ) -> FaultServer:
         """Start ``python -m slmgraph.fault_server`` and wait until it listens."""
-        root = str(Path(__file__).resolve().parents[2])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+        # Import this package as a top-level one, so the child skips importing all of
+        # slmgraph (langgraph and friends take seconds); it needs only the stdlib.
+        here = Path(__file__).resolve().parent
+        boot = f"import sys; sys.path.insert(0, {str(here.parent)!r}); from {here.name}.__main__ import main; main()"
         cmd = [
-            sys.executable, "-m", "slmgraph.fault_server", "--port", str(port),
+            sys.executable, "-c", boot, "--port", str(port),
             "--latency", str(latency), "--parallel", str(parallel), "--max-queue", str(max_queue),
             "--reply", reply, "--models", ",".join(models),
         ]  # fmt: skip
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = proc.stdout.readline() if proc.stdout else ""
         if not line.startswith("READY "):
             proc.kill()
@@ -99,8 +100,9 @@ class FaultServer:
         return self._post("/_control/config", changes)
 
     def reset(self) -> None:
-        """Start-up settings again, no faults, empty log."""
+        """Start-up settings again, no faults, empty log, API port listening."""
         self._post("/_control/reset")
+        self._post("/_control/up")
 
     def down(self) -> None:
         """Stop listening: new connections are refused, open ones reset."""

@@ -13,7 +13,7 @@ from ._app import FaultApp
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m slmgraph.fault_server", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m slmgraph.fault_server", description=(__doc__ or "").split("\n")[0])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="API port (0: any free port)")
     p.add_argument("--control-port", type=int, default=0, help="control port (0: any free port)")

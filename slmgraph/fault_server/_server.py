@@ -191,6 +191,9 @@ async def serve_model_call(call: _Call, fault: dict[str, Any] | None, reader, wr
 async def _answer(call: _Call, fault, kind: str, reader, writer, seconds: float) -> bool:
     after = int((fault or {}).get("after", 1))
     if not call.stream:
+        if kind == "error_record":  # a 200 whose JSON is an error, not a reply
+            await respond(writer, 200, call.error_body(500, "injected error record"))
+            return True
         body = call.full_body(seconds)
         if kind in ("stall", "cut"):
             await respond(writer, 200, body, send_bytes=len(body) // 2)
