@@ -7,7 +7,10 @@ limit is ``P / L`` calls per second; each graph run here makes exactly one model
 
 **Load.** For N = 1, 8, 64, 256 concurrent runs it prints throughput, the ratio to
 ``P / L``, p50/p95/p99 run latency, errors, lost runs (never returned), state mix-ups
-(a run whose output echoes another run's request) and the process's peak RSS. The
+(a run whose output echoes another run's request) and the process's peak RSS. It
+also prints the start-up ramp (until the server sees the batch's first request: every
+run does its LangGraph set-up before the first one's request is written) and the
+ratio over the time after it. The
 client holds at most 2P calls in flight per endpoint (``ConcurrencyLimit``): P being
 served and P waiting in the server's queue, so a slot never idles while our next
 request is built, and the rest of the burst queues on our side, far below the
@@ -85,6 +88,7 @@ async def run_batch(graph, n: int, tag: str, deadline_s: float) -> dict:
             latencies.append(time.perf_counter() - started)
         return result
 
+    t0 = time.time()
     tasks = [asyncio.ensure_future(one(r)) for r in requests]
     started = time.perf_counter()
     done, pending = await asyncio.wait(tasks, timeout=deadline_s)
@@ -106,7 +110,7 @@ async def run_batch(graph, n: int, tag: str, deadline_s: float) -> dict:
         else:
             mixups += 1
     return {"n": n, "wall": wall, "ok": ok, "errors": errors, "lost": len(pending), "mixups": mixups,
-            "latencies": latencies}  # fmt: skip
+            "latencies": latencies, "t0": t0}  # fmt: skip
 
 
 async def load(args) -> None:
@@ -121,15 +125,17 @@ async def load(args) -> None:
         print(f"load: P={p} slots, L={lat:g} s, physical limit P/L = {limit:g} runs/s, server queue "
               f"{args.max_queue}, client limit {cap} in flight")  # fmt: skip
         print(f"{'N':>5} {'runs/s':>8} {'ratio':>6} {'p50 s':>7} {'p95 s':>7} {'p99 s':>7} "
-              f"{'errors':>6} {'lost':>5} {'mixups':>6} {'503s':>5} {'peak RSS MB':>11}")  # fmt: skip
+              f"{'errors':>6} {'lost':>5} {'mixups':>6} {'503s':>5} {'1st req s':>9} {'ratio after 1st':>15} {'peak RSS MB':>11}")  # fmt: skip
         for n in args.n:
-            before = server.stats()["rejected"]
+            before, seen = server.stats()["rejected"], len(server.log("/api/chat"))
             r = await run_batch(graph, n, f"n{n}", deadline_s=max(60.0, 5 * n / limit))
             rejected = server.stats()["rejected"] - before
+            # Start-up ramp: how long until the server saw this batch's first request.
+            ramp = server.log("/api/chat")[seen]["t"] - r["t0"]
             tput = r["ok"] / r["wall"]
             print(f"{n:>5} {tput:>8.2f} {tput / limit:>6.3f} {pct(r['latencies'], .5):>7.3f} "
                   f"{pct(r['latencies'], .95):>7.3f} {pct(r['latencies'], .99):>7.3f} {r['errors']:>6} "
-                  f"{r['lost']:>5} {r['mixups']:>6} {rejected:>5} {peak_rss_mb():>11.1f}")  # fmt: skip
+                  f"{r['lost']:>5} {r['mixups']:>6} {rejected:>5} {ramp:>9.3f} {r['ok'] / (r['wall'] - ramp) / limit:>15.3f} {peak_rss_mb():>11.1f}")  # fmt: skip
         await small.aclose()
 
 

@@ -230,3 +230,29 @@ def test_defaults_are_safe():
     assert cfg.large is None  # no escalation unless configured
     assert cfg.small.connect_timeout <= 2.0 and cfg.small.timeout > 0
     assert cfg.small.fallback == [] and cfg.small.hosts is None
+
+
+# -- per-endpoint guard: the concurrency limit and the half-open probe -------------------------
+
+
+async def test_the_endpoint_limit_caps_what_the_server_sees(fault_server):
+    fault_server.configure(latency=0.05, parallel=8)
+    model = GuardedModel(OllamaModel("fault-model", host=fault_server.url), limit=ConcurrencyLimit(3))
+    await asyncio.gather(*(model.complete(HI) for _ in range(12)))
+    assert fault_server.stats()["max_active"] == 3 and chats(fault_server) == 12
+    await model.aclose()
+
+
+async def test_a_half_open_breaker_lets_exactly_one_probe_through(fault_server):
+    from slmgraph import CircuitBreaker
+
+    now = [0.0]
+    breaker = CircuitBreaker(failures=1, cooldown_s=5.0, clock=lambda: now[0])
+    fault_server.configure(latency=0.1)
+    model = GuardedModel(OllamaModel("fault-model", host=fault_server.url), breaker=breaker)
+    breaker.failure()
+    now[0] = 5.0
+    results = await asyncio.gather(*(model.complete(HI) for _ in range(5)), return_exceptions=True)
+    assert sum(isinstance(r, CircuitOpenError) for r in results) == 4
+    assert chats(fault_server) == 1 and breaker.state == "closed"
+    await model.aclose()

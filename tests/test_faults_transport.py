@@ -354,3 +354,30 @@ async def test_every_fault_ends_in_a_typed_error_never_a_raw_one(fault_server, b
                 untyped.append((type(exc).__name__, fault, stream))
     assert untyped == []
     await model.aclose()
+
+
+async def test_a_stalled_reply_leaves_nothing_in_the_checkpoint(fault_server, tmp_path):
+    from pydantic import BaseModel
+
+    from slmgraph import Skill, build_graph
+
+    class Echo(BaseModel):
+        text: str
+
+    skill = Skill(name="echo", description="repeat", instructions="Repeat.", output_type=Echo)
+    fault_server.configure(reply='{"text": "PARTIAL-MARKER ' + "x" * 400 + '"}')
+    fault_server.faults([{"kind": "stall", "times": 2}])
+    db = tmp_path / "runs.sqlite"
+    model = retrying(make(fault_server, "ollama", timeout=0.3), attempts=2)
+    graph = build_graph([skill], models={"small": model}, checkpoint=str(db))
+    with pytest.raises(ModelTimeoutError):
+        await graph.ainvoke("repeat me", thread_id="stalled")
+    assert chat_requests(fault_server, "ollama") == 2
+    result = await graph.aget_result("stalled")
+    assert result is None or (result.output is None and result.answer is None)
+    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert b"PARTIAL-MARKER" not in stored  # partial output committed: 0
+    # The control: the same reply, whole, does reach the checkpoint.
+    assert (await graph.ainvoke("repeat me", thread_id="whole")).output["text"].startswith("PARTIAL-MARKER")
+    assert b"PARTIAL-MARKER" in b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    await model.aclose()
