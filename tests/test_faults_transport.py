@@ -118,7 +118,7 @@ async def test_connect_timeout_fires_when_the_handshake_never_completes():
             fillers.append(s)
         model = OllamaModel("m", host=f"http://127.0.0.1:{port}", connect_timeout=0.3, timeout=30.0)
         started = time.monotonic()
-        with pytest.raises(ModelTimeoutError):
+        with pytest.raises(ModelTimeoutError, match="connect_timeout=0.3"):
             await asyncio.wait_for(model.complete(HI), 20)
         assert time.monotonic() - started >= 0.3
     finally:

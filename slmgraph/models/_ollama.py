@@ -212,6 +212,12 @@ class OllamaModel(Model):
                 status_code=status,
                 **who,
             ) from None
+        except httpx.ConnectTimeout:
+            raise ModelTimeoutError(
+                f"could not connect to Ollama at {self.host} within connect_timeout="
+                f"{self.connect_timeout:g} s; check that the host is up and reachable",
+                **who,
+            ) from None
         except httpx.TimeoutException as exc:
             raise ModelTimeoutError(
                 f"Ollama at {self.host} did not answer within the {self.timeout} s timeout "
