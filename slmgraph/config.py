@@ -84,7 +84,7 @@ class ModelConfig(BaseModel):
     # Reliability (see docs/reliability.md).
     connect_timeout: PositiveFloat = 2.0
     idle_timeout: PositiveFloat | None = None
-    hosts: list[str] | None = None
+    hosts: list[str] | None = None  # a pool; overrides `host` (and OLLAMA_HOST)
     max_parallel: PositiveInt | None = None
     breaker_failures: PositiveInt = 5
     breaker_cooldown: NonNegativeFloat = 30.0
@@ -113,8 +113,6 @@ class ModelConfig(BaseModel):
             raise ValueError("the host list is empty; name at least one host, or drop `hosts`")
         if info.data.get("provider") not in ("ollama", "auto"):
             raise ValueError("a host pool needs provider 'ollama'")
-        if info.data.get("host"):
-            raise ValueError("set either `host` or `hosts`, not both")
         for i, host in enumerate(v):
             try:
                 cls._url(host)
@@ -145,7 +143,7 @@ class Config(BaseModel):
         if v is None:
             return v
         if v.provider == "auto":  # decided after every source is merged
-            v = v.model_copy(update={"provider": "openai"})
+            v = v.model_copy(update={"provider": "ollama" if v.hosts else "openai"})
         if v.provider == "embedded":
             raise ValueError("the large model must use provider 'openai' or 'ollama'")
         if not v.model:

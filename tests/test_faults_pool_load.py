@@ -201,7 +201,6 @@ async def test_a_config_host_pool_is_built_and_serves(tmp_path, fault_server, fa
         ({"provider": "ollama", "hosts": ["http://a:1", "not a url at all://"]}, "small.hosts"),
         ({"provider": "ollama", "hosts": ["http://a:1", "http://a:1"]}, "small.hosts"),
         ({"provider": "openai", "hosts": ["http://a:1"]}, "small.hosts"),
-        ({"provider": "ollama", "host": "http://a:1", "hosts": ["http://b:1"]}, "small.hosts"),
         ({"breaker_failures": 0}, "small.breaker_failures"),
         ({"fallback": ["nope"]}, "small.fallback"),
         ({"fallback": ["small"]}, "small.fallback"),
@@ -223,6 +222,13 @@ def test_a_fallback_may_not_leave_the_machine():
             env={},
         )
     assert info.value.field == "small.fallback"
+
+
+def test_hosts_override_ollama_host_from_the_environment():
+    cfg = load_config(overrides={"small": {"provider": "ollama", "hosts": ["http://a:1", "http://b:2"]}},
+                      env={"OLLAMA_HOST": "http://c:3"})  # fmt: skip
+    model = models_from_config(cfg)["small"].inner
+    assert [h.model.host for h in model.hosts] == ["http://a:1", "http://b:2"]
 
 
 def test_defaults_are_safe():
