@@ -152,23 +152,30 @@ async def faults(args) -> None:
         def endpoint(server) -> GuardedModel:
             return GuardedModel(OllamaModel("fault-model", host=server.url, timeout=args.timeout), limit=ConcurrencyLimit(p))
 
+        def chain() -> FallbackModel:
+            return FallbackModel([RetryingModel(endpoint(a), policy), RetryingModel(endpoint(b), policy)])
+
         setups = {
-            "no retries": lambda: RetryingModel(endpoint(a), RetryPolicy(attempts=1)),
-            "retries (3 attempts)": lambda: RetryingModel(endpoint(a), policy),
-            "retries + fallback": lambda: FallbackModel([RetryingModel(endpoint(a), policy), RetryingModel(endpoint(b), policy)]),
+            "no retries": (lambda: RetryingModel(endpoint(a), RetryPolicy(attempts=1)), False),
+            "retries (3 attempts)": (lambda: RetryingModel(endpoint(a), policy), False),
+            "retries + fallback": (chain, False),
+            "primary down, fallback": (chain, True),
         }  # fmt: skip
-        for name, make in setups.items():
+        for name, (make, primary_down) in setups.items():
             for server in (a, b):
                 server.reset()
                 server.faults(rate=0.2, kinds=FAULTS, seed=7)
+            if primary_down:
+                a.down()
             model = make()
             graph = build_graph([ECHO], models={"small": model}, checkpoint=None)
             r = await run_batch(graph, n, "fault", deadline_s=120.0)
             sent = len(a.log("/api/chat")) + len(b.log("/api/chat"))
             faulted = sum(1 for s in (a, b) for e in s.log("/api/chat") if e["fault"])
+            by_fallback = sum(model.served_by) if isinstance(model, FallbackModel) else 0
             print(f"  {name:<22} success {r['ok'] / n:7.2%}  errors {r['errors']:>3}  lost {r['lost']}  "
                   f"mixups {r['mixups']}  requests sent {sent} ({faulted} faulted, {faulted / max(sent, 1):.0%})  "
-                  f"wall {r['wall']:.1f} s")  # fmt: skip
+                  f"answered by fallback {by_fallback}  wall {r['wall']:.1f} s")  # fmt: skip
             await model.aclose()
 
 
