@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import resource
-import statistics
 import sys
 import time
 from pathlib import Path
