@@ -60,7 +60,7 @@ async def test_fifty_concurrent_runs_queue_on_our_side_and_none_is_lost_or_mixed
 
 
 async def test_without_our_limit_the_same_burst_overflows_the_server_queue(fault_server):
-    fault_server.configure(parallel=2, max_queue=16, latency=0.01)
+    fault_server.configure(parallel=2, max_queue=16, latency=0.3)
     model = OllamaModel("fault-model", host=fault_server.url)
     results = await asyncio.gather(*(model.complete(HI) for _ in range(50)), return_exceptions=True)
     assert fault_server.stats()["rejected"] > 0  # what the client-side limit prevents
@@ -123,7 +123,7 @@ async def test_the_pool_sends_work_to_the_least_loaded_host(fault_server, fault_
 
 async def test_a_black_holed_host_costs_one_timeout_then_the_call_moves_on(fault_server, fault_server_b):
     fault_server.faults([{"kind": "hang", "times": 5}])
-    p = pool(fault_server, fault_server_b, timeout=0.3)
+    p = pool(fault_server, fault_server_b, timeout=1.0)
     p.hosts[1].limit.in_flight += 1  # make A the least loaded, so it is tried first
     try:
         assert (await p.complete(HI)).text == "ok"
@@ -242,7 +242,7 @@ def test_defaults_are_safe():
 
 
 async def test_the_endpoint_limit_caps_what_the_server_sees(fault_server):
-    fault_server.configure(latency=0.05, parallel=8)
+    fault_server.configure(latency=0.3, parallel=8)
     model = GuardedModel(OllamaModel("fault-model", host=fault_server.url), limit=ConcurrencyLimit(3))
     await asyncio.gather(*(model.complete(HI) for _ in range(12)))
     assert fault_server.stats()["max_active"] == 3 and chats(fault_server) == 12

@@ -56,7 +56,7 @@ async def test_the_reply_can_echo_the_request(fault_server):
 
 
 async def test_slots_and_queue_behave_like_ollama(fault_server):
-    fault_server.configure(parallel=1, max_queue=2, latency=0.2)
+    fault_server.configure(parallel=1, max_queue=2, latency=1.0)
     async with httpx.AsyncClient(base_url=fault_server.url) as client:
         body = {"model": "fault-model", "messages": [], "stream": False}
         codes = [r.status_code for r in await asyncio.gather(*(client.post("/api/chat", json=body) for _ in range(5)))]
