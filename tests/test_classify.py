@@ -105,6 +105,16 @@ async def test_a_label_outside_the_candidates_is_never_accepted():
     assert out.draft["nearest"][0]["label"] == "intent_" + WORDS[10]
 
 
+async def test_a_decisive_retrieval_lead_is_accepted_without_a_model_call():
+    model = ScriptedModel([{"label": "intent_" + WORDS[4]}])
+    clear = f"I need help with {WORDS[4]}"  # a bank text verbatim: far ahead of the runner-up
+    out = await run_skill(skill(decisive_margin=0.1), clear, ctx(model))
+    assert isinstance(out, Accepted) and out.output.label == "intent_" + WORDS[4]
+    assert model.calls == [] and out.attempts == 0
+    out = await run_skill(skill(decisive_margin=0.99), clear, ctx(model))  # a lead that is not enough
+    assert out.output.label == "intent_" + WORDS[4] and len(model.calls) == 1
+
+
 async def test_the_bank_is_embedded_once_and_each_request_once():
     class Counting(HashingEmbedder):
         def __init__(self):
