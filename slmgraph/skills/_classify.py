@@ -110,6 +110,34 @@ class ExampleBank:
         return float(np.quantile(sims.max(axis=1), quantile))
 
 
+    async def calibrate_margin(self, precision: float, sample: int = 400) -> float | None:
+        """The smallest lead of the nearest label over the runner-up at which
+        retrieval alone is right at least ``precision`` of the time, measured
+        leave-one-out on a sample of the bank. ``None`` when no lead is enough (or
+        the bank has too few examples to tell)."""
+        np = _numpy()
+        matrix = await self.matrix()
+        codes = np.unique(np.asarray(self.labels), return_inverse=True)[1]
+        n_labels = int(codes.max()) + 1 if len(codes) else 0
+        if n_labels < 2 or len(codes) < 20:
+            return None
+        rows = np.linspace(0, len(codes) - 1, min(sample, len(codes))).astype(int)
+        sims = matrix[rows] @ matrix.T
+        sims[np.arange(len(rows)), rows] = -2.0  # leave the example itself out
+        best = np.full((len(rows), n_labels), -2.0, dtype=np.float32)
+        np.maximum.at(best, (np.repeat(np.arange(len(rows)), len(codes)), np.tile(codes, len(rows))), sims.ravel())
+        order = np.argsort(-best, axis=1)
+        top, second = order[:, 0], order[:, 1]
+        margins = best[np.arange(len(rows)), top] - best[np.arange(len(rows)), second]
+        right = top == codes[rows]
+        by_margin = np.argsort(-margins)
+        hits = np.cumsum(right[by_margin]) / np.arange(1, len(rows) + 1)
+        ok = np.flatnonzero(hits >= precision)
+        if len(ok) == 0 or ok.max() < 9:  # fewer than 10 examples would pass: no evidence
+            return None
+        return float(margins[by_margin][ok.max()])
+
+
 def _normalise(vectors: list[list[float]]) -> Any:
     np = _numpy()
     m = np.asarray(vectors, dtype=np.float32)
@@ -161,7 +189,8 @@ def classify_skill(
     none_threshold: float | None = None,
     none_quantile: float = 0.02,
     min_confidence: float | None = None,
-    decisive_margin: float | None = None,
+    decisive_margin: float | Literal["auto"] | None = "auto",
+    decisive_precision: float = 0.97,
     propose_with_model: bool = True,
     model: str = "small",
 ) -> Skill:
@@ -182,7 +211,11 @@ def classify_skill(
             samples on the embedded engine, logprobs on Ollama); ``None`` accepts any.
         decisive_margin: when the nearest label's similarity beats the runner-up's by
             at least this much, accept it without asking the model (no model call);
-            ``None`` always asks.
+            ``None`` always asks. ``"auto"`` (the default) calibrates it on the bank
+            (once, on first use): the smallest lead at which retrieval alone picks
+            the right label at least ``decisive_precision`` of the time, leave-one-out;
+            when no lead is that reliable, the model is always asked.
+        decisive_precision: the precision ``"auto"`` aims at.
         propose_with_model: on "none fits", ask the small model for a new label name
             (one extra call); otherwise derive it from the request's words.
         model: binding key of the small model.
@@ -209,6 +242,7 @@ def classify_skill(
         none_threshold=none_threshold,
         none_quantile=none_quantile,
         decisive_margin=decisive_margin,
+        decisive_precision=decisive_precision,
         propose_with_model=propose_with_model,
     )
     return Skill(
@@ -236,8 +270,9 @@ class ClassifyRunner:
         top_k: int,
         none_threshold: float | None,
         none_quantile: float,
-        decisive_margin: float | None,
+        decisive_margin: float | Literal["auto"] | None,
         propose_with_model: bool,
+        decisive_precision: float = 0.97,
     ) -> None:
         self.labels = labels
         self.bank = bank
@@ -246,6 +281,7 @@ class ClassifyRunner:
         self.none_threshold = none_threshold
         self.none_quantile = none_quantile
         self.decisive_margin = decisive_margin
+        self.decisive_precision = decisive_precision
         self.propose_with_model = propose_with_model
 
     async def threshold(self) -> float:
@@ -253,6 +289,12 @@ class ClassifyRunner:
         if self.none_threshold is None:
             self.none_threshold = await self.bank.calibrate(self.none_quantile)
         return self.none_threshold
+
+    async def margin(self) -> float | None:
+        """The lead that lets retrieval answer alone (calibrated once if ``"auto"``)."""
+        if self.decisive_margin == "auto":
+            self.decisive_margin = await self.bank.calibrate_margin(self.decisive_precision)
+        return self.decisive_margin
 
     async def candidates(self, text: str) -> list[tuple[str, float, int]]:
         """The ``top_k`` distinct labels nearest to ``text``: (label, similarity,
@@ -272,7 +314,8 @@ class ClassifyRunner:
             why = f"the nearest example has similarity {top:.3f}, below the threshold {limit:.3f}"
             return await self._none_fits(skill, text, nearest, why, ctx, node, attempts=0)
         runner_up = ranked[1][1] if len(ranked) > 1 else -1.0
-        if self.decisive_margin is not None and ranked[0][1] - runner_up >= self.decisive_margin:
+        margin = await self.margin()
+        if margin is not None and ranked[0][1] - runner_up >= margin:
             return Accepted(ClassifyOutput(label=ranked[0][0], similarity=nearest[0].score, candidates=nearest), None, 0)
 
         menu = "\n".join(f'- {lb}: e.g. "{_clip(self.bank.texts[i])}"' for lb, _, i in ranked)
