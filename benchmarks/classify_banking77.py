@@ -101,7 +101,7 @@ async def main() -> None:
     ap.add_argument("--heldout", type=int, default=10, help="categories held out as unknown")
     ap.add_argument("--top-k", type=int, default=5)
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--none-quantile", type=float, default=0.02)
+    ap.add_argument("--none-quantile", type=float, default=0.05)
     ap.add_argument("--decisive-margin", type=_margin, default="auto",
                     help="accept the nearest label without the model when it leads by this much: "
                          "a number, 'auto' (calibrated on the bank; the skill's default) or 'none' (always ask)")
@@ -111,7 +111,7 @@ async def main() -> None:
     rng = random.Random(args.seed)
     heldout = set(rng.sample(categories, args.heldout))
     known = [c for c in categories if c not in heldout]
-    cap = 0 if args.full else args.bank_per_label
+    cap = 0 if args.full else args.banklabel_thresholds
     per: dict[str, int] = {}
     bank = []
     for t, c in rows("train"):
@@ -135,8 +135,9 @@ async def main() -> None:
     await bank_index.matrix()
     threshold = await skill.runner.threshold()
     margin = await skill.runner.margin()
-    print(f"bank embedded in {time.perf_counter() - t0:.1f}s; none-fits threshold {threshold:.3f} "
-          f"(quantile {args.none_quantile})")
+    print(f"bank embedded in {time.perf_counter() - t0:.1f}s; none-fits threshold {threshold:.3f} over the bank, "
+          f"per label {min(skill.runner.label_thresholds.values(), default=threshold):.3f}-"
+          f"{max(skill.runner.label_thresholds.values(), default=threshold):.3f} (quantile {args.none_quantile})")
     print(f"{len(requests)} requests ({sum(c not in heldout for _, c in requests)} known, "
           f"{sum(c in heldout for _, c in requests)} held out), top_k={args.top_k}, "
           f"decisive_margin={args.decisive_margin}"
@@ -148,7 +149,7 @@ async def main() -> None:
         is_known = gold not in heldout
         t = time.perf_counter()
         (idx, score), = await bank_index.nearest(text, 1)
-        label = bank_index.labels[idx] if score >= threshold else None
+        label = bank_index.labels[idx] if score >= await skill.runner.threshold(bank_index.labels[idx]) else None
         base.add(is_known, gold, label, label is None, time.perf_counter() - t)
 
         ctx = RunContext(models=models)
