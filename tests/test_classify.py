@@ -249,3 +249,27 @@ async def test_auto_margin_lets_reliable_retrieval_answer_alone_and_asks_the_mod
     model = ScriptedModel([{"label": "none"}, {"label": "x"}])
     await run_skill(sk, f"{words[4]} {words[4]} please", ctx(model))
     assert sk.runner.decisive_margin is None and len(model.calls) >= 1
+
+
+async def test_each_label_gets_its_own_none_fits_bar():
+    import math
+
+    class AngleEmbedder:  # a text "deg:N" is the unit vector at N degrees
+        name = "angles"
+
+        async def embed(self, texts):
+            return [[math.cos(math.radians(float(t.split(":")[1]))), math.sin(math.radians(float(t.split(":")[1])))]
+                    for t in texts]
+
+    tight = [(f"deg:{a}", "tight") for a in (0, 1, 2, 3, 4)]
+    loose = [(f"deg:{a}", "loose") for a in (90, 100, 110, 120, 130)]
+    sk = classify_skill(["tight", "loose"], tight + loose, embedder=AngleEmbedder(), decisive_margin=None,
+                        propose_with_model=False)
+    # 6 degrees from the tight cluster: close by the loose label's standard, too far by its own.
+    out = await run_skill(sk, "deg:10", ctx(ScriptedModel([])))
+    assert isinstance(out, Rejected) and out.reason is EscalationReason.NONE_FITS
+    assert await sk.runner.threshold("tight") > math.cos(math.radians(6)) > await sk.runner.threshold("loose")
+    # 5 degrees from the loose cluster is within its bar: the model is asked and answers.
+    model = ScriptedModel([{"label": "loose"}])
+    out = await run_skill(sk, "deg:95", ctx(model))
+    assert isinstance(out, Accepted) and out.output.label == "loose" and len(model.calls) == 1
