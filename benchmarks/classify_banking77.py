@@ -111,7 +111,7 @@ async def main() -> None:
     rng = random.Random(args.seed)
     heldout = set(rng.sample(categories, args.heldout))
     known = [c for c in categories if c not in heldout]
-    cap = 0 if args.full else args.banklabel_thresholds
+    cap = 0 if args.full else args.bank_per_label
     per: dict[str, int] = {}
     bank = []
     for t, c in rows("train"):
