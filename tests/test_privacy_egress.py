@@ -111,7 +111,7 @@ def test_no_pii_reaches_the_cloud_under_redact(httpserver):
           f"names sent: {counts['names']}, reaching the cloud: {counts['names_leaked']} (gazetteer misses)")
     assert counts["leaked"] == 0
     assert counts["names_leaked"] < counts["names"] * 0.5
-    assert len(independent_scan("\n".join(i.text for i in corpus))) > 300  # the scan does catch raw values
+    assert len(independent_scan("\n".join(i.text for i in corpus))) > 250  # the scan does catch raw values
 
 
 def test_block_sends_nothing_with_pii(httpserver):
