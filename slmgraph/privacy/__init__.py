@@ -22,6 +22,7 @@ from ._detectors import (
     iban_ok,
     luhn_ok,
 )
+from ._logs import PiiLogFilter, redact_logs, scrub
 from ._gate import PrivacyGate, endpoint_of, is_local_endpoint, is_local_model
 from ._policy import Action, PrivacyPolicy
 from ._redact import AuditRecord, Redaction, redact_texts
@@ -51,6 +52,9 @@ __all__ = [
     "LabelledText",
     "synthetic_pii_corpus",
     "evaluate",
+    "PiiLogFilter",
+    "redact_logs",
+    "scrub",
     "PrivacyError",
     "PrivacyBlockedError",
     "DetectorUnavailableError",

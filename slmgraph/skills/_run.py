@@ -66,7 +66,8 @@ async def run_skill(
     except (ValidationError, ValueError) as exc:
         # The problems without the input: the detail is checkpointed and may be logged.
         problem = _problems(exc) if isinstance(exc, ValidationError) else type(exc).__name__
-        return Rejected(EscalationReason.BAD_INPUT, f"the request does not fit {skill.input_type.__name__}: {problem}", request, 0)
+        # No draft: the request is already in the state, a second copy would only spread it.
+        return Rejected(EscalationReason.BAD_INPUT, f"the request does not fit {skill.input_type.__name__}: {problem}", None, 0)
 
     if skill.runner is not None:
         return await skill.runner(skill, data, ctx, node)
