@@ -272,3 +272,12 @@ def test_neutralised_markers_are_not_special_tokens_for_the_embedded_tokenizer()
     im_start = special[0]
     assert len(special) <= 3 and im_start in special  # the raw marker is one control token
     assert im_start not in safe                        # the neutralised one is text
+
+
+def test_router_choices_are_checked_when_the_graph_is_built():
+    from slmgraph import ConfigError, UnknownSkillError
+
+    with pytest.raises(UnknownSkillError):
+        build_graph(skills(), models={"small": FunctionModel(lambda m, s: {})}, router=ModelRouter(choices=("nope",)), checkpoint=None)
+    with pytest.raises(ConfigError, match="router.choices"):
+        ModelRouter(choices=())
