@@ -243,7 +243,7 @@ def test_count_tokens_counts_what_is_sent():
     "url, local",
     [
         ("http://127.0.0.1:11434", True), ("http://localhost:8000/v1", True), ("http://[::1]:8080", True),
-        ("127.0.0.2:11434", True), ("embedded", True), ("https://api.openai.com/v1", False),
+        ("127.0.0.2:11434", True), ("embedded", True), ("0.0.0.0:11434", True), ("https://api.openai.com/v1", False),
         ("http://192.168.1.20:11434", False), ("http://10.0.0.5", False), ("http://gpu-box:11434", False),
         ("http://localhost.evil.com", False), (None, False),
     ],
@@ -254,3 +254,14 @@ def test_local_means_loopback_or_embedded(url, local):
 
 def test_finding_is_plain_data():
     assert Finding("email", 0, 3, "a@b") == Finding("email", 0, 3, "a@b")
+
+
+def test_privacy_exports_resolve():
+    import slmgraph.privacy as p
+
+    for name in p.__all__:
+        assert hasattr(p, name), name
+    assert issubclass(p.PrivacyBlockedError, p.PrivacyError)
+    from slmgraph import EscalationError, SlmGraphError
+
+    assert issubclass(p.PrivacyError, EscalationError) and issubclass(p.DetectorUnavailableError, SlmGraphError)

@@ -37,17 +37,19 @@ _PARTIAL = re.compile(r"<\s*[A-Z0-9_]*\s*$")
 
 
 def is_local_endpoint(url: str | None) -> bool:
-    """``True`` for the embedded engine and loopback addresses (``localhost``,
-    ``127.0.0.0/8``, ``::1``); every other host, LAN addresses included, is remote."""
+    """``True`` for the embedded engine and this machine's addresses (``localhost``,
+    ``127.0.0.0/8``, ``::1``, and ``0.0.0.0``, which connects here); every other
+    host, LAN addresses included, is remote."""
     if url is None or url == "embedded":
         return url == "embedded"
     host = (urlparse(url if "://" in url else f"http://{url}").hostname or "").lower()
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        ip = ipaddress.ip_address(host)
     except ValueError:
         return False
+    return ip.is_loopback or ip.is_unspecified  # 0.0.0.0 connects to this machine
 
 
 def _endpoints(model: Model) -> list[str]:
