@@ -79,8 +79,13 @@ def build_model(cfg: ModelConfig) -> Model:
     return LlamaCppModel(cfg.model_path, n_ctx=cfg.context_window or 2048)
 
 
-def models_from_config(config: Config) -> dict[str, Model]:
-    """``{"small": ..., "large": ..., **config.models}``; ``"large"`` only when configured."""
+def models_from_config(config: Config, *, name_detector=None) -> dict[str, Model]:
+    """``{"small": ..., "large": ..., **config.models}``; ``"large"`` only when configured.
+
+    Every model whose endpoint is not on this machine comes wrapped in a
+    :class:`~slmgraph.privacy.PrivacyGate` applying ``config.privacy``;
+    ``name_detector`` serves a policy with ``names = "external"``.
+    """
     policy = RetryPolicy(attempts=config.retry_attempts)
     entries = {"small": config.small, **({"large": config.large} if config.large else {}), **config.models}
     guards: dict[str, tuple[CircuitBreaker, ConcurrencyLimit]] = {}
@@ -97,10 +102,13 @@ def models_from_config(config: Config) -> dict[str, Model]:
         return GuardedModel(model, breaker=breaker, limit=limit)
 
     single = {key: RetryingModel(guarded(cfg), policy) for key, cfg in entries.items()}
-    return {
+    models: dict[str, Model] = {
         key: FallbackModel([single[key], *(single[t] for t in cfg.fallback)]) if cfg.fallback else single[key]
         for key, cfg in entries.items()
     }
+    from .privacy._wiring import gate_remote_models
+
+    return gate_remote_models(models, config.privacy, name_detector=name_detector)
 
 
 def prices_from_config(config: Config) -> PriceTable:

@@ -27,8 +27,9 @@ A TOML file looks like::
 
 Environment: ``SLMGRAPH_SMALL_PROVIDER``, ``SLMGRAPH_SMALL_MODEL``, ``OLLAMA_HOST``,
 ``SLMGRAPH_LARGE_PROVIDER``, ``SLMGRAPH_LARGE_MODEL``, ``OPENAI_BASE_URL``,
-``OPENAI_API_KEY``, ``SLMGRAPH_CHECKPOINT``. Escalation to a large model is off
-unless a large model is configured.
+``OPENAI_API_KEY``, ``SLMGRAPH_CHECKPOINT``, ``SLMGRAPH_PRIVACY``. Escalation to a
+large model is off unless a large model is configured, and a model whose endpoint
+is not on this machine needs a ``[privacy]`` policy (see :mod:`slmgraph.privacy`).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from pydantic import (
 
 from ._errors import ConfigError
 from .ledger import Price
+from .privacy._policy import PrivacyPolicy
 
 __all__ = ["ModelConfig", "Config", "load_config"]
 
@@ -136,6 +138,7 @@ class Config(BaseModel):
     max_steps: PositiveInt = 4
     retry_attempts: PositiveInt = 3
     serve: dict[str, Any] = Field(default_factory=dict)  # validated by slmgraph.serve
+    privacy: PrivacyPolicy | None = Field(default=None, validate_default=True)
 
     @field_validator("large")
     @classmethod
@@ -161,8 +164,7 @@ class Config(BaseModel):
                 if target == key or target not in entries:
                     known = ", ".join(k for k in entries if k != key)
                     raise ConfigError(field, f"{target!r} is not another model entry (known: {known or 'none'})")
-                other = entries[target]
-                if other.provider == "openai" and not _loopback(other.base_url):
+                if remote_url(entries[target]):
                     raise ConfigError(
                         field,
                         f"{target!r} is a remote endpoint; a fallback may not send data off the "
@@ -170,10 +172,42 @@ class Config(BaseModel):
                     )
         return self
 
+    @field_validator("privacy")
+    @classmethod
+    def _privacy(cls, v: PrivacyPolicy | None, info: ValidationInfo) -> PrivacyPolicy | None:
+        # A model whose endpoint is not on this machine needs an explicit policy.
+        if v is not None:
+            return v
+        bound = {"small": info.data.get("small"), "large": info.data.get("large")}
+        bound.update({f"models.{k}": c for k, c in (info.data.get("models") or {}).items()})
+        for key, cfg in bound.items():
+            url = remote_url(cfg)
+            if url:
+                raise ValueError(
+                    f"the {key} model's endpoint {url} is not on this machine, so it needs a privacy "
+                    'policy: add [privacy] with action = "redact", "block" or "allow" (or set '
+                    "SLMGRAPH_PRIVACY), or point it at a local server"
+                )
+        return v
 
-def _loopback(url: str | None) -> bool:
-    host = urlparse(url).hostname if url else None
-    return host in ("localhost", "127.0.0.1", "::1")
+
+def remote_url(cfg: ModelConfig | None) -> str | None:
+    """The endpoint of ``cfg`` when it is not on this machine, else ``None``.
+
+    An OpenAI-compatible model without ``base_url`` goes to OpenAI; an Ollama model
+    without ``host`` goes to the local default; the embedded engine is local.
+    """
+    from .privacy._gate import is_local_endpoint
+
+    if cfg is not None and cfg.hosts:  # a pool: remote if any of its hosts is
+        return next((h for h in cfg.hosts if not is_local_endpoint(h)), None)
+    if cfg is None or cfg.provider == "embedded" or (cfg.provider == "auto" and not cfg.host):
+        return None
+    if cfg.provider == "openai":
+        url = cfg.base_url or "https://api.openai.com/v1"
+    else:
+        url = cfg.host or "http://127.0.0.1:11434"
+    return None if is_local_endpoint(url) else url
 
 
 _ENV = {
@@ -184,6 +218,7 @@ _ENV = {
     "SLMGRAPH_LARGE_MODEL": ("large", "model"),
     "OPENAI_BASE_URL": ("large", "base_url"),
     "SLMGRAPH_CHECKPOINT": (None, "checkpoint"),
+    "SLMGRAPH_PRIVACY": ("privacy", "action"),
 }
 
 

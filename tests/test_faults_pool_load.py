@@ -218,6 +218,7 @@ def test_a_fallback_may_not_leave_the_machine():
             overrides={
                 "small": {"fallback": ["large"]},
                 "large": {"provider": "openai", "model": "gpt-4o-mini", "base_url": "https://api.openai.com/v1"},
+                "privacy": {"action": "redact"},  # even with a policy: escalation, not fallback, is the way out
             },
             env={},
         )
@@ -225,10 +226,21 @@ def test_a_fallback_may_not_leave_the_machine():
 
 
 def test_hosts_override_ollama_host_from_the_environment():
-    cfg = load_config(overrides={"small": {"provider": "ollama", "hosts": ["http://a:1", "http://b:2"]}},
-                      env={"OLLAMA_HOST": "http://c:3"})  # fmt: skip
+    cfg = load_config(overrides={"small": {"provider": "ollama", "hosts": ["http://127.0.0.1:1", "http://127.0.0.2:2"]}},
+                      env={"OLLAMA_HOST": "http://127.0.0.3:3"})  # fmt: skip
     model = models_from_config(cfg)["small"].inner
-    assert [h.model.host for h in model.hosts] == ["http://a:1", "http://b:2"]
+    assert [h.model.host for h in model.hosts] == ["http://127.0.0.1:1", "http://127.0.0.2:2"]
+
+
+def test_a_pool_with_a_remote_host_needs_a_privacy_policy():
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides={"small": {"provider": "ollama", "hosts": ["http://127.0.0.1:1", "http://gpu1:11434"]}},
+                    env={})  # fmt: skip
+    assert info.value.field == "privacy" and "gpu1" in str(info.value)
+    local = load_config(overrides={"small": {"provider": "ollama", "hosts": ["http://127.0.0.1:1", "http://localhost:2"]}},
+                        env={})  # fmt: skip
+    model = models_from_config(local)["small"]
+    assert type(model).__name__ == "RetryingModel"  # all hosts local: no privacy gate in front
 
 
 def test_defaults_are_safe():

@@ -30,6 +30,11 @@ class _Host:
     limit: ConcurrencyLimit
     calls: int = 0
 
+    @property
+    def host(self) -> str:
+        """Where this member's calls go (read by the privacy gate's locality check)."""
+        return endpoint_of(self.model)
+
 
 class PooledModel(Model):
     """One model served by several hosts.
