@@ -139,7 +139,7 @@ def write_thresholds(path: str | Path, t: Thresholds, *, skill_key: str = "*") -
     for line in lines:
         if _TABLE.match(line):
             in_table = True
-            skipping = line.strip() == "[min_confidence]"
+            skipping = line.split("#", 1)[0].strip() == "[min_confidence]"
             if skipping:
                 continue
         if skipping or (not in_table and _TOP_KEY.match(line)):

@@ -79,10 +79,12 @@ class OfflineLargeModel(Model):
         request = _request_of(messages)
         answer = self.answer_for(_ROW.get(), request)
         if answer is None:
-            raise UserError(
-                f"the {self.kind} large model has no answer for the request {request[:80]!r}; "
+            fix = (
                 "add it to the recorded answers file, or evaluate with the oracle"
+                if self.kind == "recorded"
+                else "run it through slmgraph eval, or give OracleModel(answers={request: gold})"
             )
+            raise UserError(f"the {self.kind} large model has no answer for the request {request[:80]!r}; {fix}")
         self.calls += 1
         props = (schema or {}).get("properties", {})
         if "action" in props:  # the escalation agent's protocol
