@@ -1,0 +1,267 @@
+"""Routing on Banking77 with out-of-scope intents: slmgraph against semantic-router.
+
+Data: Banking77 (Casanueva et al. 2020, PolyAI, CC BY 4.0), ``../shared/datasets/banking77``
+from the repository root. With a fixed seed, 10 intents are held out as out-of-scope
+(OOS) for the test, 10 more are used only as the "no route" examples of the
+threshold-fitting set, and the remaining 57 are the routes. Per route, ``--per-label``
+train messages form the example bank (semantic-router's utterances) and ``--fit-per-label``
+other train messages form the fitting set. The test is a seeded sample of the test
+split over the 57 routes and the 10 OOS intents.
+
+Methods, all on the same embeddings (slmgraph's default encoder, multilingual-e5-small;
+semantic-router gets it through a custom ``DenseEncoder`` wrapping the same embedder):
+
+- **slmgraph classify (fitted)**: the classify skill in retrieval mode
+  (``decisive_margin=0``: the nearest example's label, no small-model call), its
+  "none fits" threshold chosen on the fitting set for the best accuracy, None labels included;
+- **slmgraph classify (zero-shot)**: the same, threshold calibrated on the bank alone (no OOS examples);
+- **semantic-router**: ``IndexedRouter`` (top_k 5, mean aggregation, its defaults), ``fit``
+  (Platt calibration, as its docs advise) on the fitting set, then the
+  ``confidence_threshold`` with the best ``evaluate`` accuracy on the fitting set;
+- **random router** and **zero-router** at the fitted slmgraph router's share of escalations.
+
+A request that no route takes escalates to the large model, an oracle (always right)
+at ``--cost-per-call``. Columns: in-scope accuracy (the router's own label is right;
+an escalated in-scope request counts as wrong), OOS F1 (an escalation is the positive
+prediction), APGR and CPT(50%) of the router's score (top similarity / calibrated
+confidence) against the oracle, cost per 1,000 requests, p50 latency per request
+(encoding the request included).
+
+    .venv/bin/python benchmarks/routing_banking77.py [--test 400] [--per-label 12] [--seed 7]
+
+semantic-router is not a dependency of slmgraph (it pulls in many provider SDKs and
+pins ``openai<3``). Install it beside the venv without touching its packages:
+``pip install --target /tmp/sr-pkgs semantic-router``, then pass ``--sr-path /tmp/sr-pkgs``
+(appended to ``sys.path``, so the venv's own packages win), or ``pip install semantic-router``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import random
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from slmgraph import Accepted, RunContext, run_skill
+from slmgraph.eval import apgr, cpt, threshold_curve
+from slmgraph.models import default_embedder
+from slmgraph.models._embed import embed_sync
+from slmgraph.skills import classify_skill
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "banking77"
+
+
+def rows(split: str) -> list[tuple[str, str]]:
+    with open(DATA / f"{split}.csv", newline="") as f:
+        return [(r["text"], r["category"]) for r in csv.DictReader(f)]
+
+
+def best_threshold(scores: list[float], tops: list[str], gold: list[str | None]) -> float:
+    """The threshold with the best accuracy when a score below it means "no route"."""
+    cands = sorted(set(scores)) + [max(scores) + 1e-6]
+    def acc(t: float) -> float:
+        return sum((top if s >= t else None) == g for s, top, g in zip(scores, tops, gold)) / len(gold)
+    return max(cands, key=lambda t: (acc(t), -t))
+
+
+def table_row(name: str, picks: list[str | None], scores: list[float] | None, gold: list[str], oos: set[str],
+              latencies: list[float] | None, cost_per_call: float, tops: list[str] | None = None) -> dict[str, Any]:
+    """Metrics of one router: ``picks`` is its label or None (escalate) per request."""
+    inscope = [i for i, g in enumerate(gold) if g not in oos]
+    acc = sum(picks[i] == gold[i] for i in inscope) / len(inscope)
+    tp = sum(picks[i] is None and gold[i] in oos for i in range(len(gold)))
+    said = sum(p is None for p in picks)
+    n_oos = sum(g in oos for g in gold)
+    prec, rec = (tp / said if said else 0.0), tp / n_oos
+    f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+    share = said / len(gold)
+    out = {"router": name, "inscope_acc": acc, "oos_f1": f1, "oos_precision": prec, "oos_recall": rec, "share": share,
+           "cost_per_1000": 1000 * share * cost_per_call,
+           "p50_ms": 1000 * statistics.median(latencies) if latencies else None, "apgr": None, "cpt50": None}
+    if scores is not None and tops is not None:
+        small_s = [float(t == g) for t, g in zip(tops, gold)]
+        large_s = [1.0] * len(gold)
+        curve = threshold_curve(scores, small_s, large_s)
+        q_small = sum(small_s) / len(small_s)
+        out["apgr"], out["cpt50"] = apgr(curve, q_small, 1.0), cpt(curve, q_small, 1.0, 0.5)
+    return out
+
+
+async def slmgraph_router(skill: Any, texts: list[str]) -> tuple[list[str | None], list[str], list[float], list[float]]:
+    """Run the classify skill on each text: (label or None, nearest label, top similarity, seconds)."""
+    ctx = RunContext(models={})
+    picks, tops, scores, secs = [], [], [], []
+    for text in texts:
+        t = time.perf_counter()
+        out = await run_skill(skill, text, ctx, node="benchmark")
+        secs.append(time.perf_counter() - t)
+        if isinstance(out, Accepted):
+            picks.append(out.output.label)
+            tops.append(out.output.candidates[0].label)
+            scores.append(out.output.candidates[0].score)
+        else:
+            picks.append(None)
+            nearest = out.draft["nearest"][0]
+            tops.append(nearest["label"])
+            scores.append(nearest["score"])
+    return picks, tops, scores, secs
+
+
+def semantic_router_rows(args: argparse.Namespace, embedder: Any, bank: list[tuple[str, str]], fit: list[tuple[str, str | None]],
+                         test: list[tuple[str, str]], cache: dict[str, list[float]]) -> dict[str, Any]:
+    if args.sr_path:
+        sys.path.append(args.sr_path)
+    try:
+        import semantic_router
+        from semantic_router import IndexedRouter, Route
+        from semantic_router.encoders import DenseEncoder
+    except ImportError:
+        sys.exit("semantic-router is not installed: pip install --target /tmp/sr-pkgs semantic-router, "
+                 "then pass --sr-path /tmp/sr-pkgs (see the module docstring)")
+
+    class SlmgraphEncoder(DenseEncoder):
+        """semantic-router's encoder seam over slmgraph's embedder: identical vectors."""
+
+        name: str = embedder.name
+
+        def __call__(self, docs: list[Any]) -> list[list[float]]:
+            missing = [d for d in docs if d not in cache]
+            fresh = dict(zip(missing, embed_sync(embedder, missing))) if missing else {}
+            return [cache[d] if d in cache else fresh[d] for d in docs]
+
+    by_label: dict[str, list[str]] = {}
+    for text, label in bank:
+        by_label.setdefault(label, []).append(text)
+    t = time.perf_counter()
+    router = IndexedRouter(encoder=SlmgraphEncoder(), routes=[Route(name=lb, utterances=u) for lb, u in by_label.items()])
+    report = router.fit([x for x, _ in fit], [y for _, y in fit])  # Platt calibration, as the docs advise
+    # the confidence_threshold with the best `evaluate` accuracy on the fitting set: the
+    # same objective as router.evaluate, scoring the queries once instead of per threshold
+    scored = asyncio.run(router._scores_many([x for x, _ in fit]))
+    choices = [router._choose(s, 1, 0.0) for s in scored]
+    th = best_threshold([c.confidence for c in choices], [c.name for c in choices], [y for _, y in fit])
+    router.confidence_threshold = th
+    check = router.evaluate([x for x, _ in fit], [y for _, y in fit])
+    print(f"semantic-router {semantic_router.__version__}: routes indexed and fitted in {time.perf_counter() - t:.1f}s "
+          f"(fit accuracy before threshold {report.accuracy:.3f}); confidence_threshold {th:.3f}, "
+          f"evaluate() on the fitting set {check:.3f}")
+    picks, tops, scores, secs = [], [], [], []
+    for text, _ in test:
+        t = time.perf_counter()
+        top = router(text, threshold=0.0)  # the top route and its calibrated confidence
+        secs.append(time.perf_counter() - t)
+        tops.append(top.name)
+        scores.append(top.confidence)
+        picks.append(top.name if top.confidence >= th else None)
+    return {"picks": picks, "tops": tops, "scores": scores, "secs": secs}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--test", type=int, default=400, help="test requests (seeded sample)")
+    ap.add_argument("--per-label", type=int, default=12, help="bank examples per route")
+    ap.add_argument("--fit-per-label", type=int, default=3, help="fitting-set messages per route")
+    ap.add_argument("--fit-oos-per-label", type=int, default=8, help="fitting-set messages per fitting-only OOS intent")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--cost-per-call", type=float, default=0.001, help="USD per oracle (large model) call")
+    ap.add_argument("--sr-path", help="a --target directory where semantic-router is installed")
+    ap.add_argument("--json", help="also write the table as JSON here")
+    args = ap.parse_args()
+
+    rng = random.Random(args.seed)
+    categories = json.loads((DATA / "categories.json").read_text())
+    shuffled = rng.sample(categories, len(categories))
+    oos, fit_oos, routes = set(shuffled[:10]), set(shuffled[10:20]), sorted(shuffled[20:])
+    train = rows("train")
+    rng.shuffle(train)
+    bank, fit, used = [], [], {lb: 0 for lb in categories}
+    for text, label in train:
+        if label in routes and used[label] < args.per_label:
+            bank.append((text, label))
+        elif label in routes and used[label] < args.per_label + args.fit_per_label:
+            fit.append((text, label))
+        elif label in fit_oos and used[label] < args.fit_oos_per_label:
+            fit.append((text, None))
+        used[label] += 1
+    test_pool = [(t, c) for t, c in rows("test") if c in oos or c in set(routes)]
+    test = rng.sample(test_pool, min(args.test, len(test_pool)))
+    gold = [c for _, c in test]
+    print("Banking77 (Casanueva et al. 2020, PolyAI, CC BY 4.0)")
+    print(f"sizes: {len(routes)} routes, bank {len(bank)}, fitting set {len(fit)} "
+          f"({sum(y is None for _, y in fit)} no-route from 10 fitting-only intents), "
+          f"test {len(test)} ({sum(c in oos for c in gold)} out-of-scope from 10 held-out intents); seed {args.seed}")
+
+    embedder = default_embedder()
+    t = time.perf_counter()
+    texts = [x for x, _ in bank] + [x for x, _ in fit]
+    cache = dict(zip(texts, embed_sync(embedder, texts)))
+    print(f"encoder {embedder.name}: {len(texts)} bank and fitting texts embedded in {time.perf_counter() - t:.1f}s")
+
+    class Cached:
+        """slmgraph's classify bank reuses the bank vectors already computed; requests are embedded fresh."""
+        name = embedder.name
+
+        async def embed(self, xs: list[str]) -> list[list[float]]:
+            if all(x in cache for x in xs):
+                return [cache[x] for x in xs]
+            return await embedder.embed(xs)
+
+    rows_out = []
+    skills = {}
+    for mode in ("fitted", "zero-shot"):
+        skill = classify_skill(routes, bank, embedder=Cached(), decisive_margin=0.0, propose_with_model=False)
+        if mode == "fitted":
+            _, tops, scores, _ = asyncio.run(slmgraph_router(skill.clone(), [x for x, _ in fit]))
+            th = best_threshold(scores, tops, [y for _, y in fit])
+            skill = classify_skill(routes, bank, embedder=Cached(), decisive_margin=0.0, propose_with_model=False, none_threshold=th)
+            print(f"slmgraph fitted none-fits threshold {th:.3f}")
+        skills[mode] = skill
+        picks, tops, scores, secs = asyncio.run(slmgraph_router(skill, [x for x, _ in test]))
+        rows_out.append(table_row(f"slmgraph classify ({mode})", picks, scores, gold, oos, secs, args.cost_per_call, tops))
+        if mode == "fitted":
+            base = (picks, tops, secs)
+
+    sr = semantic_router_rows(args, embedder, bank, fit, test, cache)
+    rows_out.append(table_row("semantic-router (fitted)", sr["picks"], sr["scores"], gold, oos, sr["secs"], args.cost_per_call, sr["tops"]))
+
+    picks, tops, secs = base
+    share = sum(p is None for p in picks) / len(picks)
+    k = round(share * len(test))
+    chosen = set(random.Random(args.seed).sample(range(len(test)), k))
+    rand = [None if i in chosen else tops[i] for i in range(len(test))]
+    rows_out.append(table_row("random router", rand, None, gold, oos, secs, args.cost_per_call))
+    rows_out[-1].update(apgr=0.5, cpt50=0.5)  # in expectation; see slmgraph.eval.random_router_curve
+    # zero-router: a fixed mixture at the same share; its expected in-scope accuracy and OOS F1
+    inscope = [i for i, g in enumerate(gold) if g not in oos]
+    n_oos = len(gold) - len(inscope)
+    zacc = (1 - share) * sum(tops[i] == gold[i] for i in inscope) / len(inscope)
+    zprec, zrec = n_oos / len(gold), share
+    rows_out.append({"router": "zero-router", "inscope_acc": zacc, "oos_f1": 2 * zprec * zrec / (zprec + zrec) if share else 0.0,
+                     "share": share, "cost_per_1000": 1000 * share * args.cost_per_call, "p50_ms": None, "apgr": 0.5, "cpt50": 0.5})
+
+    def f(x: float | None, spec: str = ".3f") -> str:
+        return "n/a" if x is None else format(x, spec)
+
+    print()
+    print("| router | in-scope accuracy | OOS F1 | APGR | CPT(50%) | cost / 1k requests | p50 latency |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows_out:
+        print(f"| {r['router']} | {f(r['inscope_acc'])} | {f(r['oos_f1'])} | {f(r['apgr'])} | {f(r['cpt50'])} | "
+              f"${r['cost_per_1000']:.2f} | {f(r['p50_ms'], '.1f') + ' ms' if r['p50_ms'] is not None else 'n/a'} |")
+    ours, theirs = rows_out[0], rows_out[2]
+    print(f"\nslmgraph (fitted) / semantic-router: p50 latency ratio {ours['p50_ms'] / theirs['p50_ms']:.2f}; "
+          f"accuracy {ours['inscope_acc'] - theirs['inscope_acc']:+.3f}, OOS F1 {ours['oos_f1'] - theirs['oos_f1']:+.3f}")
+    print(f"peak memory (maxrss) {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows_out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
