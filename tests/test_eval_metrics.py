@@ -99,3 +99,13 @@ def test_percentile():
     assert percentile(list(range(1, 21)), 0.95) == pytest.approx(19.05)
     assert percentile([7.0], 0.95) == 7.0
     assert percentile([], 0.5) is None
+
+
+def test_eval_exports_resolve():
+    import slmgraph.eval
+    import slmgraph.graphs
+
+    for name in slmgraph.eval.__all__:
+        assert hasattr(slmgraph.eval, name), name
+    assert {"run_eval", "OracleModel", "RecordedModel", "apgr", "cpt", "sweep_thresholds"} <= set(slmgraph.eval.__all__)
+    assert callable(slmgraph.graphs.with_thresholds)

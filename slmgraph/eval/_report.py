@@ -63,8 +63,14 @@ def summarize(records: Sequence[dict[str, Any]], meta: dict[str, Any], *, large_
         by_route[r["route"] or "none"].append(r)
     for route, rs in sorted(by_route.items()):
         wrong = Counter((r["expected"], r["prediction"]) for r in rs if r["score"] < 1.0)
+        confusion: dict[str, dict[str, int]] = {}
+        for r in rs:
+            cell = confusion.setdefault(r["expected"], {})
+            key = r["prediction"] if r["prediction"] is not None else "(no answer)"
+            cell[key] = cell.get(key, 0) + 1
         per_skill[route] = {
             "rows": len(rs),
+            "confusion": confusion,
             "quality": _mean([r["score"] for r in rs]),
             "escalated": sum(r["status"] != "answered" for r in rs),
             "top_confusions": [[e, p, c] for (e, p), c in wrong.most_common(10)],

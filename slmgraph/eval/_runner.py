@@ -113,7 +113,7 @@ class Progress:
         bar = "#" * round(frac * 30)
         line = (
             f"{self.label} [{bar:<30}] {self.done}/{self.total} {frac:4.0%} "
-            f"{rate:.2f} rows/s eta {eta:.0f}s{f' errors {self.errors}' if self.errors else ''}"
+            f"{rate:.2f} rows/s eta {'?' if eta != eta else f'{eta:.0f}s'}{f' errors {self.errors}' if self.errors else ''}"
         )
         self.stream.write(("\r" + line) if self.tty else line + "\n")
         self.stream.flush()
