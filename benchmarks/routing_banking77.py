@@ -11,21 +11,28 @@ split over the 57 routes and the 10 OOS intents.
 Methods, all on the same embeddings (slmgraph's default encoder, multilingual-e5-small;
 semantic-router gets it through a custom ``DenseEncoder`` wrapping the same embedder):
 
+- **slmgraph EmbeddingRouter (fitted)**: ``slmgraph.agents.EmbeddingRouter``, its
+  scoring (label centroid, nearest example, or mean of the 3 nearest), margin weight
+  and threshold chosen by ``fit`` on the fitting set for the best accuracy, None labels included;
 - **slmgraph classify (fitted)**: the classify skill in retrieval mode
   (``decisive_margin=0``: the nearest example's label, no small-model call), its
-  "none fits" threshold chosen on the fitting set for the best accuracy, None labels included;
+  "none fits" threshold chosen on the fitting set the same way;
 - **slmgraph classify (zero-shot)**: the same, threshold calibrated on the bank alone (no OOS examples);
 - **semantic-router**: ``IndexedRouter`` (top_k 5, mean aggregation, its defaults), ``fit``
   (Platt calibration, as its docs advise) on the fitting set, then the
   ``confidence_threshold`` with the best ``evaluate`` accuracy on the fitting set;
-- **random router** and **zero-router** at the fitted slmgraph router's share of escalations.
+- **random router** and **zero-router** at the EmbeddingRouter's share of escalations.
+
+Every text is embedded once and shared by all methods (identical vectors), except
+that for ``--latency-sample`` requests each method embeds the request afresh, which
+gives its p50 latency per request (encoding included).
 
 A request that no route takes escalates to the large model, an oracle (always right)
 at ``--cost-per-call``. Columns: in-scope accuracy (the router's own label is right;
 an escalated in-scope request counts as wrong), OOS F1 (an escalation is the positive
 prediction), APGR and CPT(50%) of the router's score (top similarity / calibrated
-confidence) against the oracle, cost per 1,000 requests, p50 latency per request
-(encoding the request included).
+confidence, margin score) against the oracle, cost per 1,000 requests, p50 latency per
+request (encoding the request included).
 
     .venv/bin/python benchmarks/routing_banking77.py [--test 400] [--per-label 12] [--seed 7]
 
@@ -50,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from slmgraph import Accepted, RunContext, run_skill
+from slmgraph.agents import EmbeddingRouter
 from slmgraph.eval import apgr, cpt, threshold_curve
 from slmgraph.models import default_embedder
 from slmgraph.models._embed import embed_sync
@@ -94,14 +102,39 @@ def table_row(name: str, picks: list[str | None], scores: list[float] | None, go
     return out
 
 
-async def slmgraph_router(skill: Any, texts: list[str]) -> tuple[list[str | None], list[str], list[float], list[float]]:
-    """Run the classify skill on each text: (label or None, nearest label, top similarity, seconds)."""
+class SharedVectors:
+    """One embedding per text, shared by every method; texts in ``fresh`` are embedded
+    anew on every call (the latency sample)."""
+
+    def __init__(self, embedder: Any) -> None:
+        self.embedder, self.name = embedder, embedder.name
+        self.cache: dict[str, list[float]] = {}
+        self.fresh: set[str] = set()
+
+    def fill(self, texts: list[str]) -> None:
+        todo = [t for t in dict.fromkeys(texts) if t not in self.cache]
+        self.cache.update(zip(todo, embed_sync(self.embedder, todo)))
+
+    def sync(self, texts: list[Any]) -> list[list[float]]:
+        missing = [t for t in texts if t in self.fresh or t not in self.cache]
+        new = dict(zip(missing, embed_sync(self.embedder, missing))) if missing else {}
+        return [new[t] if t in new else self.cache[t] for t in texts]
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        missing = [t for t in texts if t in self.fresh or t not in self.cache]
+        new = dict(zip(missing, await self.embedder.embed(missing))) if missing else {}
+        return [new[t] if t in new else self.cache[t] for t in texts]
+
+
+async def classify_router(skill: Any, texts: list[str], timed: set[str]) -> tuple[list, list, list, list]:
+    """The classify skill per text: (label or None, nearest label, top similarity, seconds of timed texts)."""
     ctx = RunContext(models={})
     picks, tops, scores, secs = [], [], [], []
     for text in texts:
         t = time.perf_counter()
         out = await run_skill(skill, text, ctx, node="benchmark")
-        secs.append(time.perf_counter() - t)
+        if text in timed:
+            secs.append(time.perf_counter() - t)
         if isinstance(out, Accepted):
             picks.append(out.output.label)
             tops.append(out.output.candidates[0].label)
@@ -114,8 +147,21 @@ async def slmgraph_router(skill: Any, texts: list[str]) -> tuple[list[str | None
     return picks, tops, scores, secs
 
 
-def semantic_router_rows(args: argparse.Namespace, embedder: Any, bank: list[tuple[str, str]], fit: list[tuple[str, str | None]],
-                         test: list[tuple[str, str]], cache: dict[str, list[float]]) -> dict[str, Any]:
+async def embedding_router(router: EmbeddingRouter, texts: list[str], timed: set[str]) -> tuple[list, list, list, list]:
+    picks, tops, scores, secs = [], [], [], []
+    for text in texts:
+        t = time.perf_counter()
+        c = await router.choose(text)
+        if text in timed:
+            secs.append(time.perf_counter() - t)
+        picks.append(c.label)
+        tops.append(c.top)
+        scores.append(c.score)
+    return picks, tops, scores, secs
+
+
+def semantic_router_rows(args: argparse.Namespace, vectors: SharedVectors, bank: list[tuple[str, str]],
+                         fit: list[tuple[str, str | None]], test: list[tuple[str, str]], timed: set[str]) -> dict[str, Any]:
     if args.sr_path:
         sys.path.append(args.sr_path)
     try:
@@ -129,12 +175,10 @@ def semantic_router_rows(args: argparse.Namespace, embedder: Any, bank: list[tup
     class SlmgraphEncoder(DenseEncoder):
         """semantic-router's encoder seam over slmgraph's embedder: identical vectors."""
 
-        name: str = embedder.name
+        name: str = vectors.name
 
         def __call__(self, docs: list[Any]) -> list[list[float]]:
-            missing = [d for d in docs if d not in cache]
-            fresh = dict(zip(missing, embed_sync(embedder, missing))) if missing else {}
-            return [cache[d] if d in cache else fresh[d] for d in docs]
+            return vectors.sync(list(docs))
 
     by_label: dict[str, list[str]] = {}
     for text, label in bank:
@@ -145,7 +189,7 @@ def semantic_router_rows(args: argparse.Namespace, embedder: Any, bank: list[tup
     # the confidence_threshold with the best `evaluate` accuracy on the fitting set: the
     # same objective as router.evaluate, scoring the queries once instead of per threshold
     scored = asyncio.run(router._scores_many([x for x, _ in fit]))
-    choices = [router._choose(s, 1, 0.0) for s in scored]
+    choices = [router._choose(sc, 1, 0.0) for sc in scored]
     th = best_threshold([c.confidence for c in choices], [c.name for c in choices], [y for _, y in fit])
     router.confidence_threshold = th
     check = router.evaluate([x for x, _ in fit], [y for _, y in fit])
@@ -156,7 +200,8 @@ def semantic_router_rows(args: argparse.Namespace, embedder: Any, bank: list[tup
     for text, _ in test:
         t = time.perf_counter()
         top = router(text, threshold=0.0)  # the top route and its calibrated confidence
-        secs.append(time.perf_counter() - t)
+        if text in timed:
+            secs.append(time.perf_counter() - t)
         tops.append(top.name)
         scores.append(top.confidence)
         picks.append(top.name if top.confidence >= th else None)
@@ -169,6 +214,7 @@ def main() -> None:
     ap.add_argument("--per-label", type=int, default=12, help="bank examples per route")
     ap.add_argument("--fit-per-label", type=int, default=3, help="fitting-set messages per route")
     ap.add_argument("--fit-oos-per-label", type=int, default=8, help="fitting-set messages per fitting-only OOS intent")
+    ap.add_argument("--latency-sample", type=int, default=50, help="requests each method embeds afresh, for latency")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--cost-per-call", type=float, default=0.001, help="USD per oracle (large model) call")
     ap.add_argument("--sr-path", help="a --target directory where semantic-router is installed")
@@ -192,59 +238,52 @@ def main() -> None:
         used[label] += 1
     test_pool = [(t, c) for t, c in rows("test") if c in oos or c in set(routes)]
     test = rng.sample(test_pool, min(args.test, len(test_pool)))
-    gold = [c for _, c in test]
+    texts, gold = [x for x, _ in test], [c for _, c in test]
+    timed = set(random.Random(args.seed + 1).sample(texts, min(args.latency_sample, len(texts))))
     print("Banking77 (Casanueva et al. 2020, PolyAI, CC BY 4.0)")
     print(f"sizes: {len(routes)} routes, bank {len(bank)}, fitting set {len(fit)} "
           f"({sum(y is None for _, y in fit)} no-route from 10 fitting-only intents), "
-          f"test {len(test)} ({sum(c in oos for c in gold)} out-of-scope from 10 held-out intents); seed {args.seed}")
+          f"test {len(test)} ({sum(c in oos for c in gold)} out-of-scope from 10 held-out intents), "
+          f"latency sample {len(timed)}; seed {args.seed}")
 
-    embedder = default_embedder()
+    vectors = SharedVectors(default_embedder())
     t = time.perf_counter()
-    texts = [x for x, _ in bank] + [x for x, _ in fit]
-    cache = dict(zip(texts, embed_sync(embedder, texts)))
-    print(f"encoder {embedder.name}: {len(texts)} bank and fitting texts embedded in {time.perf_counter() - t:.1f}s")
+    vectors.fill([x for x, _ in bank] + [x for x, _ in fit] + texts)
+    vectors.fresh = timed
+    print(f"encoder {vectors.name}: {len(vectors.cache)} texts embedded once in {time.perf_counter() - t:.1f}s")
 
-    class Cached:
-        """slmgraph's classify bank reuses the bank vectors already computed; requests are embedded fresh."""
-        name = embedder.name
+    out = []
+    er = EmbeddingRouter(bank, vectors)
+    fit_acc = asyncio.run(er.fit([x for x, _ in fit], [y for _, y in fit]))
+    print(f"slmgraph EmbeddingRouter fitted: {er!r}, fitting-set accuracy {fit_acc:.3f}")
+    picks, tops, scores, secs = asyncio.run(embedding_router(er, texts, timed))
+    out.append(table_row("slmgraph EmbeddingRouter (fitted)", picks, scores, gold, oos, secs, args.cost_per_call, tops))
+    base = (picks, tops, secs)
 
-        async def embed(self, xs: list[str]) -> list[list[float]]:
-            if all(x in cache for x in xs):
-                return [cache[x] for x in xs]
-            return await embedder.embed(xs)
+    zero_shot = classify_skill(routes, bank, embedder=vectors, decisive_margin=0.0, propose_with_model=False)
+    _, ftops, fscores, _ = asyncio.run(classify_router(zero_shot, [x for x, _ in fit], set()))
+    th = best_threshold(fscores, ftops, [y for _, y in fit])
+    fitted = classify_skill(routes, bank, embedder=vectors, decisive_margin=0.0, propose_with_model=False, none_threshold=th)
+    print(f"slmgraph classify fitted none-fits threshold {th:.3f}")
+    for name, skill in (("slmgraph classify (fitted)", fitted), ("slmgraph classify (zero-shot)", zero_shot)):
+        picks, tops, scores, secs = asyncio.run(classify_router(skill, texts, timed))
+        out.append(table_row(name, picks, scores, gold, oos, secs, args.cost_per_call, tops))
 
-    rows_out = []
-    skills = {}
-    for mode in ("fitted", "zero-shot"):
-        skill = classify_skill(routes, bank, embedder=Cached(), decisive_margin=0.0, propose_with_model=False)
-        if mode == "fitted":
-            _, tops, scores, _ = asyncio.run(slmgraph_router(skill.clone(), [x for x, _ in fit]))
-            th = best_threshold(scores, tops, [y for _, y in fit])
-            skill = classify_skill(routes, bank, embedder=Cached(), decisive_margin=0.0, propose_with_model=False, none_threshold=th)
-            print(f"slmgraph fitted none-fits threshold {th:.3f}")
-        skills[mode] = skill
-        picks, tops, scores, secs = asyncio.run(slmgraph_router(skill, [x for x, _ in test]))
-        rows_out.append(table_row(f"slmgraph classify ({mode})", picks, scores, gold, oos, secs, args.cost_per_call, tops))
-        if mode == "fitted":
-            base = (picks, tops, secs)
-
-    sr = semantic_router_rows(args, embedder, bank, fit, test, cache)
-    rows_out.append(table_row("semantic-router (fitted)", sr["picks"], sr["scores"], gold, oos, sr["secs"], args.cost_per_call, sr["tops"]))
+    sr = semantic_router_rows(args, vectors, bank, fit, test, timed)
+    out.append(table_row("semantic-router (fitted)", sr["picks"], sr["scores"], gold, oos, sr["secs"], args.cost_per_call, sr["tops"]))
 
     picks, tops, secs = base
     share = sum(p is None for p in picks) / len(picks)
-    k = round(share * len(test))
-    chosen = set(random.Random(args.seed).sample(range(len(test)), k))
-    rand = [None if i in chosen else tops[i] for i in range(len(test))]
-    rows_out.append(table_row("random router", rand, None, gold, oos, secs, args.cost_per_call))
-    rows_out[-1].update(apgr=0.5, cpt50=0.5)  # in expectation; see slmgraph.eval.random_router_curve
+    chosen = set(random.Random(args.seed).sample(range(len(test)), round(share * len(test))))
+    out.append(table_row("random router", [None if i in chosen else tops[i] for i in range(len(test))],
+                         None, gold, oos, None, args.cost_per_call))
+    out[-1].update(apgr=0.5, cpt50=0.5)  # in expectation; see slmgraph.eval.random_router_curve
     # zero-router: a fixed mixture at the same share; its expected in-scope accuracy and OOS F1
     inscope = [i for i, g in enumerate(gold) if g not in oos]
-    n_oos = len(gold) - len(inscope)
     zacc = (1 - share) * sum(tops[i] == gold[i] for i in inscope) / len(inscope)
-    zprec, zrec = n_oos / len(gold), share
-    rows_out.append({"router": "zero-router", "inscope_acc": zacc, "oos_f1": 2 * zprec * zrec / (zprec + zrec) if share else 0.0,
-                     "share": share, "cost_per_1000": 1000 * share * args.cost_per_call, "p50_ms": None, "apgr": 0.5, "cpt50": 0.5})
+    zprec, zrec = (len(gold) - len(inscope)) / len(gold), share
+    out.append({"router": "zero-router", "inscope_acc": zacc, "oos_f1": 2 * zprec * zrec / (zprec + zrec) if share else 0.0,
+                "share": share, "cost_per_1000": 1000 * share * args.cost_per_call, "p50_ms": None, "apgr": 0.5, "cpt50": 0.5})
 
     def f(x: float | None, spec: str = ".3f") -> str:
         return "n/a" if x is None else format(x, spec)
@@ -252,15 +291,16 @@ def main() -> None:
     print()
     print("| router | in-scope accuracy | OOS F1 | APGR | CPT(50%) | cost / 1k requests | p50 latency |")
     print("|---|---|---|---|---|---|---|")
-    for r in rows_out:
+    for r in out:
+        lat = f"{r['p50_ms']:.1f} ms" if r["p50_ms"] is not None else "n/a"
         print(f"| {r['router']} | {f(r['inscope_acc'])} | {f(r['oos_f1'])} | {f(r['apgr'])} | {f(r['cpt50'])} | "
-              f"${r['cost_per_1000']:.2f} | {f(r['p50_ms'], '.1f') + ' ms' if r['p50_ms'] is not None else 'n/a'} |")
-    ours, theirs = rows_out[0], rows_out[2]
-    print(f"\nslmgraph (fitted) / semantic-router: p50 latency ratio {ours['p50_ms'] / theirs['p50_ms']:.2f}; "
-          f"accuracy {ours['inscope_acc'] - theirs['inscope_acc']:+.3f}, OOS F1 {ours['oos_f1'] - theirs['oos_f1']:+.3f}")
+              f"${r['cost_per_1000']:.2f} | {lat} |")
+    ours, theirs = out[0], out[3]
+    print(f"\nslmgraph EmbeddingRouter / semantic-router: p50 latency ratio {ours['p50_ms'] / theirs['p50_ms']:.2f}; "
+          f"in-scope accuracy {ours['inscope_acc'] - theirs['inscope_acc']:+.3f}, OOS F1 {ours['oos_f1'] - theirs['oos_f1']:+.3f}")
     print(f"peak memory (maxrss) {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows_out, indent=2))
+        Path(args.json).write_text(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":
