@@ -21,6 +21,8 @@ semantic-router gets it through a custom ``DenseEncoder`` wrapping the same embe
 - **semantic-router**: ``IndexedRouter`` (top_k 5, mean aggregation, its defaults), ``fit``
   (Platt calibration, as its docs advise) on the fitting set, then the
   ``confidence_threshold`` with the best ``evaluate`` accuracy on the fitting set;
+- each of the two fitted routers again at the *other's* share of escalations (the same
+  cost), thresholding its own score at that share;
 - **random router** and **zero-router** at the EmbeddingRouter's share of escalations.
 
 Every text is embedded once and shared by all methods (identical vectors), except
@@ -258,7 +260,7 @@ def main() -> None:
     print(f"slmgraph EmbeddingRouter fitted: {er!r}, fitting-set accuracy {fit_acc:.3f}")
     picks, tops, scores, secs = asyncio.run(embedding_router(er, texts, timed))
     out.append(table_row("slmgraph EmbeddingRouter (fitted)", picks, scores, gold, oos, secs, args.cost_per_call, tops))
-    base = (picks, tops, secs)
+    base, er_scores = (picks, tops, secs), scores
 
     zero_shot = classify_skill(routes, bank, embedder=vectors, decisive_margin=0.0, propose_with_model=False)
     _, ftops, fscores, _ = asyncio.run(classify_router(zero_shot, [x for x, _ in fit], set()))
@@ -271,6 +273,17 @@ def main() -> None:
 
     sr = semantic_router_rows(args, vectors, bank, fit, test, timed)
     out.append(table_row("semantic-router (fitted)", sr["picks"], sr["scores"], gold, oos, sr["secs"], args.cost_per_call, sr["tops"]))
+
+    # each router at the other's share of escalations: the same cost, compared on its own ranking
+    def at_share(name: str, tops: list[str], scores: list[float], share: float, secs: list[float]) -> dict[str, Any]:
+        k = round(share * len(tops))
+        cut = set(sorted(range(len(tops)), key=lambda i: scores[i])[:k])
+        picks = [None if i in cut else tops[i] for i in range(len(tops))]
+        return table_row(name, picks, scores, gold, oos, secs, args.cost_per_call, tops)
+
+    er_share, sr_share = out[0]["share"], out[3]["share"]
+    out.insert(1, at_share(f"slmgraph EmbeddingRouter at semantic-router's share ({sr_share:.0%})", base[1], er_scores, sr_share, base[2]))
+    out.insert(5, at_share(f"semantic-router at EmbeddingRouter's share ({er_share:.0%})", sr["tops"], sr["scores"], er_share, sr["secs"]))
 
     picks, tops, secs = base
     share = sum(p is None for p in picks) / len(picks)
@@ -295,7 +308,7 @@ def main() -> None:
         lat = f"{r['p50_ms']:.1f} ms" if r["p50_ms"] is not None else "n/a"
         print(f"| {r['router']} | {f(r['inscope_acc'])} | {f(r['oos_f1'])} | {f(r['apgr'])} | {f(r['cpt50'])} | "
               f"${r['cost_per_1000']:.2f} | {lat} |")
-    ours, theirs = out[0], out[3]
+    ours, theirs = out[0], out[4]
     print(f"\nslmgraph EmbeddingRouter / semantic-router: p50 latency ratio {ours['p50_ms'] / theirs['p50_ms']:.2f}; "
           f"in-scope accuracy {ours['inscope_acc'] - theirs['inscope_acc']:+.3f}, OOS F1 {ours['oos_f1'] - theirs['oos_f1']:+.3f}")
     print(f"peak memory (maxrss) {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
