@@ -86,6 +86,12 @@ class Tally:
         )
 
 
+def _margin(value: str) -> float | str | None:
+    if value in ("auto", "none"):
+        return None if value == "none" else value
+    return float(value)
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=120, help="test requests (uniform sample of the test split)")
@@ -95,9 +101,10 @@ async def main() -> None:
     ap.add_argument("--heldout", type=int, default=10, help="categories held out as unknown")
     ap.add_argument("--top-k", type=int, default=5)
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--none-quantile", type=float, default=0.02)
-    ap.add_argument("--decisive-margin", type=float, default=None,
-                    help="accept the nearest label without the model when it leads by this much")
+    ap.add_argument("--none-quantile", type=float, default=0.05)
+    ap.add_argument("--decisive-margin", type=_margin, default="auto",
+                    help="accept the nearest label without the model when it leads by this much: "
+                         "a number, 'auto' (calibrated on the bank; the skill's default) or 'none' (always ask)")
     args = ap.parse_args()
 
     categories = json.loads((DATA / "categories.json").read_text())
@@ -127,11 +134,14 @@ async def main() -> None:
     bank_index = skill.runner.bank
     await bank_index.matrix()
     threshold = await skill.runner.threshold()
-    print(f"bank embedded in {time.perf_counter() - t0:.1f}s; none-fits threshold {threshold:.3f} "
-          f"(quantile {args.none_quantile})")
+    margin = await skill.runner.margin()
+    print(f"bank embedded in {time.perf_counter() - t0:.1f}s; none-fits threshold {threshold:.3f} over the bank, "
+          f"per label {min(skill.runner.label_thresholds.values(), default=threshold):.3f}-"
+          f"{max(skill.runner.label_thresholds.values(), default=threshold):.3f} (quantile {args.none_quantile})")
     print(f"{len(requests)} requests ({sum(c not in heldout for _, c in requests)} known, "
           f"{sum(c in heldout for _, c in requests)} held out), top_k={args.top_k}, "
-          f"decisive_margin={args.decisive_margin}")
+          f"decisive_margin={args.decisive_margin}"
+          + (f" (calibrated: {'none' if margin is None else f'{margin:.3f}'})" if args.decisive_margin == "auto" else ""))
 
     base, full = Tally("retrieval only"), Tally("classify skill")
     calls = agreed = accepted = 0
@@ -139,7 +149,7 @@ async def main() -> None:
         is_known = gold not in heldout
         t = time.perf_counter()
         (idx, score), = await bank_index.nearest(text, 1)
-        label = bank_index.labels[idx] if score >= threshold else None
+        label = bank_index.labels[idx] if score >= await skill.runner.threshold(bank_index.labels[idx]) else None
         base.add(is_known, gold, label, label is None, time.perf_counter() - t)
 
         ctx = RunContext(models=models)

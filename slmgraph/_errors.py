@@ -18,7 +18,10 @@ wrong and what to do about it::
     │   ├── ModelHTTPError            any other HTTP status from the server
     │   └── InvalidModelOutputError   the reply cannot be parsed or fails its schema
     └── EscalationError               the escalation agent could not finish
-        └── StepLimitError            the agent hit its step budget
+        ├── StepLimitError            the agent hit its step budget
+        └── PrivacyError              the privacy gate stopped a call before it left the machine
+            ├── PrivacyBlockedError   the outgoing text holds PII the policy blocks (kinds, never values)
+            └── DetectorUnavailableError  a PII detector the policy needs is missing or failed (fail closed)
 
 Transient faults (unreachable, timeout, HTTP 429 and 5xx) carry ``transient = True``.
 """
@@ -42,6 +45,9 @@ __all__ = [
     "InvalidModelOutputError",
     "EscalationError",
     "StepLimitError",
+    "PrivacyError",
+    "PrivacyBlockedError",
+    "DetectorUnavailableError",
 ]
 
 
@@ -187,4 +193,48 @@ class StepLimitError(EscalationError):
         super().__init__(
             f"the escalation agent used all {steps} steps without a final answer; "
             "raise max_steps or split the request"
+        )
+
+
+class PrivacyError(EscalationError):
+    """The privacy gate refused to let a call leave the machine.
+
+    It is an :class:`EscalationError` because the gate guards escalation targets: a
+    graph ends such a run as ``escalation_failed`` with the draft kept. Messages name
+    PII kinds and counts, never the values.
+    """
+
+
+class PrivacyBlockedError(PrivacyError):
+    """The outgoing messages hold PII of a kind the policy blocks.
+
+    Attributes:
+        counts: findings by kind, e.g. ``{"email": 1, "card": 2}``.
+        endpoint: where the call would have gone.
+    """
+
+    def __init__(self, counts: dict[str, int], endpoint: str) -> None:
+        self.counts = dict(counts)
+        self.endpoint = endpoint
+        found = ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items()))
+        super().__init__(
+            f"the privacy policy blocks sending {found} to {endpoint}; nothing was sent. "
+            "Remove the data, set the policy for these kinds to 'redact', or keep the "
+            "request on local models"
+        )
+
+
+class DetectorUnavailableError(PrivacyError):
+    """A PII detector that the policy requires is not available, so nothing is sent.
+
+    Attributes:
+        detector: the detector's name (``"name"``, ...).
+    """
+
+    def __init__(self, detector: str, why: str) -> None:
+        self.detector = detector
+        super().__init__(
+            f"the privacy policy needs the {detector!r} detector, which is unavailable ({why}); "
+            "the call was not made (fail closed). Provide the detector, or set "
+            "privacy.names = 'off' if names need not be detected"
         )

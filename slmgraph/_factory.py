@@ -57,15 +57,22 @@ def build_model(cfg: ModelConfig) -> Model:
     return LlamaCppModel(cfg.model_path, n_ctx=cfg.context_window or 2048)
 
 
-def models_from_config(config: Config) -> dict[str, Model]:
-    """``{"small": ..., "large": ..., **config.models}``; ``"large"`` only when configured."""
+def models_from_config(config: Config, *, name_detector=None) -> dict[str, Model]:
+    """``{"small": ..., "large": ..., **config.models}``; ``"large"`` only when configured.
+
+    Every model whose endpoint is not on this machine comes wrapped in a
+    :class:`~slmgraph.privacy.PrivacyGate` applying ``config.privacy``;
+    ``name_detector`` serves a policy with ``names = "external"``.
+    """
     policy = RetryPolicy(attempts=config.retry_attempts)
     models: dict[str, Model] = {"small": RetryingModel(build_model(config.small), policy)}
     if config.large is not None:
         models["large"] = RetryingModel(build_model(config.large), policy)
     for key, cfg in config.models.items():
         models[key] = RetryingModel(build_model(cfg), policy)
-    return models
+    from .privacy._wiring import gate_remote_models
+
+    return gate_remote_models(models, config.privacy, name_detector=name_detector)
 
 
 def prices_from_config(config: Config) -> PriceTable:

@@ -21,8 +21,9 @@ A TOML file looks like::
 
 Environment: ``SLMGRAPH_SMALL_PROVIDER``, ``SLMGRAPH_SMALL_MODEL``, ``OLLAMA_HOST``,
 ``SLMGRAPH_LARGE_PROVIDER``, ``SLMGRAPH_LARGE_MODEL``, ``OPENAI_BASE_URL``,
-``OPENAI_API_KEY``, ``SLMGRAPH_CHECKPOINT``. Escalation to a large model is off
-unless a large model is configured.
+``OPENAI_API_KEY``, ``SLMGRAPH_CHECKPOINT``, ``SLMGRAPH_PRIVACY``. Escalation to a
+large model is off unless a large model is configured, and a model whose endpoint
+is not on this machine needs a ``[privacy]`` policy (see :mod:`slmgraph.privacy`).
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, ValidationInfo, field_validator
 
 from ._errors import ConfigError
 from .ledger import Price
+from .privacy._policy import PrivacyPolicy
 
 __all__ = ["ModelConfig", "Config", "load_config"]
 
@@ -89,6 +91,7 @@ class Config(BaseModel):
     max_steps: PositiveInt = 4
     retry_attempts: PositiveInt = 3
     serve: dict[str, Any] = Field(default_factory=dict)  # validated by slmgraph.serve
+    privacy: PrivacyPolicy | None = Field(default=None, validate_default=True)
     #: Acceptance thresholds by skill name (``"*"``: every skill), overriding each
     #: skill's ``AcceptancePolicy.min_confidence``; written by ``slmgraph calibrate``.
     min_confidence: dict[str, float] = Field(default_factory=dict)
@@ -114,6 +117,41 @@ class Config(BaseModel):
             raise ValueError("a large model needs `model`")
         return v
 
+    @field_validator("privacy")
+    @classmethod
+    def _privacy(cls, v: PrivacyPolicy | None, info: ValidationInfo) -> PrivacyPolicy | None:
+        # A model whose endpoint is not on this machine needs an explicit policy.
+        if v is not None:
+            return v
+        bound = {"small": info.data.get("small"), "large": info.data.get("large")}
+        bound.update({f"models.{k}": c for k, c in (info.data.get("models") or {}).items()})
+        for key, cfg in bound.items():
+            url = remote_url(cfg)
+            if url:
+                raise ValueError(
+                    f"the {key} model's endpoint {url} is not on this machine, so it needs a privacy "
+                    'policy: add [privacy] with action = "redact", "block" or "allow" (or set '
+                    "SLMGRAPH_PRIVACY), or point it at a local server"
+                )
+        return v
+
+
+def remote_url(cfg: ModelConfig | None) -> str | None:
+    """The endpoint of ``cfg`` when it is not on this machine, else ``None``.
+
+    An OpenAI-compatible model without ``base_url`` goes to OpenAI; an Ollama model
+    without ``host`` goes to the local default; the embedded engine is local.
+    """
+    from .privacy._gate import is_local_endpoint
+
+    if cfg is None or cfg.provider == "embedded" or (cfg.provider == "auto" and not cfg.host):
+        return None
+    if cfg.provider == "openai":
+        url = cfg.base_url or "https://api.openai.com/v1"
+    else:
+        url = cfg.host or "http://127.0.0.1:11434"
+    return None if is_local_endpoint(url) else url
+
 
 _ENV = {
     "SLMGRAPH_SMALL_PROVIDER": ("small", "provider"),
@@ -123,6 +161,7 @@ _ENV = {
     "SLMGRAPH_LARGE_MODEL": ("large", "model"),
     "OPENAI_BASE_URL": ("large", "base_url"),
     "SLMGRAPH_CHECKPOINT": (None, "checkpoint"),
+    "SLMGRAPH_PRIVACY": ("privacy", "action"),
 }
 
 
