@@ -25,9 +25,11 @@ semantic-router gets it through a custom ``DenseEncoder`` wrapping the same embe
   cost), thresholding its own score at that share;
 - **random router** and **zero-router** at the EmbeddingRouter's share of escalations.
 
-Every text is embedded once and shared by all methods (identical vectors), except
-that for ``--latency-sample`` requests each method embeds the request afresh, which
-gives its p50 latency per request (encoding included).
+Every text is embedded once and shared by all methods (identical vectors) for the
+decisions. Latency is measured apart: on ``--latency-sample`` requests every method
+embeds the request afresh, the methods taking turns on each request (so the shared
+machine's changing load hits all alike); that gives the p50 latency per request,
+encoding included.
 
 A request that no route takes escalates to the large model, an oracle (always right)
 at ``--cost-per-call``. Columns: in-scope accuracy (the router's own label is right;
@@ -198,16 +200,26 @@ def semantic_router_rows(args: argparse.Namespace, vectors: SharedVectors, bank:
     print(f"semantic-router {semantic_router.__version__}: routes indexed and fitted in {time.perf_counter() - t:.1f}s "
           f"(fit accuracy before threshold {report.accuracy:.3f}); confidence_threshold {th:.3f}, "
           f"evaluate() on the fitting set {check:.3f}")
-    picks, tops, scores, secs = [], [], [], []
+    picks, tops, scores = [], [], []
     for text, _ in test:
-        t = time.perf_counter()
         top = router(text, threshold=0.0)  # the top route and its calibrated confidence
-        if text in timed:
-            secs.append(time.perf_counter() - t)
         tops.append(top.name)
         scores.append(top.confidence)
         picks.append(top.name if top.confidence >= th else None)
-    return {"picks": picks, "tops": tops, "scores": scores, "secs": secs}
+    return {"picks": picks, "tops": tops, "scores": scores, "router": router}
+
+
+async def paired_latency(methods: dict[str, Any], texts: list[str]) -> dict[str, list[float]]:
+    """Seconds per request for each method, the methods taking turns on every request
+    (rotating who goes first), so a change in the shared machine's load hits all alike."""
+    secs: dict[str, list[float]] = {name: [] for name in methods}
+    names = list(methods)
+    for i, text in enumerate(texts):
+        for name in names[i % len(names):] + names[: i % len(names)]:
+            t = time.perf_counter()
+            await methods[name](text)
+            secs[name].append(time.perf_counter() - t)
+    return secs
 
 
 def main() -> None:
@@ -251,16 +263,14 @@ def main() -> None:
     vectors = SharedVectors(default_embedder())
     t = time.perf_counter()
     vectors.fill([x for x, _ in bank] + [x for x, _ in fit] + texts)
-    vectors.fresh = timed
     print(f"encoder {vectors.name}: {len(vectors.cache)} texts embedded once in {time.perf_counter() - t:.1f}s")
 
     out = []
     er = EmbeddingRouter(bank, vectors)
     fit_acc = asyncio.run(er.fit([x for x, _ in fit], [y for _, y in fit]))
     print(f"slmgraph EmbeddingRouter fitted: {er!r}, fitting-set accuracy {fit_acc:.3f}")
-    picks, tops, scores, secs = asyncio.run(embedding_router(er, texts, timed))
-    out.append(table_row("slmgraph EmbeddingRouter (fitted)", picks, scores, gold, oos, secs, args.cost_per_call, tops))
-    base, er_scores = (picks, tops, secs), scores
+    picks, tops, scores, _ = asyncio.run(embedding_router(er, texts, set()))
+    results = {"slmgraph EmbeddingRouter (fitted)": (picks, tops, scores)}
 
     zero_shot = classify_skill(routes, bank, embedder=vectors, decisive_margin=0.0, propose_with_model=False)
     _, ftops, fscores, _ = asyncio.run(classify_router(zero_shot, [x for x, _ in fit], set()))
@@ -268,11 +278,31 @@ def main() -> None:
     fitted = classify_skill(routes, bank, embedder=vectors, decisive_margin=0.0, propose_with_model=False, none_threshold=th)
     print(f"slmgraph classify fitted none-fits threshold {th:.3f}")
     for name, skill in (("slmgraph classify (fitted)", fitted), ("slmgraph classify (zero-shot)", zero_shot)):
-        picks, tops, scores, secs = asyncio.run(classify_router(skill, texts, timed))
-        out.append(table_row(name, picks, scores, gold, oos, secs, args.cost_per_call, tops))
-
+        picks, tops, scores, _ = asyncio.run(classify_router(skill, texts, set()))
+        results[name] = (picks, tops, scores)
     sr = semantic_router_rows(args, vectors, bank, fit, test, timed)
-    out.append(table_row("semantic-router (fitted)", sr["picks"], sr["scores"], gold, oos, sr["secs"], args.cost_per_call, sr["tops"]))
+    results["semantic-router (fitted)"] = (sr["picks"], sr["tops"], sr["scores"])
+
+    # latency: each method embeds the sampled requests afresh, taking turns per request
+    ctx = RunContext(models={})
+
+    async def sr_call(text: str) -> Any:
+        return sr["router"](text, threshold=0.0)
+
+    calls = {
+        "slmgraph EmbeddingRouter (fitted)": er.choose,
+        "slmgraph classify (fitted)": lambda text: run_skill(fitted, text, ctx, node="benchmark"),
+        "slmgraph classify (zero-shot)": lambda text: run_skill(zero_shot, text, ctx, node="benchmark"),
+        "semantic-router (fitted)": sr_call,
+    }
+    vectors.fresh = timed
+    latency = asyncio.run(paired_latency(calls, sorted(timed)))
+    vectors.fresh = set()
+    for name, (picks, tops, scores) in results.items():
+        out.append(table_row(name, picks, scores, gold, oos, latency[name], args.cost_per_call, tops))
+    base, er_scores = (results["slmgraph EmbeddingRouter (fitted)"][0], results["slmgraph EmbeddingRouter (fitted)"][1],
+                       latency["slmgraph EmbeddingRouter (fitted)"]), results["slmgraph EmbeddingRouter (fitted)"][2]
+    sr["secs"] = latency["semantic-router (fitted)"]
 
     # each router at the other's share of escalations: the same cost, compared on its own ranking
     def at_share(name: str, tops: list[str], scores: list[float], share: float, secs: list[float]) -> dict[str, Any]:
