@@ -1,4 +1,4 @@
-"""The ``slmgraph`` command: ``run``, ``serve``, ``doctor``, ``models``."""
+"""The ``slmgraph`` command: ``run``, ``serve``, ``doctor``, ``models``, ``eval``, ``calibrate``."""
 
 from __future__ import annotations
 
@@ -178,6 +178,9 @@ def _parser() -> argparse.ArgumentParser:
     srv.set_defaults(fn=_cmd_serve)
     sub.add_parser("doctor", parents=[common], help="check which backends are usable").set_defaults(fn=_cmd_doctor)
     sub.add_parser("models", parents=[common], help="list what each backend offers").set_defaults(fn=_cmd_models)
+    from .eval._cli import add_eval_commands
+
+    add_eval_commands(sub, common, _config)  # `slmgraph eval`, `slmgraph calibrate`
     return p
 
 

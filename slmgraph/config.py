@@ -139,6 +139,17 @@ class Config(BaseModel):
     retry_attempts: PositiveInt = 3
     serve: dict[str, Any] = Field(default_factory=dict)  # validated by slmgraph.serve
     privacy: PrivacyPolicy | None = Field(default=None, validate_default=True)
+    #: Acceptance thresholds by skill name (``"*"``: every skill), overriding each
+    #: skill's ``AcceptancePolicy.min_confidence``; written by ``slmgraph calibrate``.
+    min_confidence: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("min_confidence")
+    @classmethod
+    def _min_confidence(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, value in v.items():
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"min_confidence for {name!r} must be between 0 and 1, got {value}")
+        return v
 
     @field_validator("large")
     @classmethod
