@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -16,15 +18,21 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
 from .._context import check_fits
-from .._errors import ConfigError, EmptyRequestError, UnknownSkillError, UserError
+from .._errors import (
+    CheckpointError, ConfigError, EmptyRequestError, SlmGraphError, ThreadBusyError, UnknownSkillError, UserError,
+)
 from .._sync import iterate_sync, run_sync
 from ..agents._escalation import EscalationAgent
 from ..agents._router import ModelRouter, Router, RulesRouter, model_keys_of
 from ..ledger import LedgerEntry, PriceTable, totals
 from ..models._base import Message, Model
 from ..skills._skill import Skill
+from ._durable import GuardedSaver, OnBusy, ThreadLease, sqlite_file_of
 from ._nodes import GraphSpec, Nodes, outcome_message
+from ._runs import RunRecord, RunStore
 from ._state import GraphState, RunResult, new_run
+
+log = logging.getLogger("slmgraph.runs")
 
 __all__ = ["SLMGraph", "NodeEvent", "build_graph", "DEFAULT_CHECKPOINT"]
 
@@ -54,6 +62,9 @@ def build_graph(
     checkpoint: Checkpoint = DEFAULT_CHECKPOINT,
     large_keys: Sequence[str] = ("large",),
     name: str = "slmgraph",
+    on_busy: OnBusy = "wait",
+    busy_timeout_s: float = 300.0,
+    lease_ttl_s: float = 30.0,
 ) -> SLMGraph:
     """Compose skills into a routed graph.
 
@@ -71,6 +82,12 @@ def build_graph(
         checkpoint: SQLite file path (default ``.slmgraph/checkpoints.sqlite``), a
             LangGraph checkpointer, or ``None`` for no persistence.
         large_keys: binding keys whose calls count as large-model calls.
+        on_busy: when another run holds the thread (in this process or another
+            sharing the SQLite file): ``"wait"`` for it, up to ``busy_timeout_s``,
+            or ``"reject"`` with :class:`~slmgraph.ThreadBusyError`.
+        lease_ttl_s: how long a thread lease lasts without renewal; it bounds how
+            long a hung process on another host can hold a thread (on this host
+            a dead process's lease is freed at once).
 
     Raises:
         ConfigError, UnknownSkillError: at build time, never mid-run.
@@ -82,6 +99,10 @@ def build_graph(
         if s.name in by_name:
             raise ConfigError("skills", f"two skills are named {s.name!r}")
         by_name[s.name] = s
+    if on_busy not in ("wait", "reject"):
+        raise ConfigError("on_busy", f"must be 'wait' or 'reject', got {on_busy!r}")
+    if busy_timeout_s < 0 or lease_ttl_s <= 0:
+        raise ConfigError("busy_timeout_s" if busy_timeout_s < 0 else "lease_ttl_s", "must be positive")
     if not 0.0 <= route_threshold <= 1.0:
         raise ConfigError("route_threshold", f"must be between 0 and 1, got {route_threshold}")
     if router is None:
@@ -105,6 +126,9 @@ def build_graph(
         route_threshold=route_threshold,
         prices=prices or PriceTable(),
         large_keys=frozenset(large_keys),
+        on_busy=on_busy,
+        busy_timeout_s=busy_timeout_s,
+        lease_ttl_s=lease_ttl_s,
     )
     return SLMGraph(spec, checkpoint=checkpoint, name=name)
 
@@ -118,6 +142,10 @@ def _durability(graph: CompiledStateGraph) -> dict[str, Any]:
 class SLMGraph:
     """A compiled routed graph with an async API, thin sync wrappers and durable runs.
 
+    Every accepted request is recorded in a runs table (in the checkpoint's SQLite
+    file) before the graph starts; :meth:`arecover` finishes the runs a crash left.
+    One run at a time holds a thread. See docs/durability.md.
+
     Use :meth:`compile` to get the plain LangGraph graph for LangGraph tooling.
     """
 
@@ -129,7 +157,8 @@ class SLMGraph:
         # request is only checked against the models that take it whole.
         keys = {s.model for s in spec.skills.values() if s.runner is None} | model_keys_of(spec.router)
         self._small_models = [spec.models[k] for k in sorted(keys)]
-        nodes = Nodes(spec)
+        nodes = self._nodes = Nodes(spec)
+        self._store: RunStore | None = None
         builder = StateGraph(GraphState)
         builder.add_node("router", nodes.router)
         builder.add_node("specialist", nodes.specialist)
@@ -141,7 +170,7 @@ class SLMGraph:
         self.builder = builder
         self._plain = builder.compile(name=name) if checkpoint is None else None
         if isinstance(checkpoint, BaseCheckpointSaver):
-            self._plain = builder.compile(checkpointer=checkpoint, name=name)
+            self._plain = builder.compile(checkpointer=GuardedSaver(checkpoint), name=name)
 
     @property
     def skills(self) -> Mapping[str, Skill]:
@@ -170,7 +199,7 @@ class SLMGraph:
                     "checkpoint", f"cannot open the SQLite checkpoint file {str(path)!r} ({exc}); "
                     "choose a writable path, or checkpoint=None to run without persistence"
                 ) from None
-            yield self.builder.compile(checkpointer=saver, name=self.name)
+            yield self.builder.compile(checkpointer=GuardedSaver(saver), name=self.name)
 
     def validate_request(self, request: str) -> str:
         """Refuse an empty request, or one that cannot fit a small model's context.
@@ -188,14 +217,37 @@ class SLMGraph:
     def _config(self, thread_id: str) -> dict[str, Any]:
         return {"configurable": {"thread_id": thread_id}}
 
-    async def ainvoke(self, request: str, *, thread_id: str | None = None) -> RunResult:
-        """Run one request to the end and return its :class:`RunResult`."""
-        payload, thread_id = self._start(request, thread_id)
-        config = self._config(thread_id)
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[tuple[CompiledStateGraph, RunStore]]:
+        """The compiled graph and the runs store in the same SQLite file."""
         async with self._compiled() as graph:
-            await self._check_resumable(graph, payload, config)
-            state = await graph.ainvoke(payload, config, **_durability(graph))
-        return self._result(thread_id, state)
+            if self._store is None:
+                path: Path | None = None
+                if isinstance(self.checkpoint, (str, Path)):
+                    path = Path(self.checkpoint)
+                elif isinstance(self.checkpoint, BaseCheckpointSaver):
+                    path = await sqlite_file_of(self.checkpoint)
+                self._store = RunStore(path)
+                self._nodes.store = self._store
+            yield graph, self._store
+
+    async def ainvoke(self, request: str, *, thread_id: str | None = None) -> RunResult:
+        """Run one request to the end and return its :class:`RunResult`.
+
+        The request is recorded as accepted before the graph starts, so a crash at
+        any point leaves it for :meth:`arecover`.
+
+        Raises:
+            ThreadBusyError: another run holds ``thread_id`` (``on_busy="reject"``,
+                or still busy after ``busy_timeout_s``).
+            CheckpointError: the state could not be persisted; the run is marked
+                failed and resumes with :meth:`aresume` once storage works again.
+        """
+        result: RunResult | None = None
+        async for event in self.astream(request, thread_id=thread_id):
+            result = event.result
+        assert result is not None
+        return result
 
     async def astream(self, request: str | None, *, thread_id: str | None = None) -> AsyncIterator[NodeEvent]:
         """Run one request, yielding a :class:`NodeEvent` as each node finishes.
@@ -203,44 +255,121 @@ class SLMGraph:
         With ``request=None`` the run on ``thread_id`` resumes from its checkpoint.
         The last event is ``NodeEvent("end", result=...)``.
         """
-        payload, thread_id = self._start(request, thread_id)
+        if request is None:
+            if thread_id is None:
+                raise UserError("resuming needs the thread id of the run")
+            async for event in self._resume(thread_id):
+                yield event
+            return
+        self.validate_request(request)
+        thread_id = thread_id or uuid.uuid4().hex
+        run_id = uuid.uuid4().hex
+        async with self._session() as (graph, store):
+            await asyncio.to_thread(store.accept, run_id, thread_id, request)
+            lease = ThreadLease(store, thread_id, run_id, ttl_s=self.spec.lease_ttl_s)
+            try:
+                await lease.acquire(self.spec.on_busy, self.spec.busy_timeout_s)
+            except ThreadBusyError as exc:
+                store.set_status(run_id, "rejected", str(exc))
+                raise
+            async with lease.held():
+                await asyncio.to_thread(store.supersede, thread_id, run_id)
+                async for event in self._drive(graph, store, lease, new_run(request, run_id), thread_id, run_id):
+                    yield event
+
+    async def _resume(self, thread_id: str, run: RunRecord | None = None) -> AsyncIterator[NodeEvent]:
+        async with self._session() as (graph, store):
+            if graph.checkpointer is None:
+                raise UserError("this graph has no checkpointer, so there is nothing to resume")
+            run = run or await asyncio.to_thread(store.latest_open, thread_id)
+            run_id = run.run_id if run is not None else uuid.uuid4().hex
+            lease = ThreadLease(store, thread_id, run_id, ttl_s=self.spec.lease_ttl_s)
+            await lease.acquire(self.spec.on_busy, self.spec.busy_timeout_s)
+            async with lease.held():
+                config = self._config(thread_id)
+                values = (await graph.aget_state(config)).values
+                if run is None:
+                    if not values:
+                        raise UserError(f"no run is checkpointed under thread id {thread_id!r}; nothing to resume")
+                    payload: GraphState | None = None
+                    run_id = ""  # a run from before the runs table: resume it untracked
+                elif values.get("run_id") == run.run_id:
+                    payload = None  # continue from this run's last checkpoint
+                else:
+                    payload = new_run(run.request, run.run_id)  # crashed before its first checkpoint
+                async for event in self._drive(graph, store, lease, payload, thread_id, run_id):
+                    yield event
+
+    async def _drive(
+        self, graph: CompiledStateGraph, store: RunStore, lease: ThreadLease,
+        payload: GraphState | None, thread_id: str, run_id: str,
+    ) -> AsyncIterator[NodeEvent]:
+        """Execute (or continue) one run and keep its row in the runs table true."""
         config = self._config(thread_id)
+        if run_id:
+            await asyncio.to_thread(store.set_status, run_id, "running")
         state: GraphState = {}
-        async with self._compiled() as graph:
-            await self._check_resumable(graph, payload, config)
+        try:
             stream = graph.astream(payload, config, stream_mode=["updates", "values"], **_durability(graph))
             async for mode, data in stream:
+                if lease.lost:
+                    raise ThreadBusyError(thread_id, "(lease expired and taken over)")
                 if mode == "values":
                     state = data
                     continue
                 for node, update in data.items():
                     yield NodeEvent(node=node, update=dict(update or {}))
+            if graph.checkpointer is not None:
+                # Report only what is on disk: the result is read back from the checkpoint.
+                state = (await graph.aget_state(config)).values
+                if (run_id and state.get("run_id") != run_id) or state.get("status", "running") == "running":
+                    raise CheckpointError(thread_id, "the run ended but its final state is not in the checkpoint")
+        except BaseException as exc:
+            if run_id:
+                # Synchronous: this also runs while the task is being cancelled.
+                store.set_status(run_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+        if run_id:
+            await asyncio.to_thread(store.set_status, run_id, "done")
         yield NodeEvent(node="end", result=self._result(thread_id, state))
 
-    async def aresume(self, thread_id: str) -> RunResult:
-        """Finish an interrupted run from its last checkpoint; finished nodes are not re-run.
+    def pending_runs(self, *, include_failed: bool = False) -> list[RunRecord]:
+        """Accepted runs that never finished because their process died, oldest first
+        (with ``include_failed``, runs that raised too)."""
+        return run_sync(self.apending_runs(include_failed=include_failed))
 
-        On a finished run this returns its result unchanged.
+    async def apending_runs(self, *, include_failed: bool = False) -> list[RunRecord]:
+        async with self._session() as (_, store):
+            return await asyncio.to_thread(store.orphaned, include_failed=include_failed)
+
+    async def arecover(self, *, include_failed: bool = False) -> list[RunResult]:
+        """Finish every accepted run whose process died: from its last checkpoint, or
+        from the start when it crashed before one. Call it at startup, before taking
+        new requests. A run whose thread is held by a live run is left for later; a
+        run that fails again stays ``failed`` in the runs table.
+
+        Returns:
+            The results of the runs finished now, oldest first.
         """
+        results = []
+        for run in await self.apending_runs(include_failed=include_failed):
+            try:
+                async for event in self._resume(run.thread_id, run):
+                    if event.result is not None:
+                        results.append(event.result)
+            except ThreadBusyError:
+                log.info("run %s: thread %s is busy with a live run; left for later", run.run_id, run.thread_id)
+            except SlmGraphError as exc:
+                log.warning("run %s on thread %s failed again: %s", run.run_id, run.thread_id, exc)
+        return results
+
+    def recover(self, *, include_failed: bool = False) -> list[RunResult]:
+        return run_sync(self.arecover(include_failed=include_failed))
+
+    async def aresume(self, thread_id: str) -> RunResult:
+        """Finish an interrupted or failed run from its last checkpoint; finished
+        nodes are not re-run. On a finished run this returns its result unchanged."""
         return await self.ainvoke(None, thread_id=thread_id)  # type: ignore[arg-type]
-
-    def _start(self, request: str | None, thread_id: str | None) -> tuple[GraphState | None, str]:
-        if request is None:
-            if thread_id is None:
-                raise UserError("resuming needs the thread id of the run")
-            return None, thread_id
-        self.validate_request(request)
-        return new_run(request), thread_id or uuid.uuid4().hex
-
-    @staticmethod
-    async def _check_resumable(graph: CompiledStateGraph, payload: GraphState | None, config: dict) -> None:
-        if payload is not None:
-            return
-        if graph.checkpointer is None:
-            raise UserError("this graph has no checkpointer, so there is nothing to resume")
-        if not (await graph.aget_state(config)).values:
-            tid = config["configurable"]["thread_id"]
-            raise UserError(f"no run is checkpointed under thread id {tid!r}; nothing to resume")
 
     async def aget_result(self, thread_id: str) -> RunResult | None:
         """The result as checkpointed for ``thread_id``, or ``None`` if unknown."""
@@ -282,4 +411,6 @@ class SLMGraph:
             message=outcome_message(state),
             ledger=entries,
             totals=totals(entries, self.spec.prices),
+            run_id=state.get("run_id") or None,
+            error=state.get("error"),
         )
