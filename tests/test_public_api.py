@@ -20,6 +20,7 @@ EXPECTED = {
     "ModelTimeoutError", "ModelNotFoundError", "ModelHTTPError", "InvalidModelOutputError",
     "EscalationError", "StepLimitError", "__version__",
 }
+EXPECTED |= {"ThreadBusyError", "CheckpointError", "RunRecord"}  # durable runs
 
 
 def test_top_level_exports_are_pinned():

@@ -3,6 +3,7 @@
 from ._graph import DEFAULT_CHECKPOINT, NodeEvent, SLMGraph, build_graph
 from ._blueprints import BUILTIN_CATEGORIES, GRAPHS, graph_from_config, register_graph, quickstart_graph, sentiment_skill, triage_skill
 from ._state import NO_LARGE_MODEL, GraphState, RunResult
+from ._runs import RunRecord
 
 __all__ = [
     "BUILTIN_CATEGORIES",
@@ -13,3 +14,4 @@ __all__ = [
     "sentiment_skill",
     "triage_skill",
    "build_graph", "SLMGraph", "NodeEvent", "GraphState", "RunResult", "NO_LARGE_MODEL", "DEFAULT_CHECKPOINT"]
+__all__ += ["RunRecord"]
