@@ -31,10 +31,10 @@ class StoredEffects(EffectLog):
         self.store, self.thread_id, self.run_id = store, thread_id, run_id
 
     async def lookup(self, key: str) -> tuple[bool, Any]:
-        return await asyncio.to_thread(self.store.effect, self.thread_id, self.run_id, key)
+        return await self.store.call(self.store.effect, self.thread_id, self.run_id, key)
 
     async def save(self, key: str, result_json: str) -> None:
-        await asyncio.to_thread(self.store.record_effect, self.thread_id, self.run_id, key, result_json)
+        await self.store.call(self.store.record_effect, self.thread_id, self.run_id, key, result_json)
 
 
 class ThreadLease:
@@ -54,7 +54,7 @@ class ThreadLease:
         started = time.monotonic()
         delay = 0.02
         while True:
-            holder = await asyncio.to_thread(self.store.acquire, self.thread_id, self.run_id, self.ttl_s)
+            holder = await self.store.call(self.store.acquire, self.thread_id, self.run_id, self.ttl_s)
             if holder is None:
                 return
             waited = time.monotonic() - started
@@ -68,20 +68,23 @@ class ThreadLease:
     @contextlib.asynccontextmanager
     async def held(self) -> AsyncIterator[ThreadLease]:
         """Renew the (already acquired) lease in the background; release on exit."""
-        beat = asyncio.create_task(self._heartbeat(), name=f"slmgraph-lease-{self.thread_id}")
+        # In-memory leases never expire, so only a file's lease needs renewing.
+        beat = asyncio.create_task(self._heartbeat(), name=f"slmgraph-lease-{self.thread_id}") \
+            if self.store.durable else None
         try:
             yield self
         finally:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
+            if beat is not None:
+                beat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beat
             # Synchronous on purpose: this also runs while a task is being cancelled.
             self.store.release(self.thread_id, self.run_id)
 
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.ttl_s / 3)
-            if not await asyncio.to_thread(self.store.renew, self.thread_id, self.run_id, self.ttl_s):
+            if not await self.store.call(self.store.renew, self.thread_id, self.run_id, self.ttl_s):
                 self.lost = True
                 return
 

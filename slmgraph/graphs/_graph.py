@@ -29,7 +29,7 @@ from ..models._base import Message, Model
 from ..skills._skill import Skill
 from ._durable import GuardedSaver, OnBusy, ThreadLease, sqlite_file_of
 from ._nodes import GraphSpec, Nodes, outcome_message
-from ._runs import RunRecord, RunStore
+from ._runs import MemoryRunStore, RunRecord, RunStore
 from ._state import GraphState, RunResult, new_run
 
 log = logging.getLogger("slmgraph.runs")
@@ -227,7 +227,7 @@ class SLMGraph:
                     path = Path(self.checkpoint)
                 elif isinstance(self.checkpoint, BaseCheckpointSaver):
                     path = await sqlite_file_of(self.checkpoint)
-                self._store = RunStore(path)
+                self._store = RunStore(path) if path is not None else MemoryRunStore()
                 self._nodes.store = self._store
             yield graph, self._store
 
@@ -244,7 +244,7 @@ class SLMGraph:
                 failed and resumes with :meth:`aresume` once storage works again.
         """
         result: RunResult | None = None
-        async for event in self.astream(request, thread_id=thread_id):
+        async for event in self._events(request, thread_id, nodes=False):
             result = event.result
         assert result is not None
         return result
@@ -255,17 +255,21 @@ class SLMGraph:
         With ``request=None`` the run on ``thread_id`` resumes from its checkpoint.
         The last event is ``NodeEvent("end", result=...)``.
         """
+        async for event in self._events(request, thread_id, nodes=True):
+            yield event
+
+    async def _events(self, request: str | None, thread_id: str | None, *, nodes: bool) -> AsyncIterator[NodeEvent]:
         if request is None:
             if thread_id is None:
                 raise UserError("resuming needs the thread id of the run")
-            async for event in self._resume(thread_id):
+            async for event in self._resume(thread_id, nodes=nodes):
                 yield event
             return
         self.validate_request(request)
         thread_id = thread_id or uuid.uuid4().hex
         run_id = uuid.uuid4().hex
         async with self._session() as (graph, store):
-            await asyncio.to_thread(store.accept, run_id, thread_id, request)
+            await store.call(store.accept, run_id, thread_id, request)
             lease = ThreadLease(store, thread_id, run_id, ttl_s=self.spec.lease_ttl_s)
             try:
                 await lease.acquire(self.spec.on_busy, self.spec.busy_timeout_s)
@@ -273,15 +277,18 @@ class SLMGraph:
                 store.set_status(run_id, "rejected", str(exc))
                 raise
             async with lease.held():
-                await asyncio.to_thread(store.supersede, thread_id, run_id)
-                async for event in self._drive(graph, store, lease, new_run(request, run_id), thread_id, run_id):
+                await store.call(store.supersede, thread_id, run_id)
+                payload = new_run(request, run_id)
+                async for event in self._drive(graph, store, lease, payload, thread_id, run_id, nodes):
                     yield event
 
-    async def _resume(self, thread_id: str, run: RunRecord | None = None) -> AsyncIterator[NodeEvent]:
+    async def _resume(
+        self, thread_id: str, run: RunRecord | None = None, *, nodes: bool = True,
+    ) -> AsyncIterator[NodeEvent]:
         async with self._session() as (graph, store):
             if graph.checkpointer is None:
                 raise UserError("this graph has no checkpointer, so there is nothing to resume")
-            run = run or await asyncio.to_thread(store.latest_open, thread_id)
+            run = run or await store.call(store.latest_open, thread_id)
             run_id = run.run_id if run is not None else uuid.uuid4().hex
             lease = ThreadLease(store, thread_id, run_id, ttl_s=self.spec.lease_ttl_s)
             await lease.acquire(self.spec.on_busy, self.spec.busy_timeout_s)
@@ -297,21 +304,22 @@ class SLMGraph:
                     payload = None  # continue from this run's last checkpoint
                 else:
                     payload = new_run(run.request, run.run_id)  # crashed before its first checkpoint
-                async for event in self._drive(graph, store, lease, payload, thread_id, run_id):
+                async for event in self._drive(graph, store, lease, payload, thread_id, run_id, nodes):
                     yield event
 
     async def _drive(
         self, graph: CompiledStateGraph, store: RunStore, lease: ThreadLease,
-        payload: GraphState | None, thread_id: str, run_id: str,
+        payload: GraphState | None, thread_id: str, run_id: str, nodes: bool,
     ) -> AsyncIterator[NodeEvent]:
-        """Execute (or continue) one run and keep its row in the runs table true."""
+        """Execute (or continue) one run and keep its row in the runs table true;
+        yields a NodeEvent per finished node (with ``nodes``), then the result."""
         config = self._config(thread_id)
         if run_id:
-            await asyncio.to_thread(store.set_status, run_id, "running")
+            await store.call(store.set_status, run_id, "running")
         state: GraphState = {}
         try:
-            stream = graph.astream(payload, config, stream_mode=["updates", "values"], **_durability(graph))
-            async for mode, data in stream:
+            modes = ["updates", "values"] if nodes else ["values"]
+            async for mode, data in graph.astream(payload, config, stream_mode=modes, **_durability(graph)):
                 if lease.lost:
                     raise ThreadBusyError(thread_id, "(lease expired and taken over)")
                 if mode == "values":
@@ -330,7 +338,7 @@ class SLMGraph:
                 store.set_status(run_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
             raise
         if run_id:
-            await asyncio.to_thread(store.set_status, run_id, "done")
+            await store.call(store.set_status, run_id, "done")
         yield NodeEvent(node="end", result=self._result(thread_id, state))
 
     def pending_runs(self, *, include_failed: bool = False) -> list[RunRecord]:
@@ -340,7 +348,7 @@ class SLMGraph:
 
     async def apending_runs(self, *, include_failed: bool = False) -> list[RunRecord]:
         async with self._session() as (_, store):
-            return await asyncio.to_thread(store.orphaned, include_failed=include_failed)
+            return await store.call(store.orphaned, include_failed=include_failed)
 
     async def arecover(self, *, include_failed: bool = False) -> list[RunResult]:
         """Finish every accepted run whose process died: from its last checkpoint, or
@@ -354,7 +362,7 @@ class SLMGraph:
         results = []
         for run in await self.apending_runs(include_failed=include_failed):
             try:
-                async for event in self._resume(run.thread_id, run):
+                async for event in self._resume(run.thread_id, run, nodes=False):
                     if event.result is not None:
                         results.append(event.result)
             except ThreadBusyError:

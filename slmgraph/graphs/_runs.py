@@ -18,19 +18,21 @@ lease expiry as the backstop. The file must be on a local disk, as SQLite requir
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-__all__ = ["RunRecord", "RunStatus", "RunStore", "UNFINISHED"]
+__all__ = ["RunRecord", "RunStatus", "RunStore", "MemoryRunStore", "UNFINISHED"]
 
 #: ``accepted``: recorded, not started (or waiting for its thread).
 #: ``running``: the graph is executing it. ``done``: finished, final state checkpointed.
@@ -39,6 +41,8 @@ __all__ = ["RunRecord", "RunStatus", "RunStore", "UNFINISHED"]
 RunStatus = Literal["accepted", "running", "done", "failed", "rejected", "superseded"]
 
 UNFINISHED = ("accepted", "running")
+
+T = TypeVar("T")
 
 HOST = socket.gethostname()
 
@@ -105,6 +109,13 @@ class RunStore:
     @property
     def durable(self) -> bool:
         return self.path is not None
+
+    async def call(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run one of this store's methods from async code: in a worker thread for a
+        file (it may wait on a lock or fsync), inline for the in-memory store."""
+        if self.path is None:
+            return method(*args, **kwargs)
+        return await asyncio.to_thread(method, *args, **kwargs)
 
     def _open(self) -> sqlite3.Connection:
         target = ":memory:" if self.path is None else str(self.path)
@@ -199,10 +210,16 @@ class RunStore:
         """Mark the thread's interrupted or failed earlier runs ``superseded``: a new
         run on the thread starts from a fresh input and they can no longer resume."""
         count = 0
-        for run in self.orphaned(include_failed=True):
-            if run.thread_id == thread_id and run.run_id != run_id:
-                self.set_status(run.run_id, "superseded", f"a later run ({run_id}) started on the thread")
-                count += 1
+        with self._conn() as c:
+            rows = c.execute(
+                "SELECT * FROM slmgraph_runs WHERE thread_id = ? AND run_id != ? AND status IN (?, ?, 'failed')",
+                (thread_id, run_id, *UNFINISHED),
+            ).fetchall()
+            stale = [r for r in map(lambda row: RunRecord(**dict(row)), rows)
+                     if r.status == "failed" or not self._owner_alive(c, r)]
+        for run in stale:
+            self.set_status(run.run_id, "superseded", f"a later run ({run_id}) started on the thread")
+            count += 1
         return count
 
     # -- leases -------------------------------------------------------------
@@ -266,3 +283,55 @@ def _stale(lease: sqlite3.Row) -> bool:
     if lease["expires"] <= time.time():
         return True
     return lease["host"] == HOST and not pid_alive(int(lease["pid"]))
+
+
+class MemoryRunStore(RunStore):
+    """The same tables as plain dicts, for a graph without a SQLite file: runs are
+    tracked and threads serialised within this process, but nothing survives it."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self._runs: dict[str, RunRecord] = {}
+        self._leases: dict[str, str] = {}
+        self._effects: dict[tuple[str, str, str], Any] = {}
+
+    def accept(self, run_id: str, thread_id: str, request: str) -> None:
+        now = time.time()
+        self._runs[run_id] = RunRecord(run_id, thread_id, request, "accepted", None, os.getpid(), HOST, now, now)
+
+    def set_status(self, run_id: str, status: RunStatus, error: str | None = None) -> None:
+        if (run := self._runs.get(run_id)) is not None:
+            self._runs[run_id] = dataclasses.replace(run, status=status, error=error, updated=time.time())
+
+    def get(self, run_id: str) -> RunRecord | None:
+        return self._runs.get(run_id)
+
+    def runs(self, thread_id: str | None = None) -> list[RunRecord]:
+        return [r for r in self._runs.values() if thread_id is None or r.thread_id == thread_id]
+
+    def orphaned(self, *, include_failed: bool = False) -> list[RunRecord]:
+        return [r for r in self._runs.values() if include_failed and r.status == "failed"]  # owners all live here
+
+    def supersede(self, thread_id: str, run_id: str) -> int:
+        stale = [r for r in self.runs(thread_id) if r.status == "failed" and r.run_id != run_id]
+        for run in stale:
+            self.set_status(run.run_id, "superseded", f"a later run ({run_id}) started on the thread")
+        return len(stale)
+
+    def acquire(self, thread_id: str, run_id: str, ttl_s: float) -> str | None:
+        holder = self._leases.setdefault(thread_id, run_id)
+        return None if holder == run_id else holder
+
+    def renew(self, thread_id: str, run_id: str, ttl_s: float) -> bool:
+        return self._leases.get(thread_id) == run_id
+
+    def release(self, thread_id: str, run_id: str) -> None:
+        if self._leases.get(thread_id) == run_id:
+            del self._leases[thread_id]
+
+    def effect(self, thread_id: str, run_id: str, key: str) -> tuple[bool, Any]:
+        k = (thread_id, run_id, key)
+        return (True, json.loads(self._effects[k])) if k in self._effects else (False, None)
+
+    def record_effect(self, thread_id: str, run_id: str, key: str, result_json: str) -> None:
+        self._effects[(thread_id, run_id, key)] = result_json
