@@ -240,3 +240,65 @@ def test_a_dead_processes_lease_is_freed_at_once(tmp_path: Path) -> None:
     assert store.acquire("t", "third", 60.0) == "other"  # a live holder keeps it
     store.release("t", "other")
     assert store.acquire("t", "third", 60.0) is None
+
+
+async def test_effect_runs_once_per_key_and_returns_the_stored_value() -> None:
+    from slmgraph import RunContext, UserError
+    from slmgraph.testing import ScriptedModel
+
+    ctx = RunContext.fresh({"small": ScriptedModel([])}, None, frozenset())
+    seen: list[str] = []
+
+    async def send(key: str) -> tuple:
+        seen.append(key)
+        return ("sent", len(seen))
+
+    first = await ctx.effect("mail", send)
+    again = await ctx.effect("mail", send)
+    other = await ctx.effect("sms", lambda key: seen.append(key) or "ok")
+    assert first == again == ["sent", 1]  # JSON round trip: the same value on replay
+    assert other == "ok" and len(seen) == 2 and seen[0].endswith(":mail")
+    with pytest.raises(UserError, match="not JSON-able"):
+        await ctx.effect("bad", lambda key: object())
+    with pytest.raises(UserError, match="non-empty string key"):
+        await ctx.effect("", send)
+
+
+async def test_a_run_whose_lease_is_taken_over_stops_typed(tmp_path: Path) -> None:
+    graph = dg.build(tmp_path, slow_s=0.4, lease_ttl_s=0.15)
+    run = asyncio.create_task(graph.ainvoke(dg.REQUEST, thread_id="stolen"))
+    while not dg.lines(tmp_path, "nodes.log"):
+        await asyncio.sleep(0.01)
+    with sqlite3.connect(tmp_path / dg.DB) as c:  # another owner takes the thread
+        c.execute("UPDATE slmgraph_leases SET run_id = 'intruder', expires = expires + 3600")
+    with pytest.raises(ThreadBusyError, match="lease expired and taken over"):
+        await run
+    (record,) = RunStore(tmp_path / dg.DB).runs("stolen")
+    assert record.status == "failed" and "ThreadBusyError" in record.error
+
+
+async def test_a_graph_on_a_shared_sqlite_saver_keeps_its_runs_in_that_file(tmp_path: Path) -> None:
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    from slmgraph.graphs import SLMGraph
+
+    spec = dg.build(tmp_path).spec
+    async with AsyncSqliteSaver.from_conn_string(str(tmp_path / "shared.sqlite")) as saver:
+        await saver.setup()
+        result = await SLMGraph(spec, checkpoint=saver, name="served").ainvoke(dg.REQUEST, thread_id="s")
+    (record,) = RunStore(tmp_path / "shared.sqlite").runs()
+    assert (record.run_id, record.status, record.thread_id) == (result.run_id, "done", "s")
+
+
+def test_cli_recover_finishes_interrupted_runs(tmp_path: Path, monkeypatch, capsys) -> None:
+    from slmgraph import cli
+    from slmgraph.graphs import _blueprints
+
+    assert crash(tmp_path, "cli", "in:specialist").returncode == -signal.SIGKILL
+    monkeypatch.setattr(_blueprints, "graph_from_config", lambda name, cfg: dg.build(tmp_path))
+    assert cli.main(["recover", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["interrupted"] == 1 and out["left"] == []
+    assert [r["status"] for r in out["finished"]] == ["escalated"]
+    assert cli.main(["recover"]) == 0
+    assert "interrupted runs: 0" in capsys.readouterr().out
