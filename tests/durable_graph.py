@@ -150,19 +150,20 @@ def arm_checkpoint_kills() -> None:
 
     from slmgraph.graphs._runs import RunStore
 
-    put, accept = AsyncSqliteSaver.aput, RunStore.accept
+    put, begin = AsyncSqliteSaver.aput, RunStore.begin
 
     async def aput(self, config, checkpoint, metadata, new_versions):
         out = await put(self, config, checkpoint, metadata, new_versions)
         maybe_kill(f"ckpt:{metadata.get('step')}")
         return out
 
-    def accept_then_kill(self, *args):
-        accept(self, *args)
+    def begin_then_kill(self, *args):
+        out = begin(self, *args)
         maybe_kill("accepted")
+        return out
 
     AsyncSqliteSaver.aput = aput
-    RunStore.accept = accept_then_kill
+    RunStore.begin = begin_then_kill
 
 
 def main(argv: list[str]) -> int:

@@ -15,7 +15,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from .._context import EffectLog
 from .._errors import CheckpointError, ThreadBusyError
-from ._runs import RunStore
+from ._runs import RunStatus, RunStore
 
 __all__ = ["GuardedSaver", "StoredEffects", "ThreadLease", "sqlite_file_of", "OnBusy"]
 
@@ -44,9 +44,12 @@ class ThreadLease:
     def __init__(self, store: RunStore, thread_id: str, run_id: str, *, ttl_s: float) -> None:
         self.store, self.thread_id, self.run_id, self.ttl_s = store, thread_id, run_id, ttl_s
         self.lost = False
+        self.released = False
 
-    async def acquire(self, on_busy: OnBusy, timeout_s: float) -> None:
-        """Take the thread, waiting up to ``timeout_s`` with ``"wait"``.
+    async def acquire(self, on_busy: OnBusy, timeout_s: float, *, new: bool = False, holder: str | None = "") -> None:
+        """Take the thread and mark the run running, waiting up to ``timeout_s`` with
+        ``"wait"``; ``new`` supersedes the thread's interrupted runs; ``holder`` is
+        the result of a first attempt already made (``None``: it succeeded).
 
         Raises:
             ThreadBusyError: busy and ``"reject"``, or still busy at the deadline.
@@ -54,7 +57,10 @@ class ThreadLease:
         started = time.monotonic()
         delay = 0.02
         while True:
-            holder = await self.store.call(self.store.acquire, self.thread_id, self.run_id, self.ttl_s)
+            if holder == "":
+                holder = await self.store.call(
+                    self.store.acquire, self.thread_id, self.run_id, self.ttl_s, start=True, new=new
+                )
             if holder is None:
                 return
             waited = time.monotonic() - started
@@ -64,6 +70,7 @@ class ThreadLease:
                 raise ThreadBusyError(self.thread_id, holder, waited_s=waited)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.25)
+            holder = ""
 
     @contextlib.asynccontextmanager
     async def held(self) -> AsyncIterator[ThreadLease]:
@@ -78,8 +85,18 @@ class ThreadLease:
                 beat.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await beat
-            # Synchronous on purpose: this also runs while a task is being cancelled.
-            self.store.release(self.thread_id, self.run_id)
+            if not self.released:
+                # Synchronous on purpose: this also runs while a task is being cancelled.
+                self.store.release(self.thread_id, self.run_id)
+
+    def finish(self, status: RunStatus, error: str | None = None) -> None:
+        """Record how the run ended and release the thread in one write (blocking)."""
+        self.store.finish(self.run_id, self.thread_id, status, error)
+        self.released = True
+
+    async def afinish(self, status: RunStatus, error: str | None = None) -> None:
+        await self.store.call(self.store.finish, self.run_id, self.thread_id, status, error)
+        self.released = True
 
     async def _heartbeat(self) -> None:
         while True:

@@ -269,15 +269,15 @@ class SLMGraph:
         thread_id = thread_id or uuid.uuid4().hex
         run_id = uuid.uuid4().hex
         async with self._session() as (graph, store):
-            await store.call(store.accept, run_id, thread_id, request)
+            # Recorded (and, if the thread is free, started) before the graph runs.
+            holder = await store.call(store.begin, run_id, thread_id, request, self.spec.lease_ttl_s)
             lease = ThreadLease(store, thread_id, run_id, ttl_s=self.spec.lease_ttl_s)
             try:
-                await lease.acquire(self.spec.on_busy, self.spec.busy_timeout_s)
+                await lease.acquire(self.spec.on_busy, self.spec.busy_timeout_s, new=True, holder=holder)
             except ThreadBusyError as exc:
                 store.set_status(run_id, "rejected", str(exc))
                 raise
             async with lease.held():
-                await store.call(store.supersede, thread_id, run_id)
                 payload = new_run(request, run_id)
                 async for event in self._drive(graph, store, lease, payload, thread_id, run_id, nodes):
                     yield event
@@ -314,8 +314,6 @@ class SLMGraph:
         """Execute (or continue) one run and keep its row in the runs table true;
         yields a NodeEvent per finished node (with ``nodes``), then the result."""
         config = self._config(thread_id)
-        if run_id:
-            await store.call(store.set_status, run_id, "running")
         state: GraphState = {}
         try:
             modes = ["updates", "values"] if nodes else ["values"]
@@ -335,10 +333,10 @@ class SLMGraph:
         except BaseException as exc:
             if run_id:
                 # Synchronous: this also runs while the task is being cancelled.
-                store.set_status(run_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
+                lease.finish("failed", f"{type(exc).__name__}: {exc}"[:2000])
             raise
         if run_id:
-            await store.call(store.set_status, run_id, "done")
+            await lease.afinish("done")
         yield NodeEvent(node="end", result=self._result(thread_id, state))
 
     def pending_runs(self, *, include_failed: bool = False) -> list[RunRecord]:

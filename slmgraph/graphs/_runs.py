@@ -95,9 +95,9 @@ def pid_alive(pid: int) -> bool:
 class RunStore:
     """The three tables, in the SQLite file at ``path`` (or in memory with ``None``).
 
-    Every method is blocking and short; async callers run them in a worker thread.
-    Each write is one committed transaction, so a SIGKILL right after a call returns
-    cannot undo it.
+    Every method is blocking and short; async callers run them in a worker thread
+    (:meth:`call`). Each write method is one committed transaction, so a SIGKILL
+    right after it returns cannot undo it.
     """
 
     def __init__(self, path: str | Path | None) -> None:
@@ -125,25 +125,59 @@ class RunStore:
 
     @contextlib.contextmanager
     def _conn(self) -> Iterator[sqlite3.Connection]:
+        # One connection per store, used by one thread at a time.
         with self._lock:
-            if self.path is None:
-                if self._shared is None:
-                    self._shared = self._open()
-                conn = self._shared
-            else:
+            if self._shared is None:
                 conn = self._open()
+                if self.path is not None:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                conn.executescript(_SCHEMA)
+                self._shared = conn
+            yield self._shared
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (one fsync), taken before reading, so two processes
+        deciding about the same thread see each other's writes."""
+        with self._conn() as c:
+            c.execute("BEGIN IMMEDIATE")
             try:
-                if not self._ready:
-                    if self.path is not None:
-                        conn.execute("PRAGMA journal_mode=WAL")
-                    conn.executescript(_SCHEMA)
-                    self._ready = True
-                yield conn
-            finally:
-                if conn is not self._shared:
-                    conn.close()
+                yield c
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
+            c.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._shared is not None:
+                self._shared.close()
+                self._shared = None
 
     # -- runs ---------------------------------------------------------------
+
+    def begin(self, run_id: str, thread_id: str, request: str, ttl_s: float) -> str | None:
+        """Record a new request and, if its thread is free, take the thread, mark the
+        thread's interrupted runs superseded and the run ``running``: all in one
+        transaction. Returns ``None`` when the run holds the thread, else the live
+        holder's run id (the run stays ``accepted``)."""
+        now = time.time()
+        with self._transaction() as c:
+            c.execute(
+                "INSERT INTO slmgraph_runs VALUES (?, ?, ?, 'accepted', NULL, ?, ?, ?, ?)",
+                (run_id, thread_id, request, os.getpid(), HOST, now, now),
+            )
+            return self._take(c, thread_id, run_id, ttl_s, start=True, new=True)
+
+    def finish(self, run_id: str, thread_id: str, status: RunStatus, error: str | None = None) -> None:
+        """Record how a run ended and release its thread, in one transaction."""
+        with self._transaction() as c:
+            c.execute(
+                "UPDATE slmgraph_runs SET status = ?, error = ?, pid = ?, host = ?, updated = ? WHERE run_id = ?",
+                (status, error, os.getpid(), HOST, time.time(), run_id),
+            )
+            c.execute("DELETE FROM slmgraph_leases WHERE thread_id = ? AND run_id = ?", (thread_id, run_id))
 
     def accept(self, run_id: str, thread_id: str, request: str) -> None:
         now = time.time()
@@ -209,40 +243,46 @@ class RunStore:
     def supersede(self, thread_id: str, run_id: str) -> int:
         """Mark the thread's interrupted or failed earlier runs ``superseded``: a new
         run on the thread starts from a fresh input and they can no longer resume."""
-        count = 0
-        with self._conn() as c:
-            rows = c.execute(
-                "SELECT * FROM slmgraph_runs WHERE thread_id = ? AND run_id != ? AND status IN (?, ?, 'failed')",
-                (thread_id, run_id, *UNFINISHED),
-            ).fetchall()
-            stale = [r for r in map(lambda row: RunRecord(**dict(row)), rows)
-                     if r.status == "failed" or not self._owner_alive(c, r)]
+        with self._transaction() as c:
+            return self._supersede(c, thread_id, run_id)
+
+    def _supersede(self, c: sqlite3.Connection, thread_id: str, run_id: str) -> int:
+        rows = c.execute(
+            "SELECT * FROM slmgraph_runs WHERE thread_id = ? AND run_id != ? AND status IN (?, ?, 'failed')",
+            (thread_id, run_id, *UNFINISHED),
+        ).fetchall()
+        stale = [r for r in (RunRecord(**dict(row)) for row in rows) if r.status == "failed" or not self._owner_alive(c, r)]
         for run in stale:
-            self.set_status(run.run_id, "superseded", f"a later run ({run_id}) started on the thread")
-            count += 1
-        return count
+            c.execute(
+                "UPDATE slmgraph_runs SET status = 'superseded', error = ?, updated = ? WHERE run_id = ?",
+                (f"a later run ({run_id}) started on the thread", time.time(), run.run_id),
+            )
+        return len(stale)
 
     # -- leases -------------------------------------------------------------
 
-    def acquire(self, thread_id: str, run_id: str, ttl_s: float) -> str | None:
-        """Take the thread for ``run_id``. Returns ``None`` on success, else the
-        run id of the live holder."""
-        with self._conn() as c:
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                row = c.execute("SELECT * FROM slmgraph_leases WHERE thread_id = ?", (thread_id,)).fetchone()
-                if row is not None and row["run_id"] != run_id and not _stale(row):
-                    c.execute("ROLLBACK")
-                    return str(row["run_id"])
-                c.execute(
-                    "INSERT OR REPLACE INTO slmgraph_leases VALUES (?, ?, ?, ?, ?)",
-                    (thread_id, run_id, os.getpid(), HOST, time.time() + ttl_s),
-                )
-                c.execute("COMMIT")
-            except BaseException:
-                if c.in_transaction:
-                    c.execute("ROLLBACK")
-                raise
+    def acquire(self, thread_id: str, run_id: str, ttl_s: float, *, start: bool = False, new: bool = False) -> str | None:
+        """Take the thread for ``run_id``; with ``start`` also mark the run
+        ``running``, with ``new`` also supersede the thread's interrupted runs.
+        Returns ``None`` on success, else the run id of the live holder."""
+        with self._transaction() as c:
+            return self._take(c, thread_id, run_id, ttl_s, start=start, new=new)
+
+    def _take(self, c: sqlite3.Connection, thread_id: str, run_id: str, ttl_s: float, *, start: bool, new: bool) -> str | None:
+        row = c.execute("SELECT * FROM slmgraph_leases WHERE thread_id = ?", (thread_id,)).fetchone()
+        if row is not None and row["run_id"] != run_id and not _stale(row):
+            return str(row["run_id"])
+        c.execute(
+            "INSERT OR REPLACE INTO slmgraph_leases VALUES (?, ?, ?, ?, ?)",
+            (thread_id, run_id, os.getpid(), HOST, time.time() + ttl_s),
+        )
+        if new:
+            self._supersede(c, thread_id, run_id)
+        if start:
+            c.execute(
+                "UPDATE slmgraph_runs SET status = 'running', pid = ?, host = ?, updated = ? WHERE run_id = ?",
+                (os.getpid(), HOST, time.time(), run_id),
+            )
         return None
 
     def renew(self, thread_id: str, run_id: str, ttl_s: float) -> bool:
@@ -295,6 +335,28 @@ class MemoryRunStore(RunStore):
         self._leases: dict[str, str] = {}
         self._effects: dict[tuple[str, str, str], Any] = {}
 
+    def begin(self, run_id: str, thread_id: str, request: str, ttl_s: float) -> str | None:
+        """Record a new request and, if its thread is free, take the thread, mark the
+        thread's interrupted runs superseded and the run ``running``: all in one
+        transaction. Returns ``None`` when the run holds the thread, else the live
+        holder's run id (the run stays ``accepted``)."""
+        now = time.time()
+        with self._transaction() as c:
+            c.execute(
+                "INSERT INTO slmgraph_runs VALUES (?, ?, ?, 'accepted', NULL, ?, ?, ?, ?)",
+                (run_id, thread_id, request, os.getpid(), HOST, now, now),
+            )
+            return self._take(c, thread_id, run_id, ttl_s, start=True, new=True)
+
+    def finish(self, run_id: str, thread_id: str, status: RunStatus, error: str | None = None) -> None:
+        """Record how a run ended and release its thread, in one transaction."""
+        with self._transaction() as c:
+            c.execute(
+                "UPDATE slmgraph_runs SET status = ?, error = ?, pid = ?, host = ?, updated = ? WHERE run_id = ?",
+                (status, error, os.getpid(), HOST, time.time(), run_id),
+            )
+            c.execute("DELETE FROM slmgraph_leases WHERE thread_id = ? AND run_id = ?", (thread_id, run_id))
+
     def accept(self, run_id: str, thread_id: str, request: str) -> None:
         now = time.time()
         self._runs[run_id] = RunRecord(run_id, thread_id, request, "accepted", None, os.getpid(), HOST, now, now)
@@ -318,9 +380,23 @@ class MemoryRunStore(RunStore):
             self.set_status(run.run_id, "superseded", f"a later run ({run_id}) started on the thread")
         return len(stale)
 
-    def acquire(self, thread_id: str, run_id: str, ttl_s: float) -> str | None:
+    def begin(self, run_id: str, thread_id: str, request: str, ttl_s: float) -> str | None:
+        self.accept(run_id, thread_id, request)
+        return self.acquire(thread_id, run_id, ttl_s, start=True, new=True)
+
+    def finish(self, run_id: str, thread_id: str, status: RunStatus, error: str | None = None) -> None:
+        self.set_status(run_id, status, error)
+        self.release(thread_id, run_id)
+
+    def acquire(self, thread_id: str, run_id: str, ttl_s: float, *, start: bool = False, new: bool = False) -> str | None:
         holder = self._leases.setdefault(thread_id, run_id)
-        return None if holder == run_id else holder
+        if holder != run_id:
+            return holder
+        if new:
+            self.supersede(thread_id, run_id)
+        if start:
+            self.set_status(run_id, "running")
+        return None
 
     def renew(self, thread_id: str, run_id: str, ttl_s: float) -> bool:
         return self._leases.get(thread_id) == run_id
