@@ -232,8 +232,9 @@ class CheckpointError(SlmGraphError):
     def __init__(self, thread_id: str, cause: str) -> None:
         self.thread_id = thread_id
         self.cause = cause
+        what = f"the state of thread {thread_id!r}" if thread_id else "the run's record"
         super().__init__(
-            f"could not persist the state of thread {thread_id!r} ({cause}); the run stopped "
+            f"could not persist {what} ({cause}); the run stopped "
             "and is marked failed; fix the storage (disk space, lock, permissions) and resume it "
             "with its thread id"
         )

@@ -4,8 +4,9 @@ Imported by the tests to rebuild the *same* graph on the same SQLite file, and r
 as a script (``python durable_graph.py WORKDIR MODE THREAD_ID [KILL_AT]``):
 
 * ``MODE=crash``: one run that SIGKILLs its own process at ``KILL_AT``;
-* ``MODE=slow``: one run whose nodes each sleep, logging node starts and ends, so
-  two processes started together on one thread can be checked for interleaving.
+* ``MODE=slow``: one run whose nodes each sleep, so two processes started together
+  on one thread can be checked for interleaving;
+* ``MODE=recover``: recover the interrupted runs, print their thread ids.
 
 The graph: the router (rules) picks ``pay``; ``pay`` (a runner skill) asks the
 small model, charges through ``ctx.effect("charge", ...)``, and always asks for
@@ -176,6 +177,10 @@ def main(argv: list[str]) -> int:
     if mode == "slow":
         result = build(workdir, slow_s=0.3).invoke(REQUEST, thread_id=thread_id)
         print(json.dumps({"run_id": result.run_id, "status": result.status}))
+        return 0
+    if mode == "recover":
+        results = build(workdir).recover()
+        print(json.dumps([r.thread_id for r in results]))
         return 0
     raise SystemExit(f"unknown mode {mode!r}")
 

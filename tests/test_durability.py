@@ -302,3 +302,25 @@ def test_cli_recover_finishes_interrupted_runs(tmp_path: Path, monkeypatch, caps
     assert [r["status"] for r in out["finished"]] == ["escalated"]
     assert cli.main(["recover"]) == 0
     assert "interrupted runs: 0" in capsys.readouterr().out
+
+
+def test_two_processes_recovering_at_once_finish_each_run_exactly_once(tmp_path: Path) -> None:
+    points = {"a": "in:router", "b": "ckpt:1", "c": "in:after-effect", "d": "accepted"}
+    for thread, point in points.items():
+        assert crash(tmp_path, thread, point).returncode == -signal.SIGKILL
+    assert len(dg.build(tmp_path).pending_runs()) == 4
+    procs = [
+        subprocess.Popen([sys.executable, str(HERE / "durable_graph.py"), str(tmp_path), "recover", "-"],
+                         cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    finished: list[str] = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)  # a hang guard only
+        assert p.returncode == 0, err[-2000:]
+        finished += json.loads(out.strip().splitlines()[-1])
+    assert sorted(finished) == sorted(points)  # each run finished once, by one of the two
+    assert {r.status for r in RunStore(tmp_path / dg.DB).runs()} == {"done"}
+    nodes = dg.lines(tmp_path, "nodes.log")
+    assert nodes.count("router") == 5 and nodes.count("specialist") == 5 and nodes.count("escalation") == 4
+    assert len(dg.lines(tmp_path, "effects.log")) == 4  # one charge per run

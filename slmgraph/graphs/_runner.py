@@ -109,6 +109,10 @@ class RunsMixin:
             lease = ThreadLease(store, thread_id, run_id, ttl_s=self.spec.lease_ttl_s)
             await lease.acquire(self.spec.on_busy, self.spec.busy_timeout_s)
             async with lease.held():
+                if run is not None:
+                    now = await store.call(store.get, run.run_id)
+                    if now is None or now.status != "running":
+                        return  # another process finished (or superseded) it meanwhile
                 config = self._config(thread_id)
                 values = (await graph.aget_state(config)).values
                 if run is None:
@@ -148,8 +152,10 @@ class RunsMixin:
                     raise CheckpointError(thread_id, "the run ended but its final state is not in the checkpoint")
         except BaseException as exc:
             if run_id:
-                # Synchronous: this also runs while the task is being cancelled.
-                lease.finish("failed", f"{type(exc).__name__}: {exc}"[:2000])
+                try:  # synchronous: this also runs while the task is being cancelled
+                    lease.finish("failed", f"{type(exc).__name__}: {exc}"[:2000])
+                except Exception as also:  # never hide the run's own error behind this one
+                    log.error("run %s failed (%s) and could not be marked failed: %s", run_id, exc, also)
             raise
         if run_id:
             await lease.afinish("done")

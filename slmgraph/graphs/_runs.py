@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from .._errors import CheckpointError
+
 __all__ = ["RunRecord", "RunStatus", "RunStore", "UNFINISHED"]
 
 #: ``accepted``: recorded, not started (or waiting for its thread).
@@ -111,10 +113,17 @@ class RunStore:
 
     async def call(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run one of this store's methods from async code: in a worker thread for a
-        file (it may wait on a lock or fsync), inline for the in-memory store."""
+        file (it may wait on a lock or fsync), inline for the in-memory store.
+
+        Raises:
+            CheckpointError: the file cannot be written (disk full, locked too long).
+        """
         if self.path is None:
             return method(*args, **kwargs)
-        return await asyncio.to_thread(method, *args, **kwargs)
+        try:
+            return await asyncio.to_thread(method, *args, **kwargs)
+        except (sqlite3.Error, OSError) as exc:
+            raise CheckpointError("", f"the runs table in {str(self.path)!r}: {type(exc).__name__}: {exc}") from exc
 
     def _open(self) -> sqlite3.Connection:
         target = ":memory:" if self.path is None else str(self.path)
@@ -279,7 +288,8 @@ class RunStore:
             self._supersede(c, thread_id, run_id)
         if start:
             c.execute(
-                "UPDATE slmgraph_runs SET status = 'running', pid = ?, host = ?, updated = ? WHERE run_id = ?",
+                "UPDATE slmgraph_runs SET status = 'running', pid = ?, host = ?, updated = ? "
+                "WHERE run_id = ? AND status IN ('accepted', 'running', 'failed')",
                 (os.getpid(), HOST, time.time(), run_id),
             )
         return None

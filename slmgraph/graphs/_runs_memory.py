@@ -82,7 +82,8 @@ class MemoryRunStore(RunStore):
             return holder
         if new:
             self.supersede(thread_id, run_id)
-        if start:
+        run = self._runs.get(run_id)
+        if start and run is not None and run.status in ("accepted", "running", "failed"):
             self.set_status(run_id, "running")
         return None
 
