@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import inspect
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -15,9 +16,9 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from .._context import EffectLog
 from .._errors import CheckpointError, ThreadBusyError
-from ._runs import RunStatus, RunStore
+from ._runs import RunStatus, RunStore, run_of
 
-__all__ = ["GuardedSaver", "StoredEffects", "ThreadLease", "sqlite_file_of", "OnBusy"]
+__all__ = ["GuardedSaver", "StoredEffects", "ThreadLease", "sqlite_file_of", "setup_saver", "OnBusy"]
 
 #: What a run does when its thread is held by another run.
 OnBusy = Literal["wait", "reject"]
@@ -43,6 +44,8 @@ class ThreadLease:
 
     def __init__(self, store: RunStore, thread_id: str, run_id: str, *, ttl_s: float) -> None:
         self.store, self.thread_id, self.run_id, self.ttl_s = store, thread_id, run_id, ttl_s
+        # Unique per attempt: two processes resuming the same run must not share a lease.
+        self.holder = f"{run_id}/{uuid.uuid4().hex[:12]}"
         self.lost = False
         self.released = False
 
@@ -59,15 +62,15 @@ class ThreadLease:
         while True:
             if holder == "":
                 holder = await self.store.call(
-                    self.store.acquire, self.thread_id, self.run_id, self.ttl_s, start=True, new=new
+                    self.store.acquire, self.thread_id, self.holder, self.ttl_s, start=True, new=new
                 )
             if holder is None:
                 return
             waited = time.monotonic() - started
             if on_busy == "reject":
-                raise ThreadBusyError(self.thread_id, holder)
+                raise ThreadBusyError(self.thread_id, run_of(holder))
             if waited >= timeout_s:
-                raise ThreadBusyError(self.thread_id, holder, waited_s=waited)
+                raise ThreadBusyError(self.thread_id, run_of(holder), waited_s=waited)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.25)
             holder = ""
@@ -87,21 +90,21 @@ class ThreadLease:
                     await beat
             if not self.released:
                 # Synchronous on purpose: this also runs while a task is being cancelled.
-                self.store.release(self.thread_id, self.run_id)
+                self.store.release(self.thread_id, self.holder)
 
     def finish(self, status: RunStatus, error: str | None = None) -> None:
         """Record how the run ended and release the thread in one write (blocking)."""
-        self.store.finish(self.run_id, self.thread_id, status, error)
+        self.store.finish(self.run_id, self.thread_id, status, error, self.holder)
         self.released = True
 
     async def afinish(self, status: RunStatus, error: str | None = None) -> None:
-        await self.store.call(self.store.finish, self.run_id, self.thread_id, status, error)
+        await self.store.call(self.store.finish, self.run_id, self.thread_id, status, error, self.holder)
         self.released = True
 
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.ttl_s / 3)
-            if not await self.store.call(self.store.renew, self.thread_id, self.run_id, self.ttl_s):
+            if not await self.store.call(self.store.renew, self.thread_id, self.holder, self.ttl_s):
                 self.lost = True
                 return
 
@@ -196,3 +199,19 @@ async def sqlite_file_of(saver: BaseCheckpointSaver) -> Path | None:
         if row[1] == "main" and row[2]:
             return Path(row[2])
     return None
+
+
+async def setup_saver(saver: Any, *, attempts: int = 8) -> None:
+    """``saver.setup()``, retried while another connection briefly holds the file
+    (SQLite can report "database is locked" at once, without waiting, when a WAL
+    file is being opened by several connections)."""
+    import sqlite3
+
+    for attempt in range(attempts):
+        try:
+            await saver.setup()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.05 * 2**attempt)

@@ -21,7 +21,7 @@ from ..agents._router import ModelRouter, Router, RulesRouter, model_keys_of
 from ..ledger import LedgerEntry, PriceTable, totals
 from ..models._base import Message, Model
 from ..skills._skill import Skill
-from ._durable import GuardedSaver, OnBusy
+from ._durable import GuardedSaver, OnBusy, setup_saver
 from ._nodes import GraphSpec, Nodes, outcome_message
 from ._runner import NodeEvent, RunsMixin
 from ._runs import RunStore
@@ -171,7 +171,7 @@ class SLMGraph(RunsMixin):
                 # thread that later reports into a closed event loop.
                 sqlite3.connect(path).close()
                 saver = await stack.enter_async_context(AsyncSqliteSaver.from_conn_string(str(path)))
-                await saver.setup()
+                await setup_saver(saver)
             except (OSError, sqlite3.Error) as exc:
                 raise ConfigError(
                     "checkpoint", f"cannot open the SQLite checkpoint file {str(path)!r} ({exc}); "

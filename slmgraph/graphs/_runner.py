@@ -86,8 +86,8 @@ class RunsMixin:
         run_id = uuid.uuid4().hex
         async with self._session() as (graph, store):
             # Recorded (and, if the thread is free, started) before the graph runs.
-            holder = await store.call(store.begin, run_id, thread_id, request, self.spec.lease_ttl_s)
             lease = ThreadLease(store, thread_id, run_id, ttl_s=self.spec.lease_ttl_s)
+            holder = await store.call(store.begin, run_id, thread_id, request, self.spec.lease_ttl_s, lease.holder)
             try:
                 await lease.acquire(self.spec.on_busy, self.spec.busy_timeout_s, new=True, holder=holder)
             except ThreadBusyError as exc:

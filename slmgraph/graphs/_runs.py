@@ -165,7 +165,7 @@ class RunStore:
 
     # -- runs ---------------------------------------------------------------
 
-    def begin(self, run_id: str, thread_id: str, request: str, ttl_s: float) -> str | None:
+    def begin(self, run_id: str, thread_id: str, request: str, ttl_s: float, holder: str = "") -> str | None:
         """Record a new request and, if its thread is free, take the thread, mark the
         thread's interrupted runs superseded and the run ``running``: all in one
         transaction. Returns ``None`` when the run holds the thread, else the live
@@ -176,16 +176,16 @@ class RunStore:
                 "INSERT INTO slmgraph_runs VALUES (?, ?, ?, 'accepted', NULL, ?, ?, ?, ?)",
                 (run_id, thread_id, request, os.getpid(), HOST, now, now),
             )
-            return self._take(c, thread_id, run_id, ttl_s, start=True, new=True)
+            return self._take(c, thread_id, holder or run_id, ttl_s, start=True, new=True)
 
-    def finish(self, run_id: str, thread_id: str, status: RunStatus, error: str | None = None) -> None:
+    def finish(self, run_id: str, thread_id: str, status: RunStatus, error: str | None = None, holder: str = "") -> None:
         """Record how a run ended and release its thread, in one transaction."""
         with self._transaction() as c:
             c.execute(
                 "UPDATE slmgraph_runs SET status = ?, error = ?, pid = ?, host = ?, updated = ? WHERE run_id = ?",
                 (status, error, os.getpid(), HOST, time.time(), run_id),
             )
-            c.execute("DELETE FROM slmgraph_leases WHERE thread_id = ? AND run_id = ?", (thread_id, run_id))
+            c.execute("DELETE FROM slmgraph_leases WHERE thread_id = ? AND run_id = ?", (thread_id, holder or run_id))
 
     def accept(self, run_id: str, thread_id: str, request: str) -> None:
         now = time.time()
@@ -223,7 +223,7 @@ class RunStore:
         if run.host == HOST:
             return pid_alive(run.pid)
         lease = c.execute("SELECT * FROM slmgraph_leases WHERE thread_id = ?", (run.thread_id,)).fetchone()
-        return bool(lease) and lease["run_id"] == run.run_id and lease["expires"] > time.time()
+        return bool(lease) and run_of(lease["run_id"]) == run.run_id and lease["expires"] > time.time()
 
     def orphaned(self, *, include_failed: bool = False) -> list[RunRecord]:
         """Unfinished runs whose owning process is gone, oldest first; with
@@ -269,21 +269,23 @@ class RunStore:
 
     # -- leases -------------------------------------------------------------
 
-    def acquire(self, thread_id: str, run_id: str, ttl_s: float, *, start: bool = False, new: bool = False) -> str | None:
-        """Take the thread for ``run_id``; with ``start`` also mark the run
-        ``running``, with ``new`` also supersede the thread's interrupted runs.
-        Returns ``None`` on success, else the run id of the live holder."""
+    def acquire(self, thread_id: str, holder: str, ttl_s: float, *, start: bool = False, new: bool = False) -> str | None:
+        """Take the thread for ``holder`` (``"<run id>/<token>"``, unique per
+        attempt); with ``start`` also mark the run ``running``, with ``new`` also
+        supersede the thread's interrupted runs. Returns ``None`` on success, else
+        the live holder."""
         with self._transaction() as c:
-            return self._take(c, thread_id, run_id, ttl_s, start=start, new=new)
+            return self._take(c, thread_id, holder, ttl_s, start=start, new=new)
 
-    def _take(self, c: sqlite3.Connection, thread_id: str, run_id: str, ttl_s: float, *, start: bool, new: bool) -> str | None:
+    def _take(self, c: sqlite3.Connection, thread_id: str, holder: str, ttl_s: float, *, start: bool, new: bool) -> str | None:
         row = c.execute("SELECT * FROM slmgraph_leases WHERE thread_id = ?", (thread_id,)).fetchone()
-        if row is not None and row["run_id"] != run_id and not _stale(row):
+        if row is not None and row["run_id"] != holder and not _stale(row):
             return str(row["run_id"])
         c.execute(
             "INSERT OR REPLACE INTO slmgraph_leases VALUES (?, ?, ?, ?, ?)",
-            (thread_id, run_id, os.getpid(), HOST, time.time() + ttl_s),
+            (thread_id, holder, os.getpid(), HOST, time.time() + ttl_s),
         )
+        run_id = run_of(holder)
         if new:
             self._supersede(c, thread_id, run_id)
         if start:
@@ -294,18 +296,18 @@ class RunStore:
             )
         return None
 
-    def renew(self, thread_id: str, run_id: str, ttl_s: float) -> bool:
-        """Extend the lease; ``False`` when ``run_id`` no longer holds it."""
+    def renew(self, thread_id: str, holder: str, ttl_s: float) -> bool:
+        """Extend the lease; ``False`` when ``holder`` no longer holds it."""
         with self._conn() as c:
             cur = c.execute(
                 "UPDATE slmgraph_leases SET expires = ? WHERE thread_id = ? AND run_id = ?",
-                (time.time() + ttl_s, thread_id, run_id),
+                (time.time() + ttl_s, thread_id, holder),
             )
             return cur.rowcount == 1
 
-    def release(self, thread_id: str, run_id: str) -> None:
+    def release(self, thread_id: str, holder: str) -> None:
         with self._conn() as c:
-            c.execute("DELETE FROM slmgraph_leases WHERE thread_id = ? AND run_id = ?", (thread_id, run_id))
+            c.execute("DELETE FROM slmgraph_leases WHERE thread_id = ? AND run_id = ?", (thread_id, holder))
 
     # -- effects ------------------------------------------------------------
 
@@ -326,6 +328,11 @@ class RunStore:
                 "INSERT OR REPLACE INTO slmgraph_effects VALUES (?, ?, ?, ?, ?)",
                 (thread_id, run_id, key, result_json, time.time()),
             )
+
+
+def run_of(holder: str) -> str:
+    """The run id in a lease holder ``"<run id>/<token>"``."""
+    return holder.split("/", 1)[0]
 
 
 def _stale(lease: sqlite3.Row) -> bool:

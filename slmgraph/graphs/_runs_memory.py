@@ -8,7 +8,7 @@ import os
 import time
 from typing import Any
 
-from ._runs import HOST, RunRecord, RunStatus, RunStore
+from ._runs import HOST, RunRecord, RunStatus, RunStore, run_of
 
 __all__ = ["MemoryRunStore"]
 
@@ -68,18 +68,19 @@ class MemoryRunStore(RunStore):
             self.set_status(run.run_id, "superseded", f"a later run ({run_id}) started on the thread")
         return len(stale)
 
-    def begin(self, run_id: str, thread_id: str, request: str, ttl_s: float) -> str | None:
+    def begin(self, run_id: str, thread_id: str, request: str, ttl_s: float, holder: str = "") -> str | None:
         self.accept(run_id, thread_id, request)
-        return self.acquire(thread_id, run_id, ttl_s, start=True, new=True)
+        return self.acquire(thread_id, holder or run_id, ttl_s, start=True, new=True)
 
-    def finish(self, run_id: str, thread_id: str, status: RunStatus, error: str | None = None) -> None:
+    def finish(self, run_id: str, thread_id: str, status: RunStatus, error: str | None = None, holder: str = "") -> None:
         self.set_status(run_id, status, error)
-        self.release(thread_id, run_id)
+        self.release(thread_id, holder or run_id)
 
-    def acquire(self, thread_id: str, run_id: str, ttl_s: float, *, start: bool = False, new: bool = False) -> str | None:
-        holder = self._leases.setdefault(thread_id, run_id)
-        if holder != run_id:
-            return holder
+    def acquire(self, thread_id: str, holder: str, ttl_s: float, *, start: bool = False, new: bool = False) -> str | None:
+        current = self._leases.setdefault(thread_id, holder)
+        if current != holder:
+            return current
+        run_id = run_of(holder)
         if new:
             self.supersede(thread_id, run_id)
         run = self._runs.get(run_id)
@@ -87,11 +88,11 @@ class MemoryRunStore(RunStore):
             self.set_status(run_id, "running")
         return None
 
-    def renew(self, thread_id: str, run_id: str, ttl_s: float) -> bool:
-        return self._leases.get(thread_id) == run_id
+    def renew(self, thread_id: str, holder: str, ttl_s: float) -> bool:
+        return self._leases.get(thread_id) == holder
 
-    def release(self, thread_id: str, run_id: str) -> None:
-        if self._leases.get(thread_id) == run_id:
+    def release(self, thread_id: str, holder: str) -> None:
+        if self._leases.get(thread_id) == holder:
             del self._leases[thread_id]
 
     def effect(self, thread_id: str, run_id: str, key: str) -> tuple[bool, Any]:
