@@ -1,6 +1,7 @@
 """The classify skill on Banking77, with 10 intents held out as "unknown".
 
-The train split is the example bank; 10 categories (chosen by ``--seed``) are
+The train split is the example bank (by default its first 40 examples per intent,
+to keep the run short; ``--bank-per-label 0`` or ``--full`` keeps all); 10 categories (chosen by ``--seed``) are
 removed from the bank and the label set, so their test requests should come back
 as "none fits". Requests are a uniform sample of the test split (the natural mix
 of known and held-out intents); ``--full`` runs the whole split. In the same
@@ -11,7 +12,7 @@ Prints accuracy on the known intents, precision and recall of "none fits" on the
 held-out ones, p50/p95 latency per request, peak memory, and the ratios of the
 skill to the baseline.
 
-    .venv/bin/python benchmarks/classify_banking77.py [--n 120] [--full] [--top-k 5]
+    .venv/bin/python benchmarks/classify_banking77.py [--n 120] [--bank-per-label 40] [--full] [--top-k 5]
 
 Runs on the configured small model (the embedded SmolLM2-135M by default) and the
 default offline encoder. Banking77: Casanueva et al. 2020 (PolyAI), CC BY 4.0.
@@ -85,23 +86,38 @@ class Tally:
         )
 
 
+def _margin(value: str) -> float | str | None:
+    if value in ("auto", "none"):
+        return None if value == "none" else value
+    return float(value)
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=120, help="test requests (uniform sample of the test split)")
     ap.add_argument("--full", action="store_true", help="run the whole test split")
+    ap.add_argument("--bank-per-label", type=int, default=40,
+                    help="train examples kept per intent in the bank (0: all; --full keeps all)")
     ap.add_argument("--heldout", type=int, default=10, help="categories held out as unknown")
     ap.add_argument("--top-k", type=int, default=5)
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--none-quantile", type=float, default=0.02)
-    ap.add_argument("--decisive-margin", type=float, default=None,
-                    help="accept the nearest label without the model when it leads by this much")
+    ap.add_argument("--none-quantile", type=float, default=0.05)
+    ap.add_argument("--decisive-margin", type=_margin, default="auto",
+                    help="accept the nearest label without the model when it leads by this much: "
+                         "a number, 'auto' (calibrated on the bank; the skill's default) or 'none' (always ask)")
     args = ap.parse_args()
 
     categories = json.loads((DATA / "categories.json").read_text())
     rng = random.Random(args.seed)
     heldout = set(rng.sample(categories, args.heldout))
     known = [c for c in categories if c not in heldout]
-    bank = [(t, c) for t, c in rows("train") if c not in heldout]
+    cap = 0 if args.full else args.bank_per_label
+    per: dict[str, int] = {}
+    bank = []
+    for t, c in rows("train"):
+        if c not in heldout and (not cap or per.get(c, 0) < cap):
+            per[c] = per.get(c, 0) + 1
+            bank.append((t, c))
     test = rows("test")
     requests = test if args.full else rng.sample(test, min(args.n, len(test)))
 
@@ -118,11 +134,14 @@ async def main() -> None:
     bank_index = skill.runner.bank
     await bank_index.matrix()
     threshold = await skill.runner.threshold()
-    print(f"bank embedded in {time.perf_counter() - t0:.1f}s; none-fits threshold {threshold:.3f} "
-          f"(quantile {args.none_quantile})")
+    margin = await skill.runner.margin()
+    print(f"bank embedded in {time.perf_counter() - t0:.1f}s; none-fits threshold {threshold:.3f} over the bank, "
+          f"per label {min(skill.runner.label_thresholds.values(), default=threshold):.3f}-"
+          f"{max(skill.runner.label_thresholds.values(), default=threshold):.3f} (quantile {args.none_quantile})")
     print(f"{len(requests)} requests ({sum(c not in heldout for _, c in requests)} known, "
           f"{sum(c in heldout for _, c in requests)} held out), top_k={args.top_k}, "
-          f"decisive_margin={args.decisive_margin}")
+          f"decisive_margin={args.decisive_margin}"
+          + (f" (calibrated: {'none' if margin is None else f'{margin:.3f}'})" if args.decisive_margin == "auto" else ""))
 
     base, full = Tally("retrieval only"), Tally("classify skill")
     calls = agreed = accepted = 0
@@ -130,7 +149,7 @@ async def main() -> None:
         is_known = gold not in heldout
         t = time.perf_counter()
         (idx, score), = await bank_index.nearest(text, 1)
-        label = bank_index.labels[idx] if score >= threshold else None
+        label = bank_index.labels[idx] if score >= await skill.runner.threshold(bank_index.labels[idx]) else None
         base.add(is_known, gold, label, label is None, time.perf_counter() - t)
 
         ctx = RunContext(models=models)

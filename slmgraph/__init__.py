@@ -115,4 +115,20 @@ __all__ = [
     "StepLimitError",
     "__version__",
 ]
+
+# Reliability: typed transport faults, breaker, fallback, host pool (appended).
+from ._errors import CircuitOpenError, IncompleteStreamError, MalformedResponseError, ModelOverloadedError  # noqa: E402
+from .models import CircuitBreaker, ConcurrencyLimit, FallbackModel, GuardedModel, PooledModel  # noqa: E402
+
+__all__ += [
+    "ModelOverloadedError",
+    "MalformedResponseError",
+    "IncompleteStreamError",
+    "CircuitOpenError",
+    "CircuitBreaker",
+    "ConcurrencyLimit",
+    "GuardedModel",
+    "FallbackModel",
+    "PooledModel",
+]
 __all__ += ["ThreadBusyError", "CheckpointError", "RunRecord"]  # durable runs

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from ._errors import ConfigError, RequestTooLargeError, UserError
 from .ledger import PriceTable, Recorder
+from ._untrusted import neutralize_messages
 from .models._base import Message, Model, ModelReply, ModelSettings
 
 __all__ = ["RunContext", "EffectLog"]
@@ -73,6 +74,7 @@ class RunContext:
         reason: str | None = None,
     ) -> ModelReply:
         model = self.model(key)
+        messages = neutralize_messages(messages)  # request text cannot open a chat turn
         check_fits(model, messages, settings)
         reply = await model.complete(messages, schema=schema, settings=settings)
         tier: Literal["small", "large"] = "large" if key in self.large_keys else "small"

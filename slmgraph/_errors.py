@@ -14,12 +14,19 @@ wrong and what to do about it::
     │   └── ThreadBusyError           another run holds the thread (rejected, or waited too long)
     ├── ModelError                    a model backend failed
     │   ├── ModelUnavailableError     the server cannot be reached (names the host)
+    │   │   ├── IncompleteStreamError the reply stream broke off before its final record
+    │   │   └── CircuitOpenError      the endpoint failed repeatedly and is cooling down
     │   ├── ModelTimeoutError         the call took longer than its timeout
     │   ├── ModelNotFoundError        the server does not have the model (says how to get it)
     │   ├── ModelHTTPError            any other HTTP status from the server
-    │   └── InvalidModelOutputError   the reply cannot be parsed or fails its schema
+    │   │   └── ModelOverloadedError  429 or 503: the server is busy (carries Retry-After)
+    │   ├── InvalidModelOutputError   the reply cannot be parsed or fails its schema
+    │   └── MalformedResponseError    a 200 whose body is not the protocol (HTML, broken JSON)
     ├── EscalationError               the escalation agent could not finish
-    │   └── StepLimitError            the agent hit its step budget
+    │   ├── StepLimitError            the agent hit its step budget
+    │   └── PrivacyError              the privacy gate stopped a call before it left the machine
+    │       ├── PrivacyBlockedError   the outgoing text holds PII the policy blocks (kinds, never values)
+    │       └── DetectorUnavailableError  a PII detector the policy needs is missing or failed (fail closed)
     └── CheckpointError               the run's state could not be persisted (disk full, locked)
 
 Transient faults (unreachable, timeout, HTTP 429 and 5xx) carry ``transient = True``.
@@ -44,6 +51,13 @@ __all__ = [
     "InvalidModelOutputError",
     "EscalationError",
     "StepLimitError",
+    "ModelOverloadedError",
+    "MalformedResponseError",
+    "IncompleteStreamError",
+    "CircuitOpenError",
+    "PrivacyError",
+    "PrivacyBlockedError",
+    "DetectorUnavailableError",
 ]
 
 
@@ -190,6 +204,101 @@ class StepLimitError(EscalationError):
             f"the escalation agent used all {steps} steps without a final answer; "
             "raise max_steps or split the request"
         )
+
+
+class ModelOverloadedError(ModelHTTPError):
+    """The server is busy (HTTP 429 or 503); retried, after ``Retry-After`` when given.
+
+    Attributes:
+        retry_after: seconds the server asked us to wait, or ``None``.
+    """
+
+    def __init__(
+        self, message: str, *, status_code: int, retry_after: float | None = None, model: str = "", provider: str = ""
+    ) -> None:
+        super().__init__(message, status_code=status_code, model=model, provider=provider)
+        self.retry_after = retry_after
+        self.transient = True
+
+
+class MalformedResponseError(ModelError):
+    """The server answered 200 with a body that is not its protocol (an HTML error page
+    from a proxy, JSON cut short). Retried at most once, and never parsed into state."""
+
+    transient = True
+
+
+class IncompleteStreamError(ModelUnavailableError):
+    """A streamed reply ended without its final record (Ollama's ``done``, OpenAI's
+    ``finish_reason`` / ``[DONE]``). The partial text is discarded, never returned."""
+
+
+class CircuitOpenError(ModelUnavailableError):
+    """The endpoint failed repeatedly and is cooling down; calls fail at once.
+
+    Not transient: the retry layer does not wait out a cooldown, a fallback takes over.
+
+    Attributes:
+        endpoint: the URL or name of the endpoint.
+        retry_in: seconds until the breaker lets a probe through.
+    """
+
+    transient = False
+
+    def __init__(self, endpoint: str, retry_in: float, *, model: str = "", provider: str = "") -> None:
+        self.endpoint = endpoint
+        self.retry_in = retry_in
+        super().__init__(
+            f"{endpoint} failed repeatedly and is taken out of rotation for another "
+            f"{retry_in:.1f} s; configure a fallback model or another host, or check the server",
+            model=model,
+            provider=provider,
+        )
+
+
+class PrivacyError(EscalationError):
+    """The privacy gate refused to let a call leave the machine.
+
+    It is an :class:`EscalationError` because the gate guards escalation targets: a
+    graph ends such a run as ``escalation_failed`` with the draft kept. Messages name
+    PII kinds and counts, never the values.
+    """
+
+
+class PrivacyBlockedError(PrivacyError):
+    """The outgoing messages hold PII of a kind the policy blocks.
+
+    Attributes:
+        counts: findings by kind, e.g. ``{"email": 1, "card": 2}``.
+        endpoint: where the call would have gone.
+    """
+
+    def __init__(self, counts: dict[str, int], endpoint: str) -> None:
+        self.counts = dict(counts)
+        self.endpoint = endpoint
+        found = ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items()))
+        super().__init__(
+            f"the privacy policy blocks sending {found} to {endpoint}; nothing was sent. "
+            "Remove the data, set the policy for these kinds to 'redact', or keep the "
+            "request on local models"
+        )
+
+
+class DetectorUnavailableError(PrivacyError):
+    """A PII detector that the policy requires is not available, so nothing is sent.
+
+    Attributes:
+        detector: the detector's name (``"name"``, ...).
+    """
+
+    def __init__(self, detector: str, why: str) -> None:
+        self.detector = detector
+        super().__init__(
+            f"the privacy policy needs the {detector!r} detector, which is unavailable ({why}); "
+            "the call was not made (fail closed). Provide the detector, or set "
+            "privacy.names = 'off' if names need not be detected"
+        )
+
 
 
 __all__ += ["ThreadBusyError", "CheckpointError"]

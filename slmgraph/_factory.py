@@ -1,4 +1,10 @@
-"""Turning a :class:`~slmgraph.config.Config` into bound models and a price table."""
+"""Turning a :class:`~slmgraph.config.Config` into bound models and a price table.
+
+Each remote endpoint (an Ollama host, an OpenAI-compatible URL) gets one circuit
+breaker and one concurrency limit, shared by every entry that calls it; each entry is
+``RetryingModel(GuardedModel(backend))`` (or a :class:`PooledModel` over its
+``hosts``), wrapped in a :class:`FallbackModel` when it names fallbacks.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,8 @@ from .config import Config, ModelConfig
 from .ledger import PriceTable
 from .models._base import Model
 from .models._ollama import DEFAULT_OLLAMA_HOST
+from .models._breaker import CircuitBreaker, ConcurrencyLimit, GuardedModel, endpoint_of
+from .models._fallback import FallbackModel
 from .models._retry import RetryingModel, RetryPolicy
 
 __all__ = ["models_from_config", "prices_from_config", "DEFAULT_OLLAMA_MODEL", "DEFAULT_OLLAMA_HOST", "ollama_models"]
@@ -30,6 +38,8 @@ def ollama_models(host: str | None, timeout: float = 1.0) -> list[str] | None:
 def _resolve_auto(cfg: ModelConfig) -> ModelConfig:
     if cfg.provider != "auto":
         return cfg
+    if cfg.hosts:
+        return cfg.model_copy(update={"provider": "ollama", "model": cfg.model or DEFAULT_OLLAMA_MODEL})
     name = cfg.model or DEFAULT_OLLAMA_MODEL
     pulled = ollama_models(cfg.host)
     if pulled and (name in pulled or f"{name}:latest" in pulled):
@@ -42,30 +52,63 @@ def build_model(cfg: ModelConfig) -> Model:
     cfg = _resolve_auto(cfg)
     if cfg.provider == "ollama":
         from .models._ollama import OllamaModel
+        from .models._pool import PooledModel
 
-        return OllamaModel(
-            cfg.model or DEFAULT_OLLAMA_MODEL, host=cfg.host, num_ctx=cfg.num_ctx,
-            keep_alive=cfg.keep_alive, timeout=cfg.timeout,
-        )
+        def one(host: str | None) -> OllamaModel:
+            return OllamaModel(
+                cfg.model or DEFAULT_OLLAMA_MODEL, host=host, num_ctx=cfg.num_ctx, keep_alive=cfg.keep_alive,
+                timeout=cfg.timeout, connect_timeout=cfg.connect_timeout, idle_timeout=cfg.idle_timeout,
+            )  # fmt: skip
+
+        if cfg.hosts:
+            return PooledModel(
+                [one(h) for h in cfg.hosts], max_parallel=cfg.max_parallel, failures=cfg.breaker_failures,
+                cooldown_s=cfg.breaker_cooldown, probe_timeout_s=cfg.connect_timeout,
+            )  # fmt: skip
+        return one(cfg.host)
     if cfg.provider == "openai":
         from .models._openai import OpenAIModel
 
         kwargs = {"context_window": cfg.context_window} if cfg.context_window else {}
-        return OpenAIModel(cfg.model or "", base_url=cfg.base_url, api_key=cfg.api_key, timeout=cfg.timeout, **kwargs)
+        return OpenAIModel(
+            cfg.model or "", base_url=cfg.base_url, api_key=cfg.api_key, timeout=cfg.timeout,
+            connect_timeout=cfg.connect_timeout, idle_timeout=cfg.idle_timeout, **kwargs,
+        )  # fmt: skip
     from .models._llamacpp import LlamaCppModel
 
     return LlamaCppModel(cfg.model_path, n_ctx=cfg.context_window or 2048)
 
 
-def models_from_config(config: Config) -> dict[str, Model]:
-    """``{"small": ..., "large": ..., **config.models}``; ``"large"`` only when configured."""
+def models_from_config(config: Config, *, name_detector=None) -> dict[str, Model]:
+    """``{"small": ..., "large": ..., **config.models}``; ``"large"`` only when configured.
+
+    Every model whose endpoint is not on this machine comes wrapped in a
+    :class:`~slmgraph.privacy.PrivacyGate` applying ``config.privacy``;
+    ``name_detector`` serves a policy with ``names = "external"``.
+    """
     policy = RetryPolicy(attempts=config.retry_attempts)
-    models: dict[str, Model] = {"small": RetryingModel(build_model(config.small), policy)}
-    if config.large is not None:
-        models["large"] = RetryingModel(build_model(config.large), policy)
-    for key, cfg in config.models.items():
-        models[key] = RetryingModel(build_model(cfg), policy)
-    return models
+    entries = {"small": config.small, **({"large": config.large} if config.large else {}), **config.models}
+    guards: dict[str, tuple[CircuitBreaker, ConcurrencyLimit]] = {}
+
+    def guarded(cfg: ModelConfig) -> Model:
+        model = build_model(cfg)
+        if model.provider not in ("ollama", "openai") or hasattr(model, "hosts"):
+            return model  # in-process, or a pool (it guards each host itself)
+        where = endpoint_of(model)
+        if where not in guards:
+            breaker = CircuitBreaker(cfg.breaker_failures, cfg.breaker_cooldown, name=where)
+            guards[where] = (breaker, ConcurrencyLimit(cfg.max_parallel))
+        breaker, limit = guards[where]
+        return GuardedModel(model, breaker=breaker, limit=limit)
+
+    single = {key: RetryingModel(guarded(cfg), policy) for key, cfg in entries.items()}
+    models: dict[str, Model] = {
+        key: FallbackModel([single[key], *(single[t] for t in cfg.fallback)]) if cfg.fallback else single[key]
+        for key, cfg in entries.items()
+    }
+    from .privacy._wiring import gate_remote_models
+
+    return gate_remote_models(models, config.privacy, name_detector=name_detector)
 
 
 def prices_from_config(config: Config) -> PriceTable:

@@ -1,4 +1,4 @@
-"""The ``slmgraph`` command: ``run``, ``serve``, ``doctor``, ``models``."""
+"""The ``slmgraph`` command: ``run``, ``serve``, ``doctor``, ``models``, ``eval``, ``calibrate``."""
 
 from __future__ import annotations
 
@@ -201,6 +201,9 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--graph", default="quickstart", help="ready graph name (default: quickstart)")
     rec.add_argument("--include-failed", action="store_true", help="also retry runs that failed with an error")
     rec.set_defaults(fn=_cmd_recover)
+    from .eval._cli import add_eval_commands
+
+    add_eval_commands(sub, common, _config)  # `slmgraph eval`, `slmgraph calibrate`
     return p
 
 

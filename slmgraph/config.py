@@ -18,11 +18,18 @@ A TOML file looks like::
     [models.coder]               # extra binding keys, for skills with model="coder"
     provider = "ollama"
     model = "qwen2.5-coder:1.5b"
+    hosts = ["http://gpu1:11434", "http://gpu2:11434"]   # a pool, least-loaded first
+    timeout = 30                 # whole call / first token, seconds
+    connect_timeout = 2          # TCP connect
+    idle_timeout = 10            # longest gap mid-stream
+    max_parallel = 1             # calls in flight per host; more queue on our side
+    fallback = ["small"]         # when every host is down or cooling down
 
 Environment: ``SLMGRAPH_SMALL_PROVIDER``, ``SLMGRAPH_SMALL_MODEL``, ``OLLAMA_HOST``,
 ``SLMGRAPH_LARGE_PROVIDER``, ``SLMGRAPH_LARGE_MODEL``, ``OPENAI_BASE_URL``,
-``OPENAI_API_KEY``, ``SLMGRAPH_CHECKPOINT``. Escalation to a large model is off
-unless a large model is configured.
+``OPENAI_API_KEY``, ``SLMGRAPH_CHECKPOINT``, ``SLMGRAPH_PRIVACY``. Escalation to a
+large model is off unless a large model is configured, and a model whose endpoint
+is not on this machine needs a ``[privacy]`` policy (see :mod:`slmgraph.privacy`).
 """
 
 from __future__ import annotations
@@ -34,10 +41,22 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ._errors import ConfigError
 from .ledger import Price
+from .privacy._policy import PrivacyPolicy
 
 __all__ = ["ModelConfig", "Config", "load_config"]
 
@@ -64,6 +83,14 @@ class ModelConfig(BaseModel):
     timeout: PositiveFloat = 60.0
     model_path: str | None = None
     price: Price | None = None
+    # Reliability (see docs/reliability.md).
+    connect_timeout: PositiveFloat = 2.0
+    idle_timeout: PositiveFloat | None = None
+    hosts: list[str] | None = None  # a pool; overrides `host` (and OLLAMA_HOST)
+    max_parallel: PositiveInt | None = None
+    breaker_failures: PositiveInt = 5
+    breaker_cooldown: NonNegativeFloat = 30.0
+    fallback: list[str] = Field(default_factory=list)
 
     @field_validator("host", "base_url")
     @classmethod
@@ -73,6 +100,28 @@ class ModelConfig(BaseModel):
         parsed = urlparse(v if "://" in v else f"http://{v}")
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ValueError(f"{v!r} is not an http(s) URL")
+        try:
+            parsed.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            raise ValueError(f"{v!r} has an invalid port") from None
+        return v
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, v: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("the host list is empty; name at least one host, or drop `hosts`")
+        if info.data.get("provider") not in ("ollama", "auto"):
+            raise ValueError("a host pool needs provider 'ollama'")
+        for i, host in enumerate(v):
+            try:
+                cls._url(host)
+            except ValueError as exc:
+                raise ValueError(f"entry {i}: {exc}") from None
+        if len(set(v)) != len(v):
+            raise ValueError("a host is listed twice")
         return v
 
 
@@ -89,6 +138,18 @@ class Config(BaseModel):
     max_steps: PositiveInt = 4
     retry_attempts: PositiveInt = 3
     serve: dict[str, Any] = Field(default_factory=dict)  # validated by slmgraph.serve
+    privacy: PrivacyPolicy | None = Field(default=None, validate_default=True)
+    #: Acceptance thresholds by skill name (``"*"``: every skill), overriding each
+    #: skill's ``AcceptancePolicy.min_confidence``; written by ``slmgraph calibrate``.
+    min_confidence: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("min_confidence")
+    @classmethod
+    def _min_confidence(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, value in v.items():
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"min_confidence for {name!r} must be between 0 and 1, got {value}")
+        return v
 
     @field_validator("large")
     @classmethod
@@ -96,12 +157,68 @@ class Config(BaseModel):
         if v is None:
             return v
         if v.provider == "auto":  # decided after every source is merged
-            v = v.model_copy(update={"provider": "openai"})
+            v = v.model_copy(update={"provider": "ollama" if v.hosts else "openai"})
         if v.provider == "embedded":
             raise ValueError("the large model must use provider 'openai' or 'ollama'")
         if not v.model:
             raise ValueError("a large model needs `model`")
         return v
+
+    @model_validator(mode="after")
+    def _fallbacks(self) -> Config:
+        """A fallback names another entry, and never one that leaves the machine: data
+        goes off-machine only through escalation, where the privacy gate runs."""
+        entries = {"small": self.small, **({"large": self.large} if self.large else {}), **self.models}
+        for key, cfg in entries.items():
+            field = f"{key if key in ('small', 'large') else 'models.' + key}.fallback"
+            for target in cfg.fallback:
+                if target == key or target not in entries:
+                    known = ", ".join(k for k in entries if k != key)
+                    raise ConfigError(field, f"{target!r} is not another model entry (known: {known or 'none'})")
+                if remote_url(entries[target]):
+                    raise ConfigError(
+                        field,
+                        f"{target!r} is a remote endpoint; a fallback may not send data off the "
+                        "machine (escalate to it instead, through the privacy gate)",
+                    )
+        return self
+
+    @field_validator("privacy")
+    @classmethod
+    def _privacy(cls, v: PrivacyPolicy | None, info: ValidationInfo) -> PrivacyPolicy | None:
+        # A model whose endpoint is not on this machine needs an explicit policy.
+        if v is not None:
+            return v
+        bound = {"small": info.data.get("small"), "large": info.data.get("large")}
+        bound.update({f"models.{k}": c for k, c in (info.data.get("models") or {}).items()})
+        for key, cfg in bound.items():
+            url = remote_url(cfg)
+            if url:
+                raise ValueError(
+                    f"the {key} model's endpoint {url} is not on this machine, so it needs a privacy "
+                    'policy: add [privacy] with action = "redact", "block" or "allow" (or set '
+                    "SLMGRAPH_PRIVACY), or point it at a local server"
+                )
+        return v
+
+
+def remote_url(cfg: ModelConfig | None) -> str | None:
+    """The endpoint of ``cfg`` when it is not on this machine, else ``None``.
+
+    An OpenAI-compatible model without ``base_url`` goes to OpenAI; an Ollama model
+    without ``host`` goes to the local default; the embedded engine is local.
+    """
+    from .privacy._gate import is_local_endpoint
+
+    if cfg is not None and cfg.hosts:  # a pool: remote if any of its hosts is
+        return next((h for h in cfg.hosts if not is_local_endpoint(h)), None)
+    if cfg is None or cfg.provider == "embedded" or (cfg.provider == "auto" and not cfg.host):
+        return None
+    if cfg.provider == "openai":
+        url = cfg.base_url or "https://api.openai.com/v1"
+    else:
+        url = cfg.host or "http://127.0.0.1:11434"
+    return None if is_local_endpoint(url) else url
 
 
 _ENV = {
@@ -112,6 +229,7 @@ _ENV = {
     "SLMGRAPH_LARGE_MODEL": ("large", "model"),
     "OPENAI_BASE_URL": ("large", "base_url"),
     "SLMGRAPH_CHECKPOINT": (None, "checkpoint"),
+    "SLMGRAPH_PRIVACY": ("privacy", "action"),
 }
 
 

@@ -19,13 +19,15 @@ __all__ = ["Price", "PriceTable", "LedgerEntry", "RunTotals", "Recorder", "total
 
 
 class Price(BaseModel):
-    """USD per million tokens."""
+    """USD per million tokens, plus an optional flat fee per call (``per_call_usd``)."""
 
     input_per_mtok: NonNegativeFloat = 0.0
     output_per_mtok: NonNegativeFloat = 0.0
+    per_call_usd: NonNegativeFloat = 0.0
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
+        tokens = (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
+        return tokens + self.per_call_usd
 
 
 class PriceTable(BaseModel):

@@ -19,3 +19,10 @@ def server_url() -> Iterator[str]:
     """The ``/v1`` URL of a real ``python -m llama_cpp.server`` serving the bundled GGUF."""
     with llama_server(default_gguf_path(), n_ctx=2048) as url:
         yield url
+
+
+# Fault-injection server fixtures (reliability tests).
+try:
+    from tests.fault_fixtures import _fault_proc, _fault_proc_b, fault_server, fault_server_b  # noqa: F401
+except ImportError:  # tests/ is on sys.path instead of its parent
+    from fault_fixtures import _fault_proc, _fault_proc_b, fault_server, fault_server_b  # noqa: F401

@@ -105,6 +105,16 @@ async def test_a_label_outside_the_candidates_is_never_accepted():
     assert out.draft["nearest"][0]["label"] == "intent_" + WORDS[10]
 
 
+async def test_a_decisive_retrieval_lead_is_accepted_without_a_model_call():
+    model = ScriptedModel([{"label": "intent_" + WORDS[4]}])
+    clear = f"I need help with {WORDS[4]}"  # a bank text verbatim: far ahead of the runner-up
+    out = await run_skill(skill(decisive_margin=0.1), clear, ctx(model))
+    assert isinstance(out, Accepted) and out.output.label == "intent_" + WORDS[4]
+    assert model.calls == [] and out.attempts == 0
+    out = await run_skill(skill(decisive_margin=0.99), clear, ctx(model))  # a lead that is not enough
+    assert out.output.label == "intent_" + WORDS[4] and len(model.calls) == 1
+
+
 async def test_the_bank_is_embedded_once_and_each_request_once():
     class Counting(HashingEmbedder):
         def __init__(self):
@@ -217,3 +227,49 @@ async def test_real_model_proposes_a_snake_case_label_when_none_fits():
     assert re.fullmatch(r"[a-z0-9]+(_[a-z0-9]+)*", out.draft["proposed_label"])
     assert out.draft["proposed_label"] not in ("card_arrival", "exchange_rate", "none")
     assert [n["label"] for n in out.draft["nearest"]] and out.attempts == 1  # the naming call ran
+
+
+async def test_auto_margin_lets_reliable_retrieval_answer_alone_and_asks_the_model_otherwise():
+    # Every example of a label repeats its own made-up word: leave-one-out retrieval
+    # is always right, so a clear lead is enough and no model call is made.
+    words = WORDS[:30]
+    clear_bank = [(f"{w} {w} " + t, f"intent_{w}") for w in words for t in ("one", "two", "three")]
+    sk = classify_skill([f"intent_{w}" for w in words], clear_bank, embedder=HashingEmbedder())
+    model = ScriptedModel([{"label": "intent_" + words[0]}])
+    out = await run_skill(sk, f"{words[4]} {words[4]} two three", ctx(model))
+    assert isinstance(out, Accepted) and out.output.label == "intent_" + words[4]
+    assert model.calls == [] and out.attempts == 0
+    assert isinstance(sk.runner.decisive_margin, float)
+
+    # Labels assigned at random to the same texts: retrieval is no better than chance,
+    # no lead is reliable, and the model is always asked.
+    noisy_bank = [(f"{w} {w} " + t, f"intent_{words[(i * 7 + j) % 30]}")
+                  for i, w in enumerate(words) for j, t in enumerate(("one", "two", "three"))]
+    sk = classify_skill([f"intent_{w}" for w in words], noisy_bank, embedder=HashingEmbedder())
+    model = ScriptedModel([{"label": "none"}, {"label": "x"}])
+    await run_skill(sk, f"{words[4]} {words[4]} please", ctx(model))
+    assert sk.runner.decisive_margin is None and len(model.calls) >= 1
+
+
+async def test_each_label_gets_its_own_none_fits_bar():
+    import math
+
+    class AngleEmbedder:  # a text "deg:N" is the unit vector at N degrees
+        name = "angles"
+
+        async def embed(self, texts):
+            return [[math.cos(math.radians(float(t.split(":")[1]))), math.sin(math.radians(float(t.split(":")[1])))]
+                    for t in texts]
+
+    tight = [(f"deg:{a}", "tight") for a in (0, 1, 2, 3, 4)]
+    loose = [(f"deg:{a}", "loose") for a in (90, 100, 110, 120, 130)]
+    sk = classify_skill(["tight", "loose"], tight + loose, embedder=AngleEmbedder(), decisive_margin=None,
+                        propose_with_model=False)
+    # 6 degrees from the tight cluster: close by the loose label's standard, too far by its own.
+    out = await run_skill(sk, "deg:10", ctx(ScriptedModel([])))
+    assert isinstance(out, Rejected) and out.reason is EscalationReason.NONE_FITS
+    assert await sk.runner.threshold("tight") > math.cos(math.radians(6)) > await sk.runner.threshold("loose")
+    # 5 degrees from the loose cluster is within its bar: the model is asked and answers.
+    model = ScriptedModel([{"label": "loose"}])
+    out = await run_skill(sk, "deg:95", ctx(model))
+    assert isinstance(out, Accepted) and out.output.label == "loose" and len(model.calls) == 1

@@ -72,7 +72,8 @@ def test_missing_config_file():
 def test_cloud_large_model_without_key_fails_when_bound(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     cfg = load_config(env={}, overrides={"small": {"provider": "ollama", "model": "m"},
-                                         "large": {"provider": "openai", "model": "gpt-x", "base_url": "https://api.example.com/v1"}})
+                                         "large": {"provider": "openai", "model": "gpt-x", "base_url": "https://api.example.com/v1"},
+                                         "privacy": {"action": "redact"}})
     with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
         models_from_config(cfg)
 

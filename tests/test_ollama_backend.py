@@ -20,6 +20,7 @@ import pytest
 from werkzeug import Request, Response
 
 from slmgraph._errors import (
+    MalformedResponseError,
     ModelError,
     ModelHTTPError,
     ModelNotFoundError,
@@ -419,7 +420,8 @@ async def test_malformed_ndjson_line_is_a_typed_error(httpserver: Any, model: Ol
     with pytest.raises(ModelError) as info:
         async for _ in model.stream(HELLO):
             pass
-    assert type(info.value) is ModelError
+    # a transport fault: retried at most once by the retry layer
+    assert type(info.value) is MalformedResponseError and info.value.transient
     assert "malformed" in str(info.value)
 
 
@@ -502,7 +504,8 @@ async def test_malformed_json_body_is_a_typed_error(httpserver: Any, model: Olla
     )
     with pytest.raises(ModelError) as info:
         await model.complete(HELLO)
-    assert type(info.value) is ModelError
+    # a transport fault: retried at most once by the retry layer
+    assert type(info.value) is MalformedResponseError and info.value.transient
     assert "malformed" in str(info.value)
 
 

@@ -20,6 +20,10 @@ EXPECTED = {
     "ModelTimeoutError", "ModelNotFoundError", "ModelHTTPError", "InvalidModelOutputError",
     "EscalationError", "StepLimitError", "__version__",
 }
+EXPECTED |= {
+    "ModelOverloadedError", "MalformedResponseError", "IncompleteStreamError", "CircuitOpenError",
+    "CircuitBreaker", "ConcurrencyLimit", "GuardedModel", "FallbackModel", "PooledModel",
+}
 EXPECTED |= {"ThreadBusyError", "CheckpointError", "RunRecord"}  # durable runs
 
 

@@ -2,6 +2,7 @@
 
 from ._escalation import EscalationAgent, EscalationResult, ToolCall
 from ._router import ChainRouter, ModelRouter, RouteDecision, Router, Rule, RulesRouter
+from ._embedding import EmbeddingChoice, EmbeddingRouter
 
 __all__ = [
     "Router",
@@ -13,4 +14,6 @@ __all__ = [
     "EscalationAgent",
     "EscalationResult",
     "ToolCall",
+    "EmbeddingRouter",
+    "EmbeddingChoice",
 ]

@@ -97,20 +97,35 @@ class ModelRouter:
         model: binding key of the routing model.
         samples: choices drawn for agreement when logprobs are missing.
         instructions: overrides the routing system prompt.
+        choices: the skills the model may pick (default: all of the graph's). Keep
+            skills with side effects out of it and reach them by a
+            :class:`RulesRouter` rule, so text in a request cannot steer a model
+            to them.
     """
 
     NONE = "none"
 
-    def __init__(self, model: str = "small", *, samples: int = 3, sample_temperature: float = 0.8, instructions: str | None = None) -> None:
+    def __init__(
+        self,
+        model: str = "small",
+        *,
+        samples: int = 3,
+        sample_temperature: float = 0.8,
+        instructions: str | None = None,
+        choices: Sequence[str] | None = None,
+    ) -> None:
         if samples < 1:
             raise ConfigError("router.samples", "must be >= 1")
+        if choices is not None and not choices:
+            raise ConfigError("router.choices", "give at least one skill, or None for all of them")
+        self.choices = None if choices is None else tuple(choices)
         self.model = model
         self.samples = samples
         self.sample_temperature = sample_temperature
         self.instructions = instructions
 
     def skill_names(self) -> set[str]:
-        return set()
+        return set(self.choices or ())
 
     def model_keys(self) -> set[str]:
         return {self.model}
@@ -125,6 +140,8 @@ class ModelRouter:
         return [Message("system", system), Message("user", request)]
 
     async def route(self, request: str, skills: Sequence[Skill], ctx: RunContext) -> RouteDecision:
+        if self.choices is not None:
+            skills = [s for s in skills if s.name in self.choices]
         names = [s.name for s in skills] + [self.NONE]
         schema = {
             "type": "object",

@@ -137,5 +137,8 @@ def graph_from_config(name: str, config: Config) -> SLMGraph:
     """Build the ready graph ``name`` with the models and prices of ``config``."""
     from .._factory import models_from_config, prices_from_config
 
+    from ._thresholds import apply_config_thresholds
+
     factory = _factory(name)
-    return factory(models_from_config(config), config=config, prices=prices_from_config(config))
+    graph = factory(models_from_config(config), config=config, prices=prices_from_config(config))
+    return apply_config_thresholds(graph, config)

@@ -61,17 +61,28 @@ class RunsMixin:
 
     @contextlib.asynccontextmanager
     async def _session(self) -> AsyncIterator[tuple[CompiledStateGraph, RunStore]]:
-        """The compiled graph and the runs store in the same SQLite file."""
-        async with self._compiled() as graph:
-            if self._store is None:
-                path: Path | None = None
-                if isinstance(self.checkpoint, (str, Path)):
-                    path = Path(self.checkpoint)
-                elif isinstance(self.checkpoint, BaseCheckpointSaver):
-                    path = await sqlite_file_of(self.checkpoint)
-                self._store = RunStore(path) if path is not None else MemoryRunStore()
-                self._nodes.store = self._store
-            yield graph, self._store
+        """The compiled graph and the runs store in the same SQLite file.
+
+        The store's connection closes with the last open session, so that, as
+        before, closing the graph's connections folds the WAL back into the file."""
+        try:
+            async with self._compiled() as graph:
+                if self._store is None:
+                    path: Path | None = None
+                    if isinstance(self.checkpoint, (str, Path)):
+                        path = Path(self.checkpoint)
+                    elif isinstance(self.checkpoint, BaseCheckpointSaver):
+                        path = await sqlite_file_of(self.checkpoint)
+                    self._store = RunStore(path) if path is not None else MemoryRunStore()
+                    self._nodes.store = self._store
+                self._store.sessions += 1
+                try:
+                    yield graph, self._store
+                finally:
+                    self._store.sessions -= 1
+        finally:
+            if self._store is not None and self._store.durable and self._store.sessions == 0:
+                self._store.close()
 
 
     async def _events(self, request: str | None, thread_id: str | None, *, nodes: bool) -> AsyncIterator[NodeEvent]:

@@ -105,6 +105,8 @@ class RunStore:
         self.path = None if path is None else Path(path)
         self._lock = threading.Lock()
         self._shared: sqlite3.Connection | None = None
+        #: Graph sessions using this store; the owner closes it when none is left.
+        self.sessions = 0
         self._ready = False
 
     @property

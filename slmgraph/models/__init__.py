@@ -5,6 +5,8 @@
 - :class:`LlamaCppModel`: the embedded engine, in-process via llama-cpp-python.
 - :class:`LangChainModel`: any langchain-core chat model.
 - :class:`RetryingModel`: slmgraph's one retry layer around any of them.
+- :class:`GuardedModel`, :class:`FallbackModel`, :class:`PooledModel`: a circuit
+  breaker and concurrency limit per endpoint, fallback, and a pool of hosts.
 """
 
 from ._base import (
@@ -24,6 +26,9 @@ from ._llamacpp import LlamaCppModel, default_gguf_path
 from ._ollama import OllamaModel
 from ._openai import OpenAIModel
 from ._retry import RetryingModel, RetryPolicy
+from ._breaker import CircuitBreaker, ConcurrencyLimit, GuardedModel
+from ._fallback import FallbackModel
+from ._pool import PooledModel
 
 __all__ = [
     "Model",
@@ -47,4 +52,9 @@ __all__ = [
     "HashingEmbedder",
     "default_embedder",
     "cosine",
+    "CircuitBreaker",
+    "ConcurrencyLimit",
+    "GuardedModel",
+    "FallbackModel",
+    "PooledModel",
 ]

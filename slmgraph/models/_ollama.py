@@ -5,12 +5,18 @@ later call runs on a different loop (each sync wrapper call starts a fresh one w
 ``asyncio.run``) a new client is made, because an httpx connection pool cannot be
 shared between loops. Client and transport failures are translated into the
 slmgraph error tree; no retries happen here.
+
+Timeouts (the ``ollama`` client has none by default): ``connect_timeout`` for the TCP
+connect, ``timeout`` for a whole non-streamed call and for the first streamed record,
+``idle_timeout`` for each gap between streamed records. A stream that times out or
+breaks off raises; its partial text is never returned as a reply.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import re
 import time
@@ -21,9 +27,12 @@ import httpx
 import ollama
 
 from .._errors import (
+    IncompleteStreamError,
+    MalformedResponseError,
     ModelError,
     ModelHTTPError,
     ModelNotFoundError,
+    ModelOverloadedError,
     ModelTimeoutError,
     ModelUnavailableError,
 )
@@ -51,6 +60,17 @@ _TIMINGS = {
     "eval_duration": "eval",
 }
 _NOT_FOUND = re.compile(r"model\b.*\bnot found", re.IGNORECASE | re.DOTALL)
+# The ollama client drops response headers from its errors; an httpx response hook
+# stores Retry-After here, in the context of the task making the call.
+_RETRY_AFTER: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar("retry_after", default=None)
+
+
+async def _record_retry_after(response: httpx.Response) -> None:
+    box = _RETRY_AFTER.get()
+    value = response.headers.get("retry-after")
+    if box is not None and value is not None and response.status_code >= 400:
+        with contextlib.suppress(ValueError):
+            box["retry_after"] = float(value)
 
 
 class OllamaModel(Model):
@@ -64,7 +84,10 @@ class OllamaModel(Model):
         keep_alive: how long Ollama keeps the model loaded after a call (``"5m"``,
             seconds as a number, ``0`` to unload at once); ``None`` leaves the
             server default.
-        timeout: seconds to wait for connecting and for each read from the server.
+        timeout: seconds for a whole non-streamed call, and to the first record of
+            a streamed one.
+        connect_timeout: seconds to open the TCP connection.
+        idle_timeout: longest gap between two streamed records; defaults to ``timeout``.
         options: extra Ollama options (``top_k``, ``repeat_penalty``, ...) sent with
             every call; per-call :class:`ModelSettings` win over these.
 
@@ -85,6 +108,8 @@ class OllamaModel(Model):
         keep_alive: str | float | None = "5m",
         timeout: float = 60.0,
         options: dict[str, Any] | None = None,
+        connect_timeout: float = 2.0,
+        idle_timeout: float | None = None,
     ) -> None:
         self.name = name
         self.host = host or os.environ.get("OLLAMA_HOST") or DEFAULT_OLLAMA_HOST
@@ -92,6 +117,8 @@ class OllamaModel(Model):
         self.context_window = num_ctx
         self.keep_alive = keep_alive
         self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.idle_timeout = timeout if idle_timeout is None else idle_timeout
         self.options = dict(options or {})
         self._client: ollama.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
@@ -103,7 +130,11 @@ class OllamaModel(Model):
         if self._client is None or self._client_loop is not loop:
             # A client made on another (probably closed) loop is dropped, not closed:
             # closing it would need that loop.
-            self._client = ollama.AsyncClient(host=self.host, timeout=self.timeout)
+            self._client = ollama.AsyncClient(
+                host=self.host,
+                timeout=httpx.Timeout(max(self.timeout, self.idle_timeout), connect=self.connect_timeout),
+                event_hooks={"response": [_record_retry_after]},
+            )
             self._client_loop = loop
         return self._client
 
@@ -153,6 +184,8 @@ class OllamaModel(Model):
     def _translated(self, *, model_call: bool = True) -> Iterator[None]:
         """Turn ollama/httpx failures raised inside the block into slmgraph errors."""
         who = dict(model=self.name, provider=PROVIDER)
+        box: dict[str, float] = {}
+        token = _RETRY_AFTER.set(box)
         try:
             yield
         except ollama.ResponseError as exc:
@@ -165,9 +198,24 @@ class OllamaModel(Model):
                 ) from None
             if status < 0:  # an {"error": ...} record inside a 200 stream
                 raise ModelError(f"Ollama at {self.host} reported an error: {text}", **who) from None
+            if status in (429, 503):
+                raise ModelOverloadedError(
+                    f"Ollama at {self.host} is busy (HTTP {status}: {text}); the call is retried"
+                    + (f" after {box['retry_after']:g} s" if "retry_after" in box else "")
+                    + ". Lower max_parallel, or raise OLLAMA_NUM_PARALLEL / OLLAMA_MAX_QUEUE on the server",
+                    status_code=status,
+                    retry_after=box.get("retry_after"),
+                    **who,
+                ) from None
             raise ModelHTTPError(
                 f"Ollama at {self.host} answered HTTP {status}: {text}",
                 status_code=status,
+                **who,
+            ) from None
+        except httpx.ConnectTimeout:
+            raise ModelTimeoutError(
+                f"could not connect to Ollama at {self.host} within connect_timeout="
+                f"{self.connect_timeout:g} s; check that the host is up and reachable",
                 **who,
             ) from None
         except httpx.TimeoutException as exc:
@@ -192,11 +240,21 @@ class OllamaModel(Model):
         except (ValueError, TypeError, AttributeError) as exc:
             # json.JSONDecodeError and pydantic.ValidationError are ValueErrors; the
             # client raises TypeError/AttributeError on JSON that is not an object.
-            raise ModelError(
+            raise MalformedResponseError(
                 f"Ollama at {self.host} sent a malformed reply ({type(exc).__name__}: "
                 f"{str(exc)[:200]}); check that {self.host} is an Ollama server",
                 **who,
             ) from None
+        finally:
+            _RETRY_AFTER.reset(token)
+
+    def _timeout_error(self, what: str, seconds: float) -> ModelTimeoutError:
+        return ModelTimeoutError(
+            f"Ollama at {self.host} {what} within {seconds:g} s; raise the timeout (the "
+            "first call also loads the model) or use a smaller model",
+            model=self.name,
+            provider=PROVIDER,
+        )
 
     def _reply(
         self,
@@ -251,12 +309,18 @@ class OllamaModel(Model):
             ModelUnavailableError: the server cannot be reached.
             ModelTimeoutError: no answer within ``timeout``.
             ModelNotFoundError: the server lacks the model.
+            ModelOverloadedError: HTTP 429/503, with the server's ``Retry-After``.
+            MalformedResponseError: a 200 whose body is not Ollama's JSON.
             ModelHTTPError: any other HTTP error.
         """
         kwargs = self._chat_kwargs(messages, schema, settings, stream=False)
         started = time.perf_counter()
-        with self._translated():
-            resp = await self._get_client().chat(**kwargs)
+        try:
+            async with asyncio.timeout(self.timeout):
+                with self._translated():
+                    resp = await self._get_client().chat(**kwargs)
+        except TimeoutError:
+            raise self._timeout_error("did not answer", self.timeout) from None
         return self._reply(
             resp.message.content or "", resp, _logprobs(resp.logprobs), schema, started
         )
@@ -283,12 +347,19 @@ class OllamaModel(Model):
         started = time.perf_counter()
         pieces: list[str] = []
         logprobs: list[TokenLogprob] | None = None
+        loop = asyncio.get_running_loop()
+        deadline, what = loop.time() + self.timeout, ("sent no first token", self.timeout)
         with self._translated():
             records = await self._get_client().chat(**kwargs)
         async with contextlib.aclosing(records):
             while True:
-                with self._translated():
-                    part = await anext(records, None)
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        with self._translated():
+                            part = await anext(records, None)
+                except TimeoutError:
+                    raise self._timeout_error(*what) from None
+                deadline, what = loop.time() + self.idle_timeout, ("stalled mid-stream", self.idle_timeout)
                 if part is None:
                     break
                 delta = part.message.content or ""
@@ -303,9 +374,10 @@ class OllamaModel(Model):
                     return
                 if delta:
                     yield StreamChunk(delta=delta)
-        raise ModelUnavailableError(
+        raise IncompleteStreamError(
             f"the stream from Ollama at {self.host} ended without its final `done` record "
-            "(the reply is truncated); retry the call, and check the server log if it recurs",
+            "(the reply is truncated and was discarded); retry the call, and check the "
+            "server log if it recurs",
             model=self.name,
             provider=PROVIDER,
         )

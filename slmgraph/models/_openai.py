@@ -8,6 +8,10 @@ Servers disagree on structured output: OpenAI takes
 takes ``{"type": "json_object", "schema": {...}}`` (it answers the first with HTTP 500).
 With ``schema_mode="auto"`` the model sends the first form and, if the server
 rejects it, switches to the second for the rest of its life.
+
+Timeouts: ``connect_timeout`` for the TCP connect, ``timeout`` for a whole call and
+for the first streamed chunk, ``idle_timeout`` for each gap between chunks. A stream
+that breaks off or stalls raises; its partial text is never returned as a reply.
 """
 
 from __future__ import annotations
@@ -22,11 +26,15 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 from urllib.parse import urlparse
 
+import httpx
 import openai
 
 from .._errors import (
     ConfigError,
+    IncompleteStreamError,
     InvalidModelOutputError,
+    MalformedResponseError,
+    ModelOverloadedError,
     ModelError,
     ModelHTTPError,
     ModelNotFoundError,
@@ -67,7 +75,10 @@ class OpenAIModel(Model):
             then to OpenAI.
         api_key: defaults to ``$OPENAI_API_KEY``. Required unless ``base_url`` is a
             loopback address, where a placeholder is sent.
-        timeout: seconds per call. The SDK's own retries are off: slmgraph retries.
+        timeout: seconds per call (to the first chunk when streaming). The SDK's own
+            retries are off: slmgraph retries.
+        connect_timeout: seconds to open the TCP connection.
+        idle_timeout: longest gap between two streamed chunks; defaults to ``timeout``.
         context_window: tokens the model accepts.
         local: whether calls stay on this machine; defaults to ``True`` exactly when
             ``base_url`` is a loopback address.
@@ -89,6 +100,8 @@ class OpenAIModel(Model):
         context_window: int = 128_000,
         local: bool | None = None,
         schema_mode: SchemaMode = "auto",
+        connect_timeout: float = 2.0,
+        idle_timeout: float | None = None,
     ) -> None:
         self.name = name
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
@@ -104,6 +117,8 @@ class OpenAIModel(Model):
             key = _PLACEHOLDER_KEY
         self._api_key = key
         self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.idle_timeout = timeout if idle_timeout is None else idle_timeout
         self.context_window = context_window
         self.local = loopback if local is None else local
         self.schema_mode: SchemaMode = schema_mode
@@ -123,7 +138,10 @@ class OpenAIModel(Model):
         client = self._clients.get(loop)
         if client is None or client.is_closed():
             client = openai.AsyncOpenAI(
-                api_key=self._api_key, base_url=self.base_url, timeout=self.timeout, max_retries=0
+                api_key=self._api_key,
+                base_url=self.base_url,
+                timeout=httpx.Timeout(max(self.timeout, self.idle_timeout), connect=self.connect_timeout),
+                max_retries=0,
             )
             self._clients[loop] = client
         return client
@@ -182,6 +200,25 @@ class OpenAIModel(Model):
                     raise self._error(exc, kwargs) from exc
             except openai.OpenAIError as exc:
                 raise self._error(exc, kwargs) from exc
+            except ValueError as exc:  # a 200 whose body is not JSON
+                raise self._malformed(exc) from None
+
+    def _malformed(self, detail: object) -> MalformedResponseError:
+        return MalformedResponseError(
+            f"{self.display_url} answered 200 with a body that is not an OpenAI chat "
+            f"completion ({str(detail)[:120]!r}); check that base_url points at the API, "
+            "not at a proxy or web page",
+            model=self.name,
+            provider=self.provider,
+        )
+
+    def _timeout(self, what: str, seconds: float) -> ModelTimeoutError:
+        return ModelTimeoutError(
+            f"{self.name!r} at {self.display_url} {what} within {seconds:g} s; raise the "
+            "timeout or send a shorter request",
+            model=self.name,
+            provider=self.provider,
+        )
 
     async def complete(
         self,
@@ -193,8 +230,14 @@ class OpenAIModel(Model):
         """One chat completion; see :meth:`Model.complete`."""
         kwargs = self._request(messages, schema, settings or ModelSettings())
         started = time.perf_counter()
-        response = await self._create(kwargs)
+        try:
+            async with asyncio.timeout(self.timeout):
+                response = await self._create(kwargs)
+        except TimeoutError:
+            raise self._timeout("did not answer", self.timeout) from None
         latency = time.perf_counter() - started
+        if not hasattr(response, "choices"):  # the SDK hands back non-JSON bodies as text
+            raise self._malformed(response)
         if not response.choices:
             raise InvalidModelOutputError(
                 f"{self.display_url} returned a completion with no choices",
@@ -241,14 +284,29 @@ class OpenAIModel(Model):
         if self._stream_usage:
             kwargs["stream_options"] = {"include_usage": True}
         started = time.perf_counter()
-        response = await self._create(kwargs)
+        loop = asyncio.get_running_loop()
+        deadline, what = loop.time() + self.timeout, ("sent no first token", self.timeout)
+        try:
+            async with asyncio.timeout_at(deadline):
+                response = await self._create(kwargs)
+        except TimeoutError:
+            raise self._timeout(*what) from None
+        chunks = aiter(response)
         parts: list[str] = []
         logprobs: list[TokenLogprob] = []
         usage: Usage | None = None
         finish_reason: str | None = None
         deltas = 0
         try:
-            async for chunk in response:
+            while True:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        chunk = await anext(chunks, None)
+                except TimeoutError:
+                    raise self._timeout(*what) from None
+                deadline, what = loop.time() + self.idle_timeout, ("stalled mid-stream", self.idle_timeout)
+                if chunk is None:
+                    break
                 if chunk.usage is not None:
                     usage = Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
                 if not chunk.choices:
@@ -267,6 +325,8 @@ class OpenAIModel(Model):
             raise self._error(exc, kwargs) from exc
         except SlmGraphError:
             raise
+        except ValueError as exc:  # an event whose data is not JSON
+            raise self._malformed(exc) from None
         except Exception as exc:
             if not type(exc).__module__.startswith(("httpx", "httpcore")):
                 raise
@@ -279,10 +339,10 @@ class OpenAIModel(Model):
         finally:
             await response.close()
         if finish_reason is None:
-            raise ModelUnavailableError(
+            raise IncompleteStreamError(
                 f"the stream from {self.display_url} ended before the model finished "
-                "(no finish_reason): the connection dropped or the server stopped; "
-                "the request can be retried",
+                "(no finish_reason): the connection dropped or the server stopped; the "
+                "partial reply was discarded and the request can be retried",
                 model=self.name,
                 provider=self.provider,
             )
@@ -359,6 +419,14 @@ class OpenAIModel(Model):
             # llama_cpp.server answers 500 to a request that fails validation.
             invalid = exc.status_code == 500 and "validation error" in detail
             retry = exc.status_code == 429 or (exc.status_code >= 500 and not invalid)
+            if exc.status_code in (429, 503):
+                return ModelOverloadedError(
+                    f"{where} is busy (HTTP {exc.status_code}) for {self.name!r}: {detail}; "
+                    "the request can be retried",
+                    status_code=exc.status_code,
+                    retry_after=_retry_after(exc),
+                    **ctx,
+                )
             err = ModelHTTPError(
                 f"{where} answered HTTP {exc.status_code} for {self.name!r}: {detail}"
                 + ("; the request can be retried" if retry else "; fix the request, a retry will fail the same way"),
@@ -378,6 +446,14 @@ class OpenAIModel(Model):
         else:
             n = sum(self.count_tokens(m["content"] or "") for m in (kwargs or {}).get("messages", []))
         return RequestTooLargeError(n, int(limit.group(1)) if limit else self.context_window, self.name)
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    try:
+        value = exc.response.headers.get("retry-after")
+        return None if value is None else float(value)
+    except (AttributeError, ValueError):
+        return None
 
 
 def _is_context_error(exc: openai.OpenAIError) -> bool:

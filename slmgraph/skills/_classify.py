@@ -91,23 +91,60 @@ class ExampleBank:
         top = top[np.argsort(-sims[top], kind="stable")]
         return [(int(i), float(sims[i])) for i in top]
 
-    async def calibrate(self, quantile: float, sample: int = 400) -> float:
-        """A "none fits" threshold: the ``quantile`` of the similarity between a bank
-        example and the nearest *other* example of its own label (over a sample of
-        up to ``sample`` examples whose label has two or more). About ``quantile`` of
-        in-domain requests then fall below it."""
+    async def calibrate(self, quantile: float) -> tuple[float, dict[str, float]]:
+        """"None fits" thresholds from each example's similarity to the nearest
+        *other* example of its own label: the ``quantile`` of those similarities
+        over the whole bank (the global threshold), and per label, for labels with
+        at least 5 examples (a tight cluster gets a higher bar than a loose one).
+        About ``quantile`` of in-domain requests then fall below their bar."""
         np = _numpy()
         matrix = await self.matrix()
-        labels = np.asarray(self.labels)
-        counts = {lb: n for lb, n in zip(*np.unique(labels, return_counts=True))}
-        eligible = np.flatnonzero([counts[lb] > 1 for lb in self.labels])
-        if len(eligible) == 0:
-            return 0.0
-        rows = eligible[np.linspace(0, len(eligible) - 1, min(sample, len(eligible))).astype(int)]
+        codes = np.unique(np.asarray(self.labels), return_inverse=True)[1]
+        nearest_same = np.full(len(codes), np.nan, dtype=np.float32)
+        for lo in range(0, len(codes), 512):  # bounded memory for large banks
+            rows = np.arange(lo, min(lo + 512, len(codes)))
+            sims = matrix[rows] @ matrix.T
+            sims[codes[None, :] != codes[rows][:, None]] = -2.0
+            sims[np.arange(len(rows)), rows] = -2.0
+            nearest_same[rows] = sims.max(axis=1)
+        nearest_same[nearest_same <= -2.0] = np.nan  # labels with one example
+        if np.all(np.isnan(nearest_same)):
+            return 0.0, {}
+        overall = float(np.nanquantile(nearest_same, quantile))
+        per_label: dict[str, float] = {}
+        names = np.asarray(self.labels)
+        for label in set(self.labels):
+            values = nearest_same[(names == label) & ~np.isnan(nearest_same)]
+            if len(values) >= 5:
+                per_label[label] = float(np.quantile(values, quantile))
+        return overall, per_label
+
+    async def calibrate_margin(self, precision: float, sample: int = 400) -> float | None:
+        """The smallest lead of the nearest label over the runner-up at which
+        retrieval alone is right at least ``precision`` of the time, measured
+        leave-one-out on a sample of the bank. ``None`` when no lead is enough (or
+        the bank has too few examples to tell)."""
+        np = _numpy()
+        matrix = await self.matrix()
+        codes = np.unique(np.asarray(self.labels), return_inverse=True)[1]
+        n_labels = int(codes.max()) + 1 if len(codes) else 0
+        if n_labels < 2 or len(codes) < 20:
+            return None
+        rows = np.linspace(0, len(codes) - 1, min(sample, len(codes))).astype(int)
         sims = matrix[rows] @ matrix.T
-        sims[labels[None, :] != labels[rows][:, None]] = -1.0
-        sims[np.arange(len(rows)), rows] = -1.0
-        return float(np.quantile(sims.max(axis=1), quantile))
+        sims[np.arange(len(rows)), rows] = -2.0  # leave the example itself out
+        best = np.full((len(rows), n_labels), -2.0, dtype=np.float32)
+        np.maximum.at(best, (np.repeat(np.arange(len(rows)), len(codes)), np.tile(codes, len(rows))), sims.ravel())
+        order = np.argsort(-best, axis=1)
+        top, second = order[:, 0], order[:, 1]
+        margins = best[np.arange(len(rows)), top] - best[np.arange(len(rows)), second]
+        right = top == codes[rows]
+        by_margin = np.argsort(-margins)
+        hits = np.cumsum(right[by_margin]) / np.arange(1, len(rows) + 1)
+        ok = np.flatnonzero(hits >= precision)
+        if len(ok) == 0 or ok.max() < 9:  # fewer than 10 examples would pass: no evidence
+            return None
+        return float(margins[by_margin][ok.max()])
 
 
 def _normalise(vectors: list[list[float]]) -> Any:
@@ -159,9 +196,10 @@ def classify_skill(
     name: str = "classify",
     description: str = "classify a message into one label of a fixed label set, or none",
     none_threshold: float | None = None,
-    none_quantile: float = 0.02,
+    none_quantile: float = 0.05,
     min_confidence: float | None = None,
-    decisive_margin: float | None = None,
+    decisive_margin: float | Literal["auto"] | None = "auto",
+    decisive_precision: float = 0.97,
     propose_with_model: bool = True,
     model: str = "small",
 ) -> Skill:
@@ -175,14 +213,19 @@ def classify_skill(
         name, description: the skill's name and the line a router reads.
         none_threshold: below this retrieval similarity the request is "none fits"
             without asking the model. ``None`` calibrates it on the bank (once, on
-            first use): the ``none_quantile`` of each example's similarity to the
-            nearest other example of its own label, so that about that share of
-            in-domain requests is sent to "none" by retrieval alone.
+            first use), per label: the ``none_quantile`` of its examples' similarity
+            to the nearest other example of the same label, so that about that
+            share of in-domain requests is sent to "none" by retrieval alone (labels
+            with fewer than 5 examples use the quantile over the whole bank).
         min_confidence: confidence the small model's choice needs (agreement of
             samples on the embedded engine, logprobs on Ollama); ``None`` accepts any.
         decisive_margin: when the nearest label's similarity beats the runner-up's by
             at least this much, accept it without asking the model (no model call);
-            ``None`` always asks.
+            ``None`` always asks. ``"auto"`` (the default) calibrates it on the bank
+            (once, on first use): the smallest lead at which retrieval alone picks
+            the right label at least ``decisive_precision`` of the time, leave-one-out;
+            when no lead is that reliable, the model is always asked.
+        decisive_precision: the precision ``"auto"`` aims at.
         propose_with_model: on "none fits", ask the small model for a new label name
             (one extra call); otherwise derive it from the request's words.
         model: binding key of the small model.
@@ -209,6 +252,7 @@ def classify_skill(
         none_threshold=none_threshold,
         none_quantile=none_quantile,
         decisive_margin=decisive_margin,
+        decisive_precision=decisive_precision,
         propose_with_model=propose_with_model,
     )
     return Skill(
@@ -236,8 +280,9 @@ class ClassifyRunner:
         top_k: int,
         none_threshold: float | None,
         none_quantile: float,
-        decisive_margin: float | None,
+        decisive_margin: float | Literal["auto"] | None,
         propose_with_model: bool,
+        decisive_precision: float = 0.97,
     ) -> None:
         self.labels = labels
         self.bank = bank
@@ -245,14 +290,23 @@ class ClassifyRunner:
         self.neighbours = max(top_k * 10, 20)
         self.none_threshold = none_threshold
         self.none_quantile = none_quantile
+        self.label_thresholds: dict[str, float] = {}
         self.decisive_margin = decisive_margin
+        self.decisive_precision = decisive_precision
         self.propose_with_model = propose_with_model
 
-    async def threshold(self) -> float:
-        """The "none fits" similarity threshold (calibrated on the bank once, if not given)."""
+    async def threshold(self, label: str | None = None) -> float:
+        """The "none fits" similarity threshold for ``label`` (``None``: the whole
+        bank's), calibrated on the bank once unless given."""
         if self.none_threshold is None:
-            self.none_threshold = await self.bank.calibrate(self.none_quantile)
-        return self.none_threshold
+            self.none_threshold, self.label_thresholds = await self.bank.calibrate(self.none_quantile)
+        return self.label_thresholds.get(label, self.none_threshold) if label else self.none_threshold
+
+    async def margin(self) -> float | None:
+        """The lead that lets retrieval answer alone (calibrated once if ``"auto"``)."""
+        if self.decisive_margin == "auto":
+            self.decisive_margin = await self.bank.calibrate_margin(self.decisive_precision)
+        return self.decisive_margin
 
     async def candidates(self, text: str) -> list[tuple[str, float, int]]:
         """The ``top_k`` distinct labels nearest to ``text``: (label, similarity,
@@ -266,13 +320,14 @@ class ClassifyRunner:
         text = data.text
         ranked = await self.candidates(text)
         nearest = [LabelScore(label=lb, score=round(s, 4)) for lb, s, _ in ranked]
-        limit = await self.threshold()
+        limit = await self.threshold(ranked[0][0] if ranked else None)
         if not ranked or ranked[0][1] < limit:
             top = ranked[0][1] if ranked else 0.0
             why = f"the nearest example has similarity {top:.3f}, below the threshold {limit:.3f}"
             return await self._none_fits(skill, text, nearest, why, ctx, node, attempts=0)
         runner_up = ranked[1][1] if len(ranked) > 1 else -1.0
-        if self.decisive_margin is not None and ranked[0][1] - runner_up >= self.decisive_margin:
+        margin = await self.margin()
+        if margin is not None and ranked[0][1] - runner_up >= margin:
             return Accepted(ClassifyOutput(label=ranked[0][0], similarity=nearest[0].score, candidates=nearest), None, 0)
 
         menu = "\n".join(f'- {lb}: e.g. "{_clip(self.bank.texts[i])}"' for lb, _, i in ranked)

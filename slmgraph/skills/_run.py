@@ -64,7 +64,10 @@ async def run_skill(
     try:
         data = skill.parse_input(request)
     except (ValidationError, ValueError) as exc:
-        return Rejected(EscalationReason.BAD_INPUT, f"the request does not fit {skill.input_type.__name__}: {exc}", request, 0)
+        # The problems without the input: the detail is checkpointed and may be logged.
+        problem = _problems(exc) if isinstance(exc, ValidationError) else type(exc).__name__
+        # No draft: the request is already in the state, a second copy would only spread it.
+        return Rejected(EscalationReason.BAD_INPUT, f"the request does not fit {skill.input_type.__name__}: {problem}", None, 0)
 
     if skill.runner is not None:
         return await skill.runner(skill, data, ctx, node)
@@ -113,6 +116,13 @@ async def run_skill(
             return Rejected(EscalationReason.LOW_CONFIDENCE, why, output.model_dump(mode="json"), attempt, confidence)
         return Accepted(output, confidence, attempt)
     return Rejected(reason, detail, draft, policy.max_repairs + 1)
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
+        for e in exc.errors(include_url=False, include_input=False)
+    )
 
 
 def _repair(messages: list[Message], reply: ModelReply, problem: str) -> list[Message]:

@@ -1,0 +1,41 @@
+"""Keeping untrusted text (requests, tool results) from posing as chat structure.
+
+Local engines render the chat template and then tokenize the whole prompt with
+special tokens enabled (llama-cpp-python does, and so do servers built on
+llama.cpp), so a request that contains ``<|im_end|><|im_start|>system`` would
+open a real system turn. :func:`neutralize_control_tokens` breaks such markers
+with an invisible U+2060 WORD JOINER after their first character: the text reads
+the same, but no tokenizer maps it to a control token. Every model call goes
+through it (see :meth:`slmgraph.RunContext.call`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from .models._base import Message
+
+__all__ = ["neutralize_control_tokens", "neutralize_messages"]
+
+_JOINER = "\u2060"
+# ChatML / Llama 3 / Phi (<|...|>), DeepSeek (<｜...｜>), Llama 2 ([INST], <<SYS>>, <s>), Gemma turns.
+_CONTROL = re.compile(
+    r"<\|[^|<>\n]{1,48}\|>|<｜[^｜<>\n]{1,48}｜>|\[/?INST\]|<</?SYS>>|</?s>|<(?:start|end)_of_turn>"
+)
+
+
+def neutralize_control_tokens(text: str) -> str:
+    """``text`` with chat-template control markers broken so they stay plain text."""
+    if "<" not in text and "[" not in text:
+        return text
+    return _CONTROL.sub(lambda m: m.group(0)[0] + _JOINER + m.group(0)[1:], text)
+
+
+def neutralize_messages(messages: Sequence[Message]) -> Sequence[Message]:
+    """``messages`` with :func:`neutralize_control_tokens` applied to each content;
+    the same sequence when nothing needed changing."""
+    out = [neutralize_control_tokens(m.content) for m in messages]
+    if all(a is m.content for a, m in zip(out, messages)):
+        return messages
+    return [Message(m.role, c) for m, c in zip(messages, out)]
