@@ -43,6 +43,9 @@ from .models import (
 )
 from .skills import AcceptancePolicy, Accepted, EscalationReason, Example, Rejected, Skill, TextInput, run_skill
 
+from ._errors import CheckpointError, ThreadBusyError
+from .graphs import RunRecord
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -128,3 +131,4 @@ __all__ += [
     "FallbackModel",
     "PooledModel",
 ]
+__all__ += ["ThreadBusyError", "CheckpointError", "RunRecord"]  # durable runs

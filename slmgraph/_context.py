@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import inspect
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ._errors import ConfigError, RequestTooLargeError
+from ._errors import ConfigError, RequestTooLargeError, UserError
 from .ledger import PriceTable, Recorder
 from ._untrusted import neutralize_messages
 from .models._base import Message, Model, ModelReply, ModelSettings
 
-__all__ = ["RunContext"]
+__all__ = ["RunContext", "EffectLog"]
 
 #: Tokens kept free for the reply when a prompt is checked against a context window.
 DEFAULT_REPLY_RESERVE = 256
@@ -31,6 +34,7 @@ class RunContext:
     recorder: Recorder = field(default_factory=Recorder)
     large_keys: frozenset[str] = frozenset({"large"})
     history: tuple[Message, ...] = ()
+    effects: EffectLog = field(default_factory=lambda: EffectLog())
 
     @classmethod
     def fresh(
@@ -39,8 +43,12 @@ class RunContext:
         prices: PriceTable | None,
         large_keys: frozenset[str],
         history: tuple[Message, ...] = (),
+        effects: EffectLog | None = None,
     ) -> RunContext:
-        return cls(models=models, recorder=Recorder(prices=prices or PriceTable()), large_keys=large_keys, history=history)
+        return cls(
+            models=models, recorder=Recorder(prices=prices or PriceTable()), large_keys=large_keys,
+            history=history, effects=effects or EffectLog(),
+        )
 
     def model(self, key: str) -> Model:
         try:
@@ -72,6 +80,59 @@ class RunContext:
         tier: Literal["small", "large"] = "large" if key in self.large_keys else "small"
         self.recorder.add(reply, node=node, skill=skill, reason=reason, tier=tier)
         return reply
+
+
+    async def effect(self, key: str, fn: Callable[[str], Any | Awaitable[Any]]) -> Any:
+        """Run a side effect once per run, however often the node re-runs.
+
+        ``fn(idempotency_key)`` does the effect (send the mail, charge the card) and
+        returns a JSON-able result. In a graph run with a SQLite checkpoint, the
+        result is stored under (thread, run, ``key``) before the node goes on, so a
+        node re-run after a crash gets the stored result and ``fn`` is not called
+        again. Pass ``idempotency_key`` on to the external system as well: it covers
+        the one window left, a crash after ``fn`` but before its result is stored.
+
+        Returns:
+            The result as stored (JSON round-tripped, the same on first run and replay).
+
+        Raises:
+            UserError: ``key`` is empty, or the result is not JSON-able.
+        """
+        return await self.effects.run(key, fn)
+
+
+class EffectLog:
+    """Side-effect results by key, for :meth:`RunContext.effect`; this base keeps
+    them in memory for one context (a graph run uses a store in its SQLite file)."""
+
+    def __init__(self, scope: str = "") -> None:
+        self.scope = scope or uuid.uuid4().hex
+        self._results: dict[str, Any] = {}
+
+    def idempotency_key(self, key: str) -> str:
+        return f"{self.scope}:{key}"
+
+    async def lookup(self, key: str) -> tuple[bool, Any]:
+        return (True, self._results[key]) if key in self._results else (False, None)
+
+    async def save(self, key: str, result_json: str) -> None:
+        self._results[key] = json.loads(result_json)
+
+    async def run(self, key: str, fn: Callable[[str], Any | Awaitable[Any]]) -> Any:
+        if not isinstance(key, str) or not key:
+            raise UserError("a side effect needs a non-empty string key, unique within the run")
+        found, value = await self.lookup(key)
+        if found:
+            return value
+        result = fn(self.idempotency_key(key))
+        if inspect.isawaitable(result):
+            result = await result
+        try:
+            text = json.dumps(result)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"side effect {key!r} returned a value that is not JSON-able ({exc}); return plain data") from None
+        await self.save(key, text)
+        return json.loads(text)
 
 
 def check_fits(model: Model, messages: Sequence[Message], settings: ModelSettings | None = None) -> int:

@@ -10,7 +10,8 @@ wrong and what to do about it::
     │   └── MissingDependencyError    an optional extra is not installed (names the extra)
     ├── RequestError                  the request itself cannot be served
     │   ├── EmptyRequestError         nothing to do
-    │   └── RequestTooLargeError      more tokens than the model's context window
+    │   ├── RequestTooLargeError      more tokens than the model's context window
+    │   └── ThreadBusyError           another run holds the thread (rejected, or waited too long)
     ├── ModelError                    a model backend failed
     │   ├── ModelUnavailableError     the server cannot be reached (names the host)
     │   │   ├── IncompleteStreamError the reply stream broke off before its final record
@@ -21,11 +22,12 @@ wrong and what to do about it::
     │   │   └── ModelOverloadedError  429 or 503: the server is busy (carries Retry-After)
     │   ├── InvalidModelOutputError   the reply cannot be parsed or fails its schema
     │   └── MalformedResponseError    a 200 whose body is not the protocol (HTML, broken JSON)
-    └── EscalationError               the escalation agent could not finish
-        ├── StepLimitError            the agent hit its step budget
-        └── PrivacyError              the privacy gate stopped a call before it left the machine
-            ├── PrivacyBlockedError   the outgoing text holds PII the policy blocks (kinds, never values)
-            └── DetectorUnavailableError  a PII detector the policy needs is missing or failed (fail closed)
+    ├── EscalationError               the escalation agent could not finish
+    │   ├── StepLimitError            the agent hit its step budget
+    │   └── PrivacyError              the privacy gate stopped a call before it left the machine
+    │       ├── PrivacyBlockedError   the outgoing text holds PII the policy blocks (kinds, never values)
+    │       └── DetectorUnavailableError  a PII detector the policy needs is missing or failed (fail closed)
+    └── CheckpointError               the run's state could not be persisted (disk full, locked)
 
 Transient faults (unreachable, timeout, HTTP 429 and 5xx) carry ``transient = True``.
 """
@@ -295,4 +297,53 @@ class DetectorUnavailableError(PrivacyError):
             f"the privacy policy needs the {detector!r} detector, which is unavailable ({why}); "
             "the call was not made (fail closed). Provide the detector, or set "
             "privacy.names = 'off' if names need not be detected"
+        )
+
+
+
+__all__ += ["ThreadBusyError", "CheckpointError"]
+
+
+class ThreadBusyError(RequestError):
+    """Another run holds the conversation thread, in this process or another one
+    sharing the SQLite file; two runs on one thread never interleave.
+
+    Attributes:
+        thread_id: the busy thread.
+        holder: the run id holding it, when known.
+    """
+
+    transient = True
+
+    def __init__(self, thread_id: str, holder: str = "", *, waited_s: float | None = None) -> None:
+        self.thread_id = thread_id
+        self.holder = holder
+        by = f" by run {holder!r}" if holder else ""
+        how = f"still busy after waiting {waited_s:.1f}s" if waited_s is not None else "busy"
+        super().__init__(
+            f"thread {thread_id!r} is {how}: another run holds it{by}; retry when that run "
+            "has finished, or use a new thread id"
+        )
+
+
+class CheckpointError(SlmGraphError):
+    """The checkpointer failed to persist the run's state, so the run stopped.
+
+    The run is marked ``failed`` in the runs table; once the fault is cleared
+    (free disk space, release the lock), ``SLMGraph.aresume(thread_id)`` or
+    ``SLMGraph.arecover(include_failed=True)`` finishes it from its last good checkpoint.
+
+    Attributes:
+        thread_id: the thread whose state could not be written.
+        cause: the underlying exception's text.
+    """
+
+    def __init__(self, thread_id: str, cause: str) -> None:
+        self.thread_id = thread_id
+        self.cause = cause
+        what = f"the state of thread {thread_id!r}" if thread_id else "the run's record"
+        super().__init__(
+            f"could not persist {what} ({cause}); the run stopped "
+            "and is marked failed; fix the storage (disk space, lock, permissions) and resume it "
+            "with its thread id"
         )

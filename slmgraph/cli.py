@@ -149,6 +149,25 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_recover(args: argparse.Namespace) -> int:
+    from .graphs._blueprints import graph_from_config
+
+    graph = graph_from_config(args.graph, _config(args))
+    found = graph.pending_runs(include_failed=args.include_failed)
+    results = graph.recover(include_failed=args.include_failed)
+    left = graph.pending_runs(include_failed=args.include_failed)
+    if args.json:
+        print(json.dumps({"interrupted": len(found), "finished": [r.model_dump(mode="json") for r in results],
+                          "left": [r.run_id for r in left]}, indent=2))
+    else:
+        print(f"interrupted runs: {len(found)}; finished now: {len(results)}; left: {len(left)}")
+        for r in results:
+            print(f"  {r.thread_id}: {r.status} ({r.message})")
+        for r in left:
+            print(f"  {r.thread_id}: still {r.status}: {r.error or 'its thread is busy'}")
+    return 0 if not left else 1
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="TOML config file")
@@ -178,6 +197,10 @@ def _parser() -> argparse.ArgumentParser:
     srv.set_defaults(fn=_cmd_serve)
     sub.add_parser("doctor", parents=[common], help="check which backends are usable").set_defaults(fn=_cmd_doctor)
     sub.add_parser("models", parents=[common], help="list what each backend offers").set_defaults(fn=_cmd_models)
+    rec = sub.add_parser("recover", parents=[common], help="finish the runs a crash interrupted")
+    rec.add_argument("--graph", default="quickstart", help="ready graph name (default: quickstart)")
+    rec.add_argument("--include-failed", action="store_true", help="also retry runs that failed with an error")
+    rec.set_defaults(fn=_cmd_recover)
     from .eval._cli import add_eval_commands
 
     add_eval_commands(sub, common, _config)  # `slmgraph eval`, `slmgraph calibrate`

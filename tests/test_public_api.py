@@ -24,6 +24,7 @@ EXPECTED |= {
     "ModelOverloadedError", "MalformedResponseError", "IncompleteStreamError", "CircuitOpenError",
     "CircuitBreaker", "ConcurrencyLimit", "GuardedModel", "FallbackModel", "PooledModel",
 }
+EXPECTED |= {"ThreadBusyError", "CheckpointError", "RunRecord"}  # durable runs
 
 
 def test_top_level_exports_are_pinned():

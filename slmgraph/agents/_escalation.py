@@ -141,6 +141,13 @@ class EscalationAgent:
             if name not in tools:
                 messages.append(Message("user", f"Skill {name!r} is not available. Available: {', '.join(tools)}."))
                 continue
+            seen = _same_call(calls, name, arg)
+            if seen is not None:
+                # A looping model repeats a call: answer from the first run, never re-execute.
+                messages.append(Message("user", f"You already called {name} with this input. Its result: "
+                                        f"{json.dumps(seen.result, ensure_ascii=False, default=str)}. "
+                                        "Do not repeat a call; give the final answer."))
+                continue
             outcome = await run_skill(skills[name], arg if isinstance(arg, (str, dict)) else json.dumps(arg), ctx, node="escalation.tool")
             if isinstance(outcome, Accepted):
                 result: Any = outcome.output.model_dump(mode="json")
@@ -150,4 +157,13 @@ class EscalationAgent:
                 note = f"{name} could not answer ({outcome.reason.value}): {outcome.detail}"
             calls.append(ToolCall(name, arg, result, isinstance(outcome, Accepted)))
             messages.append(Message("user", note))
-        raise StepLimitError(self.max_steps)
+        exc = StepLimitError(self.max_steps)
+        exc.tool_calls = calls  # kept in the graph state with the failed escalation
+        raise exc
+
+
+def _same_call(calls: list[ToolCall], name: str, arg: Any) -> ToolCall | None:
+    for call in calls:
+        if call.skill == name and call.input == arg:
+            return call
+    return None

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +14,18 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
 from .._context import check_fits
-from .._errors import ConfigError, EmptyRequestError, UnknownSkillError, UserError
+from .._errors import ConfigError, EmptyRequestError, UnknownSkillError
 from .._sync import iterate_sync, run_sync
 from ..agents._escalation import EscalationAgent
 from ..agents._router import ModelRouter, Router, RulesRouter, model_keys_of
 from ..ledger import LedgerEntry, PriceTable, totals
 from ..models._base import Message, Model
 from ..skills._skill import Skill
+from ._durable import GuardedSaver, OnBusy, setup_saver
 from ._nodes import GraphSpec, Nodes, outcome_message
-from ._state import GraphState, RunResult, new_run
+from ._runner import NodeEvent, RunsMixin
+from ._runs import RunStore
+from ._state import GraphState, RunResult
 
 __all__ = ["SLMGraph", "NodeEvent", "build_graph", "DEFAULT_CHECKPOINT"]
 
@@ -32,15 +33,6 @@ __all__ = ["SLMGraph", "NodeEvent", "build_graph", "DEFAULT_CHECKPOINT"]
 DEFAULT_CHECKPOINT = Path(".slmgraph") / "checkpoints.sqlite"
 
 Checkpoint = str | Path | BaseCheckpointSaver | None
-
-
-@dataclass(frozen=True, slots=True)
-class NodeEvent:
-    """One streamed event: a node finished with ``update``; the last event has ``result``."""
-
-    node: str
-    update: dict[str, Any] = field(default_factory=dict)
-    result: RunResult | None = None
 
 
 def build_graph(
@@ -54,6 +46,9 @@ def build_graph(
     checkpoint: Checkpoint = DEFAULT_CHECKPOINT,
     large_keys: Sequence[str] = ("large",),
     name: str = "slmgraph",
+    on_busy: OnBusy = "wait",
+    busy_timeout_s: float = 300.0,
+    lease_ttl_s: float = 30.0,
 ) -> SLMGraph:
     """Compose skills into a routed graph.
 
@@ -71,6 +66,12 @@ def build_graph(
         checkpoint: SQLite file path (default ``.slmgraph/checkpoints.sqlite``), a
             LangGraph checkpointer, or ``None`` for no persistence.
         large_keys: binding keys whose calls count as large-model calls.
+        on_busy: when another run holds the thread (in this process or another
+            sharing the SQLite file): ``"wait"`` for it, up to ``busy_timeout_s``,
+            or ``"reject"`` with :class:`~slmgraph.ThreadBusyError`.
+        lease_ttl_s: how long a thread lease lasts without renewal; it bounds how
+            long a hung process on another host can hold a thread (on this host
+            a dead process's lease is freed at once).
 
     Raises:
         ConfigError, UnknownSkillError: at build time, never mid-run.
@@ -82,6 +83,10 @@ def build_graph(
         if s.name in by_name:
             raise ConfigError("skills", f"two skills are named {s.name!r}")
         by_name[s.name] = s
+    if on_busy not in ("wait", "reject"):
+        raise ConfigError("on_busy", f"must be 'wait' or 'reject', got {on_busy!r}")
+    if busy_timeout_s < 0 or lease_ttl_s <= 0:
+        raise ConfigError("busy_timeout_s" if busy_timeout_s < 0 else "lease_ttl_s", "must be positive")
     if not 0.0 <= route_threshold <= 1.0:
         raise ConfigError("route_threshold", f"must be between 0 and 1, got {route_threshold}")
     if router is None:
@@ -105,18 +110,19 @@ def build_graph(
         route_threshold=route_threshold,
         prices=prices or PriceTable(),
         large_keys=frozenset(large_keys),
+        on_busy=on_busy,
+        busy_timeout_s=busy_timeout_s,
+        lease_ttl_s=lease_ttl_s,
     )
     return SLMGraph(spec, checkpoint=checkpoint, name=name)
 
 
-def _durability(graph: CompiledStateGraph) -> dict[str, Any]:
-    # "sync": each step's checkpoint is on disk before the next step starts, so a
-    # SIGKILL never loses a finished node. (Only valid with a checkpointer.)
-    return {"durability": "sync"} if graph.checkpointer is not None else {}
-
-
-class SLMGraph:
+class SLMGraph(RunsMixin):
     """A compiled routed graph with an async API, thin sync wrappers and durable runs.
+
+    Every accepted request is recorded in a runs table (in the checkpoint's SQLite
+    file) before the graph starts; :meth:`arecover` finishes the runs a crash left.
+    One run at a time holds a thread. See docs/durability.md.
 
     Use :meth:`compile` to get the plain LangGraph graph for LangGraph tooling.
     """
@@ -129,7 +135,8 @@ class SLMGraph:
         # request is only checked against the models that take it whole.
         keys = {s.model for s in spec.skills.values() if s.runner is None} | model_keys_of(spec.router)
         self._small_models = [spec.models[k] for k in sorted(keys)]
-        nodes = Nodes(spec)
+        nodes = self._nodes = Nodes(spec)
+        self._store: RunStore | None = None
         builder = StateGraph(GraphState)
         builder.add_node("router", nodes.router)
         builder.add_node("specialist", nodes.specialist)
@@ -141,7 +148,7 @@ class SLMGraph:
         self.builder = builder
         self._plain = builder.compile(name=name) if checkpoint is None else None
         if isinstance(checkpoint, BaseCheckpointSaver):
-            self._plain = builder.compile(checkpointer=checkpoint, name=name)
+            self._plain = builder.compile(checkpointer=GuardedSaver(checkpoint), name=name)
 
     @property
     def skills(self) -> Mapping[str, Skill]:
@@ -164,13 +171,13 @@ class SLMGraph:
                 # thread that later reports into a closed event loop.
                 sqlite3.connect(path).close()
                 saver = await stack.enter_async_context(AsyncSqliteSaver.from_conn_string(str(path)))
-                await saver.setup()
+                await setup_saver(saver)
             except (OSError, sqlite3.Error) as exc:
                 raise ConfigError(
                     "checkpoint", f"cannot open the SQLite checkpoint file {str(path)!r} ({exc}); "
                     "choose a writable path, or checkpoint=None to run without persistence"
                 ) from None
-            yield self.builder.compile(checkpointer=saver, name=self.name)
+            yield self.builder.compile(checkpointer=GuardedSaver(saver), name=self.name)
 
     def validate_request(self, request: str) -> str:
         """Refuse an empty request, or one that cannot fit a small model's context.
@@ -189,13 +196,22 @@ class SLMGraph:
         return {"configurable": {"thread_id": thread_id}}
 
     async def ainvoke(self, request: str, *, thread_id: str | None = None) -> RunResult:
-        """Run one request to the end and return its :class:`RunResult`."""
-        payload, thread_id = self._start(request, thread_id)
-        config = self._config(thread_id)
-        async with self._compiled() as graph:
-            await self._check_resumable(graph, payload, config)
-            state = await graph.ainvoke(payload, config, **_durability(graph))
-        return self._result(thread_id, state)
+        """Run one request to the end and return its :class:`RunResult`.
+
+        The request is recorded as accepted before the graph starts, so a crash at
+        any point leaves it for :meth:`arecover`.
+
+        Raises:
+            ThreadBusyError: another run holds ``thread_id`` (``on_busy="reject"``,
+                or still busy after ``busy_timeout_s``).
+            CheckpointError: the state could not be persisted; the run is marked
+                failed and resumes with :meth:`aresume` once storage works again.
+        """
+        result: RunResult | None = None
+        async for event in self._events(request, thread_id, nodes=False):
+            result = event.result
+        assert result is not None
+        return result
 
     async def astream(self, request: str | None, *, thread_id: str | None = None) -> AsyncIterator[NodeEvent]:
         """Run one request, yielding a :class:`NodeEvent` as each node finishes.
@@ -203,44 +219,14 @@ class SLMGraph:
         With ``request=None`` the run on ``thread_id`` resumes from its checkpoint.
         The last event is ``NodeEvent("end", result=...)``.
         """
-        payload, thread_id = self._start(request, thread_id)
-        config = self._config(thread_id)
-        state: GraphState = {}
-        async with self._compiled() as graph:
-            await self._check_resumable(graph, payload, config)
-            stream = graph.astream(payload, config, stream_mode=["updates", "values"], **_durability(graph))
-            async for mode, data in stream:
-                if mode == "values":
-                    state = data
-                    continue
-                for node, update in data.items():
-                    yield NodeEvent(node=node, update=dict(update or {}))
-        yield NodeEvent(node="end", result=self._result(thread_id, state))
+        async for event in self._events(request, thread_id, nodes=True):
+            yield event
+
 
     async def aresume(self, thread_id: str) -> RunResult:
-        """Finish an interrupted run from its last checkpoint; finished nodes are not re-run.
-
-        On a finished run this returns its result unchanged.
-        """
+        """Finish an interrupted or failed run from its last checkpoint; finished
+        nodes are not re-run. On a finished run this returns its result unchanged."""
         return await self.ainvoke(None, thread_id=thread_id)  # type: ignore[arg-type]
-
-    def _start(self, request: str | None, thread_id: str | None) -> tuple[GraphState | None, str]:
-        if request is None:
-            if thread_id is None:
-                raise UserError("resuming needs the thread id of the run")
-            return None, thread_id
-        self.validate_request(request)
-        return new_run(request), thread_id or uuid.uuid4().hex
-
-    @staticmethod
-    async def _check_resumable(graph: CompiledStateGraph, payload: GraphState | None, config: dict) -> None:
-        if payload is not None:
-            return
-        if graph.checkpointer is None:
-            raise UserError("this graph has no checkpointer, so there is nothing to resume")
-        if not (await graph.aget_state(config)).values:
-            tid = config["configurable"]["thread_id"]
-            raise UserError(f"no run is checkpointed under thread id {tid!r}; nothing to resume")
 
     async def aget_result(self, thread_id: str) -> RunResult | None:
         """The result as checkpointed for ``thread_id``, or ``None`` if unknown."""
@@ -282,4 +268,6 @@ class SLMGraph:
             message=outcome_message(state),
             ledger=entries,
             totals=totals(entries, self.spec.prices),
+            run_id=state.get("run_id") or None,
+            error=state.get("error"),
         )

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from dataclasses import asdict as dc_asdict
 
 from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig
 
-from .._context import RunContext
+from .._context import EffectLog, RunContext
 from .._errors import EscalationError, SlmGraphError, UnknownSkillError
 from ..agents._escalation import EscalationAgent
 from ..agents._router import Router
@@ -21,6 +22,8 @@ from ..ledger import PriceTable
 from ..models._base import Message, Model
 from ..skills._run import run_skill
 from ..skills._skill import Accepted, EscalationReason, Skill
+from ._durable import OnBusy, StoredEffects
+from ._runs import RunStore
 from ._state import NO_LARGE_MODEL, GraphState
 
 __all__ = ["GraphSpec", "Nodes"]
@@ -48,17 +51,29 @@ class GraphSpec:
     route_threshold: float
     prices: PriceTable
     large_keys: frozenset[str]
+    on_busy: OnBusy = "wait"
+    busy_timeout_s: float = 300.0
+    lease_ttl_s: float = 30.0
 
-    def context(self, history: tuple[Message, ...] = ()) -> RunContext:
-        return RunContext.fresh(self.models, self.prices, self.large_keys, history)
+    def context(self, history: tuple[Message, ...] = (), effects: EffectLog | None = None) -> RunContext:
+        return RunContext.fresh(self.models, self.prices, self.large_keys, history, effects)
 
 
 class Nodes:
     def __init__(self, spec: GraphSpec) -> None:
         self.spec = spec
+        #: The runs store of the graph's checkpoint file, set when a run starts.
+        self.store: RunStore | None = None
 
-    async def router(self, state: GraphState) -> GraphState:
-        ctx = self.spec.context()
+    def _effects(self, state: GraphState, config: RunnableConfig | None) -> EffectLog | None:
+        run_id = state.get("run_id")
+        thread_id = ((config or {}).get("configurable") or {}).get("thread_id")
+        if self.store is None or not run_id or not thread_id:
+            return None
+        return StoredEffects(self.store, str(thread_id), run_id)
+
+    async def router(self, state: GraphState, config: RunnableConfig) -> GraphState:
+        ctx = self.spec.context(effects=self._effects(state, config))
         request = state["request"]
         with _metered(ctx):
             decision = await self.spec.router.route(request, list(self.spec.skills.values()), ctx)
@@ -82,9 +97,9 @@ class Nodes:
             )
         return update
 
-    async def specialist(self, state: GraphState) -> GraphState:
+    async def specialist(self, state: GraphState, config: RunnableConfig) -> GraphState:
         skill = self.spec.skills[state["route"]]
-        ctx = self.spec.context(_history(state) if skill.memory else ())
+        ctx = self.spec.context(_history(state) if skill.memory else (), self._effects(state, config))
         with _metered(ctx):
             outcome = await run_skill(skill, state["request"], ctx)
         if isinstance(outcome, Accepted):
@@ -106,10 +121,10 @@ class Nodes:
             "ledger": ctx.recorder.dump(),
         }
 
-    async def escalation(self, state: GraphState) -> GraphState:
+    async def escalation(self, state: GraphState, config: RunnableConfig) -> GraphState:
         if self.spec.escalation.model not in self.spec.models:
             return {"status": "escalation_needed", "answer": None}
-        ctx = self.spec.context()
+        ctx = self.spec.context(effects=self._effects(state, config))
         try:
             with _metered(ctx):
                 result = await self.spec.escalation.run(
@@ -125,6 +140,8 @@ class Nodes:
                 "status": "escalation_failed",
                 "answer": None,
                 "escalation_detail": f"{state.get('escalation_detail') or ''}; the large model failed: {exc}".lstrip("; "),
+                "error": type(exc).__name__,
+                "tool_calls": [dc_asdict(c) for c in getattr(exc, "tool_calls", ())],
                 "ledger": ctx.recorder.dump(),
             }
         return {

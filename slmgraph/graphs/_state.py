@@ -53,9 +53,11 @@ class GraphState(TypedDict, total=False):
     answer: str | None
     status: Status
     ledger: Annotated[list[dict[str, Any]], add_ledger]
+    run_id: str
+    error: str | None
 
 
-def new_run(request: str) -> GraphState:
+def new_run(request: str, run_id: str = "") -> GraphState:
     """The input of a new run: the request, and every per-run field cleared, so a
     thread that already ran keeps its conversation (``messages``) but nothing else."""
     return {
@@ -71,6 +73,8 @@ def new_run(request: str) -> GraphState:
         "answer": None,
         "status": "running",
         "ledger": [_NEW_RUN],
+        "run_id": run_id,
+        "error": None,
     }
 
 
@@ -84,6 +88,9 @@ class RunResult(BaseModel):
         draft: the specialist's draft when the request escalated; kept even when
             no large model is configured.
         message: a human-readable line about the outcome.
+        run_id: the id of this run in the durable runs table.
+        error: the class name of the typed error that ended an escalation
+            (e.g. ``"StepLimitError"``), when it ended with ``escalation_failed``.
     """
 
     thread_id: str
@@ -100,3 +107,5 @@ class RunResult(BaseModel):
     message: str = ""
     ledger: list[LedgerEntry] = Field(default_factory=list)
     totals: RunTotals = Field(default_factory=RunTotals)
+    run_id: str | None = None
+    error: str | None = None

@@ -235,6 +235,10 @@ def parse_json_reply(text: str, *, model: str = "", provider: str = "") -> Any:
             model=model,
             provider=provider,
         ) from None
+    except RecursionError:  # "[[[[...": deeper than the decoder's stack
+        raise InvalidModelOutputError(
+            "the model replied with JSON nested too deeply to decode", text=text[:2000], model=model, provider=provider
+        ) from None
 
 
 def try_parse_json(text: str) -> Any:

@@ -1,0 +1,206 @@
+"""How an :class:`~slmgraph.SLMGraph` executes a run durably.
+
+A new request is recorded in the runs table and, when its thread is free, takes
+the thread's lease in the same transaction, all before the graph starts. The run
+then streams through LangGraph with ``durability="sync"`` (each step's checkpoint
+is on disk before the next step starts); its result is read back from the
+checkpoint, and the run is marked ``done`` and the thread released in one write.
+A typed error marks it ``failed``; a dead process leaves it ``running`` for
+:meth:`RunsMixin.arecover`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph.state import CompiledStateGraph
+
+from .._errors import CheckpointError, SlmGraphError, ThreadBusyError, UserError
+from .._sync import run_sync
+from ._durable import ThreadLease, sqlite_file_of
+from ._runs import RunRecord, RunStore
+from ._runs_memory import MemoryRunStore
+from ._state import GraphState, RunResult, new_run
+
+__all__ = ["NodeEvent", "RunsMixin"]
+
+log = logging.getLogger("slmgraph.runs")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeEvent:
+    """One streamed event: a node finished with ``update``; the last event has ``result``."""
+
+    node: str
+    update: dict[str, Any] = field(default_factory=dict)
+    result: RunResult | None = None
+
+
+def _durability(graph: CompiledStateGraph) -> dict[str, Any]:
+    # "sync": each step's checkpoint is on disk before the next step starts, so a
+    # SIGKILL never loses a finished node. (Only valid with a checkpointer.)
+    return {"durability": "sync"} if graph.checkpointer is not None else {}
+
+
+class RunsMixin:
+    """The durable-run half of :class:`~slmgraph.SLMGraph`: starting, resuming and
+    recovering runs. It relies on the graph's ``spec``, ``checkpoint``, ``_nodes``,
+    ``_store``, ``_compiled()``, ``_config()``, ``validate_request()`` and ``_result()``."""
+
+    spec: Any
+    checkpoint: Any
+    _nodes: Any
+    _store: RunStore | None
+
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[tuple[CompiledStateGraph, RunStore]]:
+        """The compiled graph and the runs store in the same SQLite file.
+
+        The store's connection closes with the last open session, so that, as
+        before, closing the graph's connections folds the WAL back into the file."""
+        try:
+            async with self._compiled() as graph:
+                if self._store is None:
+                    path: Path | None = None
+                    if isinstance(self.checkpoint, (str, Path)):
+                        path = Path(self.checkpoint)
+                    elif isinstance(self.checkpoint, BaseCheckpointSaver):
+                        path = await sqlite_file_of(self.checkpoint)
+                    self._store = RunStore(path) if path is not None else MemoryRunStore()
+                    self._nodes.store = self._store
+                self._store.sessions += 1
+                try:
+                    yield graph, self._store
+                finally:
+                    self._store.sessions -= 1
+        finally:
+            if self._store is not None and self._store.durable and self._store.sessions == 0:
+                self._store.close()
+
+
+    async def _events(self, request: str | None, thread_id: str | None, *, nodes: bool) -> AsyncIterator[NodeEvent]:
+        if request is None:
+            if thread_id is None:
+                raise UserError("resuming needs the thread id of the run")
+            async for event in self._resume(thread_id, nodes=nodes):
+                yield event
+            return
+        self.validate_request(request)
+        thread_id = thread_id or uuid.uuid4().hex
+        run_id = uuid.uuid4().hex
+        async with self._session() as (graph, store):
+            # Recorded (and, if the thread is free, started) before the graph runs.
+            lease = ThreadLease(store, thread_id, run_id, ttl_s=self.spec.lease_ttl_s)
+            holder = await store.call(store.begin, run_id, thread_id, request, self.spec.lease_ttl_s, lease.holder)
+            try:
+                await lease.acquire(self.spec.on_busy, self.spec.busy_timeout_s, new=True, holder=holder)
+            except ThreadBusyError as exc:
+                store.set_status(run_id, "rejected", str(exc))
+                raise
+            async with lease.held():
+                payload = new_run(request, run_id)
+                async for event in self._drive(graph, store, lease, payload, thread_id, run_id, nodes):
+                    yield event
+
+    async def _resume(
+        self, thread_id: str, run: RunRecord | None = None, *, nodes: bool = True,
+    ) -> AsyncIterator[NodeEvent]:
+        async with self._session() as (graph, store):
+            if graph.checkpointer is None:
+                raise UserError("this graph has no checkpointer, so there is nothing to resume")
+            run = run or await store.call(store.latest_open, thread_id)
+            run_id = run.run_id if run is not None else uuid.uuid4().hex
+            lease = ThreadLease(store, thread_id, run_id, ttl_s=self.spec.lease_ttl_s)
+            await lease.acquire(self.spec.on_busy, self.spec.busy_timeout_s)
+            async with lease.held():
+                if run is not None:
+                    now = await store.call(store.get, run.run_id)
+                    if now is None or now.status != "running":
+                        return  # another process finished (or superseded) it meanwhile
+                config = self._config(thread_id)
+                values = (await graph.aget_state(config)).values
+                if run is None:
+                    if not values:
+                        raise UserError(f"no run is checkpointed under thread id {thread_id!r}; nothing to resume")
+                    payload: GraphState | None = None
+                    run_id = ""  # a run from before the runs table: resume it untracked
+                elif values.get("run_id") == run.run_id:
+                    payload = None  # continue from this run's last checkpoint
+                else:
+                    payload = new_run(run.request, run.run_id)  # crashed before its first checkpoint
+                async for event in self._drive(graph, store, lease, payload, thread_id, run_id, nodes):
+                    yield event
+
+    async def _drive(
+        self, graph: CompiledStateGraph, store: RunStore, lease: ThreadLease,
+        payload: GraphState | None, thread_id: str, run_id: str, nodes: bool,
+    ) -> AsyncIterator[NodeEvent]:
+        """Execute (or continue) one run and keep its row in the runs table true;
+        yields a NodeEvent per finished node (with ``nodes``), then the result."""
+        config = self._config(thread_id)
+        state: GraphState = {}
+        try:
+            modes = ["updates", "values"] if nodes else ["values"]
+            async for mode, data in graph.astream(payload, config, stream_mode=modes, **_durability(graph)):
+                if lease.lost:
+                    raise ThreadBusyError(thread_id, "(lease expired and taken over)")
+                if mode == "values":
+                    state = data
+                    continue
+                for node, update in data.items():
+                    yield NodeEvent(node=node, update=dict(update or {}))
+            if graph.checkpointer is not None:
+                # Report only what is on disk: the result is read back from the checkpoint.
+                state = (await graph.aget_state(config)).values
+                if (run_id and state.get("run_id") != run_id) or state.get("status", "running") == "running":
+                    raise CheckpointError(thread_id, "the run ended but its final state is not in the checkpoint")
+        except BaseException as exc:
+            if run_id:
+                try:  # synchronous: this also runs while the task is being cancelled
+                    lease.finish("failed", f"{type(exc).__name__}: {exc}"[:2000])
+                except Exception as also:  # never hide the run's own error behind this one
+                    log.error("run %s failed (%s) and could not be marked failed: %s", run_id, exc, also)
+            raise
+        if run_id:
+            await lease.afinish("done")
+        yield NodeEvent(node="end", result=self._result(thread_id, state))
+
+    def pending_runs(self, *, include_failed: bool = False) -> list[RunRecord]:
+        """Accepted runs that never finished because their process died, oldest first
+        (with ``include_failed``, runs that raised too)."""
+        return run_sync(self.apending_runs(include_failed=include_failed))
+
+    async def apending_runs(self, *, include_failed: bool = False) -> list[RunRecord]:
+        async with self._session() as (_, store):
+            return await store.call(store.orphaned, include_failed=include_failed)
+
+    async def arecover(self, *, include_failed: bool = False) -> list[RunResult]:
+        """Finish every accepted run whose process died: from its last checkpoint, or
+        from the start when it crashed before one. Call it at startup, before taking
+        new requests. A run whose thread is held by a live run is left for later; a
+        run that fails again stays ``failed`` in the runs table.
+
+        Returns:
+            The results of the runs finished now, oldest first.
+        """
+        results = []
+        for run in await self.apending_runs(include_failed=include_failed):
+            try:
+                async for event in self._resume(run.thread_id, run, nodes=False):
+                    if event.result is not None:
+                        results.append(event.result)
+            except ThreadBusyError:
+                log.info("run %s: thread %s is busy with a live run; left for later", run.run_id, run.thread_id)
+            except SlmGraphError as exc:
+                log.warning("run %s on thread %s failed again: %s", run.run_id, run.thread_id, exc)
+        return results
+
+    def recover(self, *, include_failed: bool = False) -> list[RunResult]:
+        return run_sync(self.arecover(include_failed=include_failed))

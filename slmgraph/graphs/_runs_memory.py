@@ -1,0 +1,103 @@
+"""The runs store of a graph without a SQLite file: the same API, in dicts."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any
+
+from ._runs import HOST, RunRecord, RunStatus, RunStore, run_of
+
+__all__ = ["MemoryRunStore"]
+
+
+class MemoryRunStore(RunStore):
+    """The same tables as plain dicts, for a graph without a SQLite file: runs are
+    tracked and threads serialised within this process, but nothing survives it."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self._runs: dict[str, RunRecord] = {}
+        self._leases: dict[str, str] = {}
+        self._effects: dict[tuple[str, str, str], Any] = {}
+
+    def begin(self, run_id: str, thread_id: str, request: str, ttl_s: float) -> str | None:
+        """Record a new request and, if its thread is free, take the thread, mark the
+        thread's interrupted runs superseded and the run ``running``: all in one
+        transaction. Returns ``None`` when the run holds the thread, else the live
+        holder's run id (the run stays ``accepted``)."""
+        now = time.time()
+        with self._transaction() as c:
+            c.execute(
+                "INSERT INTO slmgraph_runs VALUES (?, ?, ?, 'accepted', NULL, ?, ?, ?, ?)",
+                (run_id, thread_id, request, os.getpid(), HOST, now, now),
+            )
+            return self._take(c, thread_id, run_id, ttl_s, start=True, new=True)
+
+    def finish(self, run_id: str, thread_id: str, status: RunStatus, error: str | None = None) -> None:
+        """Record how a run ended and release its thread, in one transaction."""
+        with self._transaction() as c:
+            c.execute(
+                "UPDATE slmgraph_runs SET status = ?, error = ?, pid = ?, host = ?, updated = ? WHERE run_id = ?",
+                (status, error, os.getpid(), HOST, time.time(), run_id),
+            )
+            c.execute("DELETE FROM slmgraph_leases WHERE thread_id = ? AND run_id = ?", (thread_id, run_id))
+
+    def accept(self, run_id: str, thread_id: str, request: str) -> None:
+        now = time.time()
+        self._runs[run_id] = RunRecord(run_id, thread_id, request, "accepted", None, os.getpid(), HOST, now, now)
+
+    def set_status(self, run_id: str, status: RunStatus, error: str | None = None) -> None:
+        if (run := self._runs.get(run_id)) is not None:
+            self._runs[run_id] = dataclasses.replace(run, status=status, error=error, updated=time.time())
+
+    def get(self, run_id: str) -> RunRecord | None:
+        return self._runs.get(run_id)
+
+    def runs(self, thread_id: str | None = None) -> list[RunRecord]:
+        return [r for r in self._runs.values() if thread_id is None or r.thread_id == thread_id]
+
+    def orphaned(self, *, include_failed: bool = False) -> list[RunRecord]:
+        return [r for r in self._runs.values() if include_failed and r.status == "failed"]  # owners all live here
+
+    def supersede(self, thread_id: str, run_id: str) -> int:
+        stale = [r for r in self.runs(thread_id) if r.status == "failed" and r.run_id != run_id]
+        for run in stale:
+            self.set_status(run.run_id, "superseded", f"a later run ({run_id}) started on the thread")
+        return len(stale)
+
+    def begin(self, run_id: str, thread_id: str, request: str, ttl_s: float, holder: str = "") -> str | None:
+        self.accept(run_id, thread_id, request)
+        return self.acquire(thread_id, holder or run_id, ttl_s, start=True, new=True)
+
+    def finish(self, run_id: str, thread_id: str, status: RunStatus, error: str | None = None, holder: str = "") -> None:
+        self.set_status(run_id, status, error)
+        self.release(thread_id, holder or run_id)
+
+    def acquire(self, thread_id: str, holder: str, ttl_s: float, *, start: bool = False, new: bool = False) -> str | None:
+        current = self._leases.setdefault(thread_id, holder)
+        if current != holder:
+            return current
+        run_id = run_of(holder)
+        if new:
+            self.supersede(thread_id, run_id)
+        run = self._runs.get(run_id)
+        if start and run is not None and run.status in ("accepted", "running", "failed"):
+            self.set_status(run_id, "running")
+        return None
+
+    def renew(self, thread_id: str, holder: str, ttl_s: float) -> bool:
+        return self._leases.get(thread_id) == holder
+
+    def release(self, thread_id: str, holder: str) -> None:
+        if self._leases.get(thread_id) == holder:
+            del self._leases[thread_id]
+
+    def effect(self, thread_id: str, run_id: str, key: str) -> tuple[bool, Any]:
+        k = (thread_id, run_id, key)
+        return (True, json.loads(self._effects[k])) if k in self._effects else (False, None)
+
+    def record_effect(self, thread_id: str, run_id: str, key: str, result_json: str) -> None:
+        self._effects[(thread_id, run_id, key)] = result_json

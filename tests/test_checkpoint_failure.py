@@ -1,0 +1,143 @@
+"""Checkpointer failure (RELIABILITY.md row 11): a write that raises (database
+locked, disk full) or silently drops the state stops the run with a typed
+CheckpointError, marks it failed, never reports success; once the fault clears,
+the run resumes from its last good checkpoint."""
+
+from __future__ import annotations
+
+import errno
+import importlib.util
+import sqlite3
+from pathlib import Path
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+from slmgraph import CheckpointError
+from slmgraph.graphs._runs import RunStore
+
+HERE = Path(__file__).resolve().parent
+_spec = importlib.util.spec_from_file_location("durable_graph", HERE / "durable_graph.py")
+dg = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(dg)
+
+
+class Fault:
+    """Makes the SQLite saver's writes fail at one step until cleared."""
+
+    def __init__(self, monkeypatch, *, step: int, exc: Exception, writes: bool = False) -> None:
+        self.step, self.exc, self.on = step, exc, True
+        self.raised = 0
+        put, put_writes = AsyncSqliteSaver.aput, AsyncSqliteSaver.aput_writes
+        self.last_step = None
+
+        async def aput(saver, config, checkpoint, metadata, new_versions):
+            self.last_step = metadata.get("step")
+            if self.on and not writes and metadata.get("step") == self.step:
+                self.raised += 1
+                raise self.exc
+            return await put(saver, config, checkpoint, metadata, new_versions)
+
+        async def aput_writes(saver, config, writes_, task_id, task_path=""):
+            if self.on and writes and self.last_step == self.step:
+                self.raised += 1
+                raise self.exc
+            return await put_writes(saver, config, writes_, task_id, task_path)
+
+        monkeypatch.setattr(AsyncSqliteSaver, "aput", aput)
+        monkeypatch.setattr(AsyncSqliteSaver, "aput_writes", aput_writes)
+
+
+@pytest.fixture()
+def reference(tmp_path: Path):
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    return dg.build(ref).invoke(dg.REQUEST, thread_id="ref")
+
+
+FAULTS = [
+    ("locked-after-router", 1, sqlite3.OperationalError("database is locked"), False),
+    ("disk-full-after-specialist", 2, OSError(errno.ENOSPC, "No space left on device"), False),
+    ("locked-final-checkpoint", 3, sqlite3.OperationalError("database is locked"), False),
+    ("disk-full-node-writes", 1, sqlite3.OperationalError("database or disk is full"), True),
+]
+
+
+@pytest.mark.parametrize("name,step,exc,writes", FAULTS, ids=[f[0] for f in FAULTS])
+async def test_a_failing_checkpoint_write_fails_loudly_then_resumes(
+    tmp_path: Path, monkeypatch, reference, name, step, exc, writes
+) -> None:
+    fault = Fault(monkeypatch, step=step, exc=exc, writes=writes)
+    graph = dg.build(tmp_path)
+
+    with pytest.raises(CheckpointError, match="could not persist the state of thread 'faulty'") as info:
+        await graph.ainvoke(dg.REQUEST, thread_id="faulty")
+    assert fault.raised >= 1
+    assert info.value.thread_id == "faulty" and type(exc).__name__ in info.value.cause
+    assert isinstance(info.value.__cause__, type(exc))
+
+    (run,) = RunStore(tmp_path / dg.DB).runs("faulty")
+    assert run.status == "failed" and "CheckpointError" in (run.error or "")
+    # A reader sees only what is on disk: the last good checkpoint plus node writes
+    # saved beside it; that may already hold the answer, but the run is not "done"
+    # until its final checkpoint is, and the caller got the error, not a result.
+    partial = await graph.aget_result("faulty")
+    assert partial is None or partial.status in ("running", "escalated")
+
+    fault.on = False  # the disk has room again / the lock is gone
+    result = await graph.aresume("faulty")
+    assert result.status == "escalated" and result.answer == dg.ANSWER
+    assert result.output == reference.output and result.draft == reference.draft
+    assert [e.node for e in result.ledger] == [e.node for e in reference.ledger]
+    assert RunStore(tmp_path / dg.DB).get(run.run_id).status == "done"
+    assert len(dg.lines(tmp_path, "effects.log")) == 1  # the charge never repeats
+
+
+async def test_recover_include_failed_picks_up_a_run_failed_by_storage(tmp_path: Path, monkeypatch) -> None:
+    fault = Fault(monkeypatch, step=2, exc=sqlite3.OperationalError("database is locked"))
+    graph = dg.build(tmp_path)
+    with pytest.raises(CheckpointError):
+        await graph.ainvoke(dg.REQUEST, thread_id="later")
+    assert await graph.apending_runs() == []  # failed, not orphaned
+    assert [r.thread_id for r in await graph.apending_runs(include_failed=True)] == ["later"]
+    fault.on = False
+    (result,) = await graph.arecover(include_failed=True)
+    assert result.status == "escalated"
+    assert dg.lines(tmp_path, "nodes.log").count("router") == 1  # finished nodes not re-run
+
+
+class ForgetfulSaver(InMemorySaver):
+    """Says it saved everything after the specialist but drops it: the silent failure."""
+
+    last_step = -1
+
+    async def aput(self, config, checkpoint, metadata, new_versions):
+        if metadata.get("step", 0) >= 3:
+            return {"configurable": {**config["configurable"], "checkpoint_id": checkpoint["id"]}}
+        self.last_step = metadata.get("step", 0)
+        return await super().aput(config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(self, config, writes, task_id, task_path=""):
+        if self.last_step >= 2:
+            return None
+        return await super().aput_writes(config, writes, task_id, task_path)
+
+
+class LockedSaver(InMemorySaver):
+    async def aput(self, config, checkpoint, metadata, new_versions):
+        raise sqlite3.OperationalError("database is locked")
+
+
+async def test_a_saver_that_drops_state_never_yields_a_success(tmp_path: Path) -> None:
+    graph = dg.build(tmp_path).__class__(dg.build(tmp_path).spec, checkpoint=ForgetfulSaver(), name="forgetful")
+    with pytest.raises(CheckpointError, match="final state is not in the checkpoint"):
+        await graph.ainvoke(dg.REQUEST, thread_id="lost")
+
+
+async def test_any_checkpointer_failure_is_typed(tmp_path: Path) -> None:
+    spec = dg.build(tmp_path).spec
+    graph = dg.build(tmp_path).__class__(spec, checkpoint=LockedSaver(), name="locked")
+    with pytest.raises(CheckpointError, match="database is locked"):
+        await graph.ainvoke(dg.REQUEST, thread_id="t")
+    assert dg.lines(tmp_path, "nodes.log") == []  # stopped at the input checkpoint, before any node
