@@ -324,3 +324,19 @@ def test_two_processes_recovering_at_once_finish_each_run_exactly_once(tmp_path:
     nodes = dg.lines(tmp_path, "nodes.log")
     assert nodes.count("router") == 5 and nodes.count("specialist") == 5 and nodes.count("escalation") == 4
     assert len(dg.lines(tmp_path, "effects.log")) == 4  # one charge per run
+
+
+def test_the_in_memory_run_store_stays_bounded_and_indexes_threads() -> None:
+    from slmgraph.graphs._runs_memory import MemoryRunStore
+
+    store = MemoryRunStore()
+    store.keep_finished = 5
+    for i in range(40):
+        thread = f"t{i % 3}"
+        assert store.begin(f"r{i}", thread, "hello", ttl_s=30) is None
+        store.finish(f"r{i}", thread, "done")
+    assert store.begin("live", "t0", "still running", ttl_s=30) is None
+    assert len(store.runs()) <= 2 * store.keep_finished + 1
+    assert "live" in {r.run_id for r in store.runs("t0")}
+    assert all(r.thread_id == "t1" for r in store.runs("t1"))
+    assert store.get("r0") is None and store.get("r39").status == "done"

@@ -20,34 +20,29 @@ class MemoryRunStore(RunStore):
     def __init__(self) -> None:
         super().__init__(None)
         self._runs: dict[str, RunRecord] = {}
+        self._threads: dict[str, list[str]] = {}  # run ids by thread, oldest first
         self._leases: dict[str, str] = {}
         self._effects: dict[tuple[str, str, str], Any] = {}
 
-    def begin(self, run_id: str, thread_id: str, request: str, ttl_s: float) -> str | None:
-        """Record a new request and, if its thread is free, take the thread, mark the
-        thread's interrupted runs superseded and the run ``running``: all in one
-        transaction. Returns ``None`` when the run holds the thread, else the live
-        holder's run id (the run stays ``accepted``)."""
-        now = time.time()
-        with self._transaction() as c:
-            c.execute(
-                "INSERT INTO slmgraph_runs VALUES (?, ?, ?, 'accepted', NULL, ?, ?, ?, ?)",
-                (run_id, thread_id, request, os.getpid(), HOST, now, now),
-            )
-            return self._take(c, thread_id, run_id, ttl_s, start=True, new=True)
-
-    def finish(self, run_id: str, thread_id: str, status: RunStatus, error: str | None = None) -> None:
-        """Record how a run ended and release its thread, in one transaction."""
-        with self._transaction() as c:
-            c.execute(
-                "UPDATE slmgraph_runs SET status = ?, error = ?, pid = ?, host = ?, updated = ? WHERE run_id = ?",
-                (status, error, os.getpid(), HOST, time.time(), run_id),
-            )
-            c.execute("DELETE FROM slmgraph_leases WHERE thread_id = ? AND run_id = ?", (thread_id, run_id))
+    #: Finished runs kept for inspection; older ones are forgotten (nothing can
+    #: resume them without a file anyway), so a long-lived process stays bounded.
+    keep_finished = 1000
 
     def accept(self, run_id: str, thread_id: str, request: str) -> None:
         now = time.time()
         self._runs[run_id] = RunRecord(run_id, thread_id, request, "accepted", None, os.getpid(), HOST, now, now)
+        self._threads.setdefault(thread_id, []).append(run_id)
+        if len(self._runs) > 2 * self.keep_finished:
+            self._forget_finished()
+
+    def _forget_finished(self) -> None:
+        finished = [r for r in self._runs.values() if r.status in ("done", "superseded", "rejected")]
+        for run in finished[: len(finished) - self.keep_finished]:
+            del self._runs[run.run_id]
+            ids = self._threads[run.thread_id]
+            ids.remove(run.run_id)
+            if not ids:
+                del self._threads[run.thread_id]
 
     def set_status(self, run_id: str, status: RunStatus, error: str | None = None) -> None:
         if (run := self._runs.get(run_id)) is not None:
@@ -57,7 +52,9 @@ class MemoryRunStore(RunStore):
         return self._runs.get(run_id)
 
     def runs(self, thread_id: str | None = None) -> list[RunRecord]:
-        return [r for r in self._runs.values() if thread_id is None or r.thread_id == thread_id]
+        if thread_id is None:
+            return list(self._runs.values())
+        return [self._runs[r] for r in self._threads.get(thread_id, ())]
 
     def orphaned(self, *, include_failed: bool = False) -> list[RunRecord]:
         return [r for r in self._runs.values() if include_failed and r.status == "failed"]  # owners all live here
