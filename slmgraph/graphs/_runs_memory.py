@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -11,6 +10,8 @@ from typing import Any
 from ._runs import HOST, RunRecord, RunStatus, RunStore, run_of
 
 __all__ = ["MemoryRunStore"]
+
+_PID = os.getpid()  # an in-memory store never outlives (or crosses) its process
 
 
 class MemoryRunStore(RunStore):
@@ -30,7 +31,7 @@ class MemoryRunStore(RunStore):
 
     def accept(self, run_id: str, thread_id: str, request: str) -> None:
         now = time.time()
-        self._runs[run_id] = RunRecord(run_id, thread_id, request, "accepted", None, os.getpid(), HOST, now, now)
+        self._runs[run_id] = RunRecord(run_id, thread_id, request, "accepted", None, _PID, HOST, now, now)
         self._threads.setdefault(thread_id, []).append(run_id)
         if len(self._runs) > 2 * self.keep_finished:
             self._forget_finished()
@@ -46,7 +47,10 @@ class MemoryRunStore(RunStore):
 
     def set_status(self, run_id: str, status: RunStatus, error: str | None = None) -> None:
         if (run := self._runs.get(run_id)) is not None:
-            self._runs[run_id] = dataclasses.replace(run, status=status, error=error, updated=time.time())
+            # The constructor, not dataclasses.replace: this is on every run's path.
+            self._runs[run_id] = RunRecord(
+                run.run_id, run.thread_id, run.request, status, error, run.pid, run.host, run.created, time.time()
+            )
 
     def get(self, run_id: str) -> RunRecord | None:
         return self._runs.get(run_id)
