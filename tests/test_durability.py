@@ -340,3 +340,25 @@ def test_the_in_memory_run_store_stays_bounded_and_indexes_threads() -> None:
     assert "live" in {r.run_id for r in store.runs("t0")}
     assert all(r.thread_id == "t1" for r in store.runs("t1"))
     assert store.get("r0") is None and store.get("r39").status == "done"
+
+
+async def test_a_server_finishes_its_own_interrupted_runs_when_it_starts(tmp_path: Path) -> None:
+    from slmgraph.serve._host import GraphHost
+
+    # Two runs killed mid-graph: one on a thread of the served graph "pay", one on
+    # another graph's thread in the same file.
+    assert crash(tmp_path, "pay/conv-1", "in:specialist").returncode == -signal.SIGKILL
+    assert crash(tmp_path, "other/conv-2", "in:specialist").returncode == -signal.SIGKILL
+    host = GraphHost({"pay": dg.build(tmp_path)}, max_concurrency=2, max_queue=4)
+    await host.start()
+    try:
+        assert host.recovery is not None
+        assert await host.recovery == 1
+        status = {r.thread_id: r.status for r in RunStore(tmp_path / dg.DB).runs()}
+        assert status["pay/conv-1"] == "done"
+        assert status["other/conv-2"] == "running"  # not this graph's to finish
+        result = await host.graph("pay").aget_result("pay/conv-1")
+        assert result is not None and result.answer == dg.ANSWER
+        assert len(dg.lines(tmp_path, "effects.log")) == 1  # the recovered run charged once; the other not at all
+    finally:
+        await host.aclose()

@@ -172,16 +172,18 @@ class RunsMixin:
             await lease.afinish("done")
         yield NodeEvent(node="end", result=self._result(thread_id, state))
 
-    def pending_runs(self, *, include_failed: bool = False) -> list[RunRecord]:
+    def pending_runs(self, *, include_failed: bool = False, thread_prefix: str = "") -> list[RunRecord]:
         """Accepted runs that never finished because their process died, oldest first
-        (with ``include_failed``, runs that raised too)."""
-        return run_sync(self.apending_runs(include_failed=include_failed))
+        (with ``include_failed``, runs that raised too; with ``thread_prefix``, only
+        the threads whose id starts with it)."""
+        return run_sync(self.apending_runs(include_failed=include_failed, thread_prefix=thread_prefix))
 
-    async def apending_runs(self, *, include_failed: bool = False) -> list[RunRecord]:
+    async def apending_runs(self, *, include_failed: bool = False, thread_prefix: str = "") -> list[RunRecord]:
         async with self._session() as (_, store):
-            return await store.call(store.orphaned, include_failed=include_failed)
+            runs = await store.call(store.orphaned, include_failed=include_failed)
+        return [r for r in runs if r.thread_id.startswith(thread_prefix)]
 
-    async def arecover(self, *, include_failed: bool = False) -> list[RunResult]:
+    async def arecover(self, *, include_failed: bool = False, thread_prefix: str = "") -> list[RunResult]:
         """Finish every accepted run whose process died: from its last checkpoint, or
         from the start when it crashed before one. Call it at startup, before taking
         new requests. A run whose thread is held by a live run is left for later; a
@@ -191,7 +193,7 @@ class RunsMixin:
             The results of the runs finished now, oldest first.
         """
         results = []
-        for run in await self.apending_runs(include_failed=include_failed):
+        for run in await self.apending_runs(include_failed=include_failed, thread_prefix=thread_prefix):
             try:
                 async for event in self._resume(run.thread_id, run, nodes=False):
                     if event.result is not None:
@@ -202,5 +204,5 @@ class RunsMixin:
                 log.warning("run %s on thread %s failed again: %s", run.run_id, run.thread_id, exc)
         return results
 
-    def recover(self, *, include_failed: bool = False) -> list[RunResult]:
-        return run_sync(self.arecover(include_failed=include_failed))
+    def recover(self, *, include_failed: bool = False, thread_prefix: str = "") -> list[RunResult]:
+        return run_sync(self.arecover(include_failed=include_failed, thread_prefix=thread_prefix))

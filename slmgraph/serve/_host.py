@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -35,6 +36,8 @@ from .._errors import (
 )
 from ..graphs._graph import NodeEvent, SLMGraph
 from ..graphs._state import RunResult
+
+log = logging.getLogger("slmgraph.serve")
 
 __all__ = ["GraphHost", "ServerBusy", "UnknownModel", "Failure", "failure_of", "extension", "content_of"]
 
@@ -159,6 +162,7 @@ class GraphHost:
         self.limiter = _Limiter(max_concurrency, max_queue)
         self._stack: contextlib.AsyncExitStack | None = None
         self._threads: dict[str, list[Any]] = {}  # thread id -> [lock, requests holding or awaiting it]
+        self.recovery: asyncio.Task[int] | None = None  # finishing what a crashed server left
 
     def names(self) -> list[str]:
         return list(self.graphs)
@@ -190,6 +194,25 @@ class GraphHost:
             if path not in savers:
                 savers[path] = await self._open(path)
             self.graphs[name] = SLMGraph(g.spec, checkpoint=savers[path], name=g.name)
+        self.recovery = asyncio.create_task(self._recover(), name="slmgraph-serve-recover")
+
+    async def _recover(self) -> int:
+        """Finish the runs an earlier server accepted but never finished (it crashed),
+        in the background. Each graph takes only its own threads (``NAME/...``), so
+        graphs sharing a checkpoint file do not resume each other's runs."""
+        finished = 0
+        for name, g in self.graphs.items():
+            if g.checkpoint is None:
+                continue
+            try:
+                done = await g.arecover(thread_prefix=f"{name}/")
+            except Exception as exc:  # a server that cannot recover still serves
+                log.error("could not recover the interrupted runs of %s: %s", name, exc)
+                continue
+            if done:
+                log.info("finished %d run(s) of %s interrupted by an earlier crash", len(done), name)
+            finished += len(done)
+        return finished
 
     async def _open(self, path: Path) -> BaseCheckpointSaver:
         assert self._stack is not None
@@ -203,6 +226,11 @@ class GraphHost:
         return saver
 
     async def aclose(self) -> None:
+        if self.recovery is not None:
+            self.recovery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.recovery
+            self.recovery = None
         if self._stack is not None:
             await self._stack.aclose()
             self._stack = None
