@@ -31,22 +31,37 @@ class EvalRow:
     skill: str | None = None
 
 
-def _records(path: Path) -> list[dict]:
-    text_suffixes = {".jsonl", ".ndjson", ".json"}
+def read_json_lines(path: Path, field: str) -> list[dict]:
+    """The JSON objects of a JSON-lines file, blank lines skipped.
+
+    Raises:
+        ConfigError: (naming ``field``) a line is not a JSON object; the file is
+            missing or not UTF-8.
+    """
+    out = []
     try:
-        if path.suffix.lower() in text_suffixes:
-            out = []
-            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    value = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ConfigError("dataset", f"{path}:{n} is not JSON ({exc.msg}); expected one object per line") from None
-                if not isinstance(value, dict):
-                    raise ConfigError("dataset", f"{path}:{n} is not a JSON object")
-                out.append(value)
-            return out
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise ConfigError(field, f"file {str(path)!r} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(field, f"{path} is not UTF-8 ({exc})") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(field, f"{path}:{n} is not JSON ({exc.msg}); expected one object per line") from None
+        if not isinstance(value, dict):
+            raise ConfigError(field, f"{path}:{n} is not a JSON object")
+        out.append(value)
+    return out
+
+
+def _records(path: Path) -> list[dict]:
+    if path.suffix.lower() in {".jsonl", ".ndjson", ".json"}:
+        return read_json_lines(path, "dataset")
+    try:
         with path.open(newline="", encoding="utf-8") as f:
             return list(csv.DictReader(f))
     except FileNotFoundError:

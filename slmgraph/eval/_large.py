@@ -24,7 +24,7 @@ from typing import Any
 
 from .._errors import ConfigError, UserError
 from ..models._base import Message, Model, ModelReply, ModelSettings, Usage
-from ._data import EvalRow
+from ._data import EvalRow, read_json_lines
 
 __all__ = ["OracleModel", "RecordedModel", "OfflineLargeModel", "current_row", "load_recorded", "DEFAULT_CALL_COST"]
 
@@ -131,19 +131,9 @@ def load_recorded(path: str | Path) -> tuple[dict[str, str], dict[str, str]]:
     p = Path(path)
     by_id: dict[str, str] = {}
     by_input: dict[str, str] = {}
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise ConfigError("large.recorded", f"file {str(p)!r} does not exist") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError("large.recorded", f"{p}:{n} is not JSON ({exc.msg})") from None
-        if not isinstance(r, dict) or "output" not in r or not ({"id", "input"} & set(r)):
-            raise ConfigError("large.recorded", f'{p}:{n} needs "output" and "id" or "input"')
+    for n, r in enumerate(read_json_lines(p, "large.recorded"), 1):
+        if "output" not in r or not ({"id", "input"} & set(r)):
+            raise ConfigError("large.recorded", f'{p}: record {n} needs "output" and "id" or "input"')
         out = r["output"] if isinstance(r["output"], str) else json.dumps(r["output"])
         if "id" in r:
             by_id[str(r["id"])] = out
