@@ -4,7 +4,9 @@ Three skill nodes in one LangGraph graph, with a ``Send`` fan-out between the
 first two. Each sub-task escalates on its own: a clause whose rating is rejected
 goes to the large model for that clause alone (the same typed output, the same
 checks), and without a large model it ends ``escalation_needed`` while the other
-clauses keep their small-model ratings.
+clauses keep their small-model ratings. When finding the clauses escalates
+without an answer, the clauses its draft verified verbatim are still rated and
+summarised, and the run stays ``escalation_needed``.
 
     slmgraph run --graph contract_pipeline "$(cat contract.txt)"
 """
@@ -115,9 +117,20 @@ class ContractPipelineState(SLMState, total=False):
     answer: str | None
 
 
+def _found(state: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The clauses found: the accepted extraction, or, when it escalated, the clauses
+    of its draft (which holds only quotes verified verbatim in the contract)."""
+    if state.get("clauses") is not None:
+        return state["clauses"]
+    for e in state.get("escalations") or ():
+        if e["node"] == "find_clauses" and isinstance(e.get("draft"), dict):
+            return e["draft"]
+    return None
+
+
 def _rated(state: Mapping[str, Any]) -> dict[str, Any] | None:
-    if state.get("clauses") is None:
-        return None  # the clauses were not found: nothing to summarise
+    if _found(state) is None:
+        return None  # nothing was found, not even a verified draft: nothing to summarise
     rated = []
     for r in state.get("ratings") or ():
         rating = r["output"] or {}
@@ -126,7 +139,7 @@ def _rated(state: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def _clauses(state: Mapping[str, Any]) -> list[dict[str, Any]]:
-    found = state.get("clauses") or {}
+    found = _found(state) or {}
     return [{"type": c["type"], "quote": c["quote"]} for c in found.get("clauses", ())]
 
 
