@@ -35,7 +35,7 @@ from ..ledger import PriceTable
 from ..models._base import Message, Model
 from ..skills._run import run_skill
 from ..skills._skill import Accepted, EscalationReason, Rejected, Skill
-from ._state import GraphState, SLMState, run_reset
+from ._state import NEW_RUN, GraphState, SLMState, run_reset
 
 __all__ = ["Bindings", "SkillNode", "RouterNode", "EscalationNode", "skill_node", "router_node", "escalation_node", "fan_out"]
 
@@ -74,7 +74,7 @@ class Bindings:
 
 def _get(state: Any, key: str, default: Any = None) -> Any:
     """A field of a TypedDict (dict) or pydantic state."""
-    if isinstance(state, Mapping):
+    if type(state) is dict or isinstance(state, Mapping):
         return state.get(key, default)
     return getattr(state, key, default)
 
@@ -195,7 +195,8 @@ class SkillNode(Generic[OutT]):
         function of the state such as :func:`fan_out`)."""
         rejected = self.on_reject
 
-        def route(state: Any) -> Any:
+        # Async, so LangGraph runs it on the loop rather than in a worker thread.
+        async def route(state: Any) -> Any:
             if rejected != "escalate" and self.rejected(state):
                 return rejected
             return then(state) if callable(then) else then
@@ -323,7 +324,7 @@ def fan_out(
     ``empty`` when there is none. The models' concurrency limits
     (:class:`~slmgraph.ConcurrencyLimit`) bound how many calls run at once."""
 
-    def send(state: Any) -> list[Send] | str:
+    async def send(state: Any) -> list[Send] | str:
         found = items(state) if callable(items) else _get(state, items)
         sends = [Send(to, {key: item, "run_id": _get(state, "run_id", "")}) for item in found or ()]
         return sends or empty
@@ -353,8 +354,9 @@ class RouterNode:
             decision = await self.router.route(text, self.skills, ctx)
         if decision.skill is not None and decision.skill not in self.names:
             raise UnknownSkillError(decision.skill, sorted(self.names))
-        update = {**self.reset, "messages": [HumanMessage(text)], "route": decision.skill,
-                  "route_confidence": decision.confidence, "ledger": [*self.reset["ledger"], *ctx.recorder.dump()]}
+        update = self._stale(state)
+        update.update(messages=[HumanMessage(text)], route=decision.skill, route_confidence=decision.confidence)
+        update["ledger"] = [*update.get("ledger", ()), *ctx.recorder.dump()]
         if decision.skill is None:
             update["escalation_reason"] = EscalationReason.NONE_FITS.value
             update["escalation_detail"] = "the router found no skill that fits the request"
@@ -366,11 +368,22 @@ class RouterNode:
             )
         return update
 
+    def _stale(self, state: Any) -> dict[str, Any]:
+        """The reset, for the fields an earlier run on the thread left set (a fresh
+        thread needs none of it)."""
+        out = {}
+        for key, empty in self.reset.items():
+            now = _get(state, key)
+            if now is None or now == empty or (empty == [NEW_RUN] and not now):
+                continue
+            out[key] = empty
+        return out
+
     def branch(self, to: str | Mapping[str, str] = "specialist", otherwise: str = "escalation") -> Callable[[Any], str]:
         """A conditional edge: to ``otherwise`` when no skill fits confidently, else to
         ``to`` (one node, or the node of each skill by name)."""
 
-        def route(state: Any) -> str:
+        async def route(state: Any) -> str:
             if _get(state, "escalation_reason"):
                 return otherwise
             return to if isinstance(to, str) else to[_get(state, "route")]
