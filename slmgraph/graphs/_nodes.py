@@ -13,11 +13,10 @@ ledger entries of the model calls it made to the state's ``ledger`` (see
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import dataclasses
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -88,15 +87,21 @@ def _effects(state: Any, config: RunnableConfig | None) -> EffectLog | None:
     return source(str(thread_id), str(run_id))
 
 
-@contextlib.contextmanager
-def _metered(ctx: RunContext) -> Iterator[None]:
+class _metered:
     """On a typed error, attach the calls made so far, so a failed node's spend is
     not lost with its state update."""
-    try:
-        yield
-    except SlmGraphError as exc:
-        exc.ledger = ctx.recorder.dump()
-        raise
+
+    __slots__ = ("ctx",)
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        if isinstance(exc, SlmGraphError):
+            exc.ledger = self.ctx.recorder.dump()
 
 
 def as_text(request: Any) -> str:

@@ -161,27 +161,36 @@ class Runner:
         The store's connection closes with the last open session, so that closing
         the graph's connections folds the WAL back into the file."""
         try:
-            async with self._compiled() as graph:
-                if self._store is None:
-                    path: Path | None = None
-                    if isinstance(self.checkpoint, (str, Path)):
-                        path = Path(self.checkpoint)
-                    elif isinstance(self.checkpoint, BaseCheckpointSaver):
-                        path = await sqlite_file_of(self.checkpoint)
-                    self._store = RunStore(path) if path is not None else MemoryRunStore()
-                self._store.sessions += 1
-                token = RUN_EFFECTS.set(self._effects)
-                try:
-                    yield graph, self._store
-                finally:
-                    try:
-                        RUN_EFFECTS.reset(token)
-                    except ValueError:  # closed from another context (a collected generator)
-                        pass
-                    self._store.sessions -= 1
+            if self._plain is not None:  # compiled once: no connection to open per run
+                async with self._with_store(self._plain) as pair:
+                    yield pair
+            else:
+                async with self._compiled() as graph, self._with_store(graph) as pair:
+                    yield pair
         finally:
             if self._store is not None and self._store.durable and self._store.sessions == 0:
                 self._store.close()
+
+    @contextlib.asynccontextmanager
+    async def _with_store(self, graph: CompiledStateGraph) -> AsyncIterator[tuple[CompiledStateGraph, RunStore]]:
+        if self._store is None:
+            path: Path | None = None
+            if isinstance(self.checkpoint, (str, Path)):
+                path = Path(self.checkpoint)
+            elif isinstance(self.checkpoint, BaseCheckpointSaver):
+                path = await sqlite_file_of(self.checkpoint)
+            self._store = RunStore(path) if path is not None else MemoryRunStore()
+        store = self._store
+        store.sessions += 1
+        token = RUN_EFFECTS.set(self._effects)
+        try:
+            yield graph, store
+        finally:
+            try:
+                RUN_EFFECTS.reset(token)
+            except ValueError:  # closed from another context (a collected generator)
+                pass
+            store.sessions -= 1
 
     def _effects(self, thread_id: str, run_id: str) -> StoredEffects | None:
         return StoredEffects(self._store, thread_id, run_id) if self._store is not None else None
