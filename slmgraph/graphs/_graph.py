@@ -15,11 +15,13 @@ from langgraph.graph.state import CompiledStateGraph
 
 from .._context import check_fits
 from .._errors import ConfigError, EmptyRequestError, UnknownSkillError
+from .._harden import harden_models
 from .._sync import iterate_sync, run_sync
 from ..agents._escalation import EscalationAgent
 from ..agents._router import ModelRouter, Router, RulesRouter, model_keys_of
-from ..ledger import LedgerEntry, PriceTable, totals
+from ..ledger import LedgerEntry, PriceTable, run_totals
 from ..models._base import Message, Model
+from ..privacy._policy import PrivacyPolicy
 from ..skills._skill import Skill
 from ._durable import GuardedSaver, OnBusy, setup_saver
 from ._nodes import GraphSpec, Nodes, outcome_message
@@ -49,6 +51,8 @@ def build_graph(
     on_busy: OnBusy = "wait",
     busy_timeout_s: float = 300.0,
     lease_ttl_s: float = 30.0,
+    harden: bool = True,
+    privacy: PrivacyPolicy | None = None,
 ) -> SLMGraph:
     """Compose skills into a routed graph.
 
@@ -72,6 +76,10 @@ def build_graph(
         lease_ttl_s: how long a thread lease lasts without renewal; it bounds how
             long a hung process on another host can hold a thread (on this host
             a dead process's lease is freed at once).
+        harden: put every model through :func:`~slmgraph.harden` (retry, breaker,
+            concurrency limit, privacy gate); ``False`` uses the models as given.
+        privacy: the policy of the privacy gate for models that leave the machine;
+            a remote model without one is refused with :class:`ConfigError`.
 
     Raises:
         ConfigError, UnknownSkillError: at build time, never mid-run.
@@ -102,6 +110,8 @@ def build_graph(
     for key in sorted(needed):
         if key not in models:
             raise ConfigError(f"models.{key}", f"no model is bound to {key!r}; bind one with models={{{key!r}: ...}}")
+    if harden:
+        models = harden_models(models, privacy=privacy)
     spec = GraphSpec(
         skills=by_name,
         models=dict(models),
@@ -267,7 +277,11 @@ class SLMGraph(RunsMixin):
             tool_calls=state.get("tool_calls", []),
             message=outcome_message(state),
             ledger=entries,
-            totals=totals(entries, self.spec.prices),
+            totals=run_totals(
+                entries, self.spec.prices, request=state.get("request"),
+                answer=state.get("answer") or state.get("output") or state.get("draft"),
+                large=self.spec.models.get(self.spec.escalation.model),
+            ),  # fmt: skip
             run_id=state.get("run_id") or None,
             error=state.get("error"),
         )
