@@ -77,7 +77,7 @@ def build_model(cfg: ModelConfig) -> Model:
         )  # fmt: skip
     from .models._llamacpp import LlamaCppModel
 
-    return LlamaCppModel(cfg.model_path, n_ctx=cfg.context_window or 2048)
+    return LlamaCppModel(cfg.model_path, n_ctx=cfg.context_window or 2048, logprobs=cfg.logprobs)
 
 
 def models_from_config(config: Config, *, name_detector=None) -> dict[str, Model]:

@@ -83,6 +83,9 @@ class ModelConfig(BaseModel):
     keep_alive: str | None = "5m"
     timeout: PositiveFloat = 60.0
     model_path: str | None = None
+    #: Embedded engine: load it with token logprobs, so the default confidence bar
+    #: applies (costs ``n_ctx x vocabulary x 4`` bytes: about 400 MB for SmolLM2 at 2048).
+    logprobs: bool = False
     price: Price | None = None
     # Reliability (see docs/reliability.md).
     connect_timeout: PositiveFloat = 2.0

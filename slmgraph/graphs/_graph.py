@@ -18,7 +18,7 @@ from .._errors import ConfigError, EmptyRequestError, UnknownSkillError
 from .._harden import harden_models
 from .._sync import iterate_sync, run_sync
 from ..agents._escalation import EscalationAgent
-from ..agents._router import ModelRouter, Router, RulesRouter, model_keys_of
+from ..agents._router import ModelRouter, Router, RulesRouter, check_router, model_keys_of, skill_names_of
 from ..ledger import LedgerEntry, PriceTable, run_totals
 from ..models._base import Message, Model
 from ..privacy._policy import PrivacyPolicy
@@ -99,7 +99,8 @@ def build_graph(
         raise ConfigError("route_threshold", f"must be between 0 and 1, got {route_threshold}")
     if router is None:
         router = RulesRouter([], default=skills[0].name) if len(skills) == 1 else ModelRouter()
-    for n in router.skill_names():
+    check_router(router)
+    for n in skill_names_of(router):
         if n not in by_name:
             raise UnknownSkillError(n, list(by_name))
     escalation = escalation or EscalationAgent()
