@@ -50,3 +50,13 @@ def test_error_tree_is_rooted():
     assert issubclass(slmgraph.ModelNotFoundError, slmgraph.ModelError)
     assert issubclass(slmgraph.ConfigError, slmgraph.UserError)
     assert slmgraph.ModelUnavailableError.transient and not slmgraph.ModelNotFoundError.transient
+
+
+def test_the_package_ships_py_typed():
+    import tomllib
+    from pathlib import Path
+
+    root = Path(slmgraph.__file__).parent
+    assert (root / "py.typed").is_file()
+    project = tomllib.loads((root.parent / "pyproject.toml").read_text())
+    assert "py.typed" in project["tool"]["setuptools"]["package-data"]["slmgraph"]

@@ -245,6 +245,8 @@ class SLMGraph(Generic[OutT]):
             state, thread_id=thread_id, prices=self.spec.prices, output_type=self.output_type_of(state),
             large=self.spec.models.get(self.spec.escalation.model),
         )
+        if self.spec.shape is None and not state.get("status"):
+            finished = False  # the routed graph's terminal nodes always set a status
         if not finished and result.status != "running":
             result.status = "running"
         return result  # type: ignore[return-value]

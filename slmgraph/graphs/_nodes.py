@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from .._context import EffectLog, RunContext
 from .._errors import ConfigError, EscalationError, SlmGraphError, UnknownSkillError
+from .._harden import harden_models
 from ..agents._escalation import EscalationAgent
 from ..agents._router import Router
 from ..ledger import PriceTable
@@ -59,9 +60,12 @@ class Bindings:
 
     @classmethod
     def of(cls, models: Mapping[str, Model] | Bindings, prices: PriceTable | None, large_keys: Iterable[str]) -> Bindings:
+        """Bindings from a node factory's arguments. A plain mapping goes through
+        :func:`~slmgraph.harden` (a remote model without a privacy policy is refused
+        here, at build); a :class:`Bindings` is used as it is."""
         if isinstance(models, Bindings):
             return models
-        return cls(dict(models), prices or PriceTable(), frozenset(large_keys))
+        return cls(harden_models(models), prices or PriceTable(), frozenset(large_keys))
 
     def context(self, state: Any, config: RunnableConfig | None, history: tuple[Message, ...] = ()) -> RunContext:
         return RunContext.fresh(self.models, self.prices, self.large_keys, history, _effects(state, config))
@@ -253,7 +257,8 @@ class SkillNode(Generic[OutT]):
             update["escalations"] = [*update.get("escalations", ()), record]
         value = outcome.output.model_dump(mode="json") if isinstance(outcome, Accepted) else None
         update[self.output] = [{"input": request, "output": value}] if self.collect else value
-        text = skill.answer_text(outcome.output) if isinstance(outcome, Accepted) else None
+        wants_text = self.answer is not None or self.outcome_fields
+        text = skill.answer_text(outcome.output) if wants_text and isinstance(outcome, Accepted) else None
         if self.answer is not None:
             update[self.answer] = text
         if self.outcome_fields:
@@ -289,7 +294,9 @@ def skill_node(
 
     Args:
         skill: the skill; or skills by name, run as the state's ``route`` names.
-        models: models by binding key (the skill's ``model`` key, and ``large``).
+        models: models by binding key (the skill's ``model`` key, and ``large``),
+            hardened with :func:`~slmgraph.harden` (idempotent: harden a mapping
+            once and pass it to every node to share breakers and limits).
         input: the state key holding the skill's input (text, a dict or the
             input model), or a function ``state -> input``. A ``None`` input
             skips the node (an earlier sub-task was not answered).
