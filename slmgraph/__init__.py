@@ -26,6 +26,12 @@ _EXPORTS: dict[str, str] = {
     "NodeEvent": "slmgraph.graphs",
     "NO_LARGE_MODEL": "slmgraph.graphs",
     "RunRecord": "slmgraph.graphs",
+    "skill_node": "slmgraph.graphs",
+    "router_node": "slmgraph.graphs",
+    "escalation_node": "slmgraph.graphs",
+    "fan_out": "slmgraph.graphs",
+    "SLMState": "slmgraph.graphs",
+    "SLMStateModel": "slmgraph.graphs",
     # skills
     "Skill": "slmgraph.skills",
     "Example": "slmgraph.skills",
@@ -121,7 +127,21 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     from ._harden import harden
     from .agents import ChainRouter, EscalationAgent, ModelRouter, RouteDecision, Router, Rule, RulesRouter
     from .config import Config, ModelConfig, load_config
-    from .graphs import NO_LARGE_MODEL, GraphState, NodeEvent, RunRecord, RunResult, SLMGraph, build_graph
+    from .graphs import (
+        NO_LARGE_MODEL,
+        GraphState,
+        NodeEvent,
+        RunRecord,
+        RunResult,
+        SLMGraph,
+        SLMState,
+        SLMStateModel,
+        build_graph,
+        escalation_node,
+        fan_out,
+        router_node,
+        skill_node,
+    )
     from .ledger import LedgerEntry, Price, PriceTable, RunTotals
     from .models import (
         CircuitBreaker,

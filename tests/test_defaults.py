@@ -84,7 +84,7 @@ async def test_a_router_with_only_route_builds_and_runs():
     small = ScriptedModel([{"amount": 42.5, "currency": "EUR"}])
     g = build_graph([REFUND], models={"small": small}, router=OnlyRoute(), checkpoint=None)
     r = await g.ainvoke("42.50 EUR, damaged")
-    assert (r.status, r.route, r.output) == ("answered", "refund", {"amount": 42.5, "currency": "EUR"})
+    assert (r.status, r.route, r.output_json) == ("answered", "refund", {"amount": 42.5, "currency": "EUR"})
 
 
 def test_a_router_missing_route_is_refused_at_build_naming_the_field():

@@ -78,7 +78,7 @@ async def test_a_hand_built_remote_model_is_retried_and_privacy_gated(fault_serv
     assert len(sent) == 3  # the first try and two retries
     bodies = [str(e["body"]) for e in sent]
     assert all("ada@example.com" not in b for b in bodies) and all("<EMAIL_1>" in b for b in bodies)
-    assert r.output == {"text": "write to ada@example.com please"}  # restored on the way back
+    assert r.output_json == {"text": "write to ada@example.com please"}  # restored on the way back
 
 
 async def test_a_hand_built_remote_model_is_breaker_guarded(fault_server):
