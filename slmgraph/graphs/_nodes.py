@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from dataclasses import asdict as dc_asdict
+from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
@@ -54,6 +55,8 @@ class GraphSpec:
     on_busy: OnBusy = "wait"
     busy_timeout_s: float = 300.0
     lease_ttl_s: float = 30.0
+    #: The learning loop's capture hook (:class:`slmgraph.learn.Capture`), or ``None``.
+    capture: Any = None
 
     def context(self, history: tuple[Message, ...] = (), effects: EffectLog | None = None) -> RunContext:
         return RunContext.fresh(self.models, self.prices, self.large_keys, history, effects)
@@ -105,7 +108,7 @@ class Nodes:
         if isinstance(outcome, Accepted):
             output = outcome.output.model_dump(mode="json")
             answer = skill.answer_text(outcome.output)
-            return {
+            update: GraphState = {
                 "output": output,
                 "confidence": outcome.confidence,
                 "answer": answer,
@@ -113,6 +116,7 @@ class Nodes:
                 "messages": [AIMessage(answer, name=skill.name)],
                 "ledger": ctx.recorder.dump(),
             }
+            return await self._captured("after_specialist", state, update, config)
         return {
             "draft": outcome.draft,
             "confidence": outcome.confidence,
@@ -123,7 +127,7 @@ class Nodes:
 
     async def escalation(self, state: GraphState, config: RunnableConfig) -> GraphState:
         if self.spec.escalation.model not in self.spec.models:
-            return {"status": "escalation_needed", "answer": None}
+            return await self._captured("after_escalation", state, {"status": "escalation_needed", "answer": None}, config)
         ctx = self.spec.context(effects=self._effects(state, config))
         try:
             with _metered(ctx):
@@ -136,7 +140,7 @@ class Nodes:
                     ctx=ctx,
                 )
         except EscalationError as exc:
-            return {
+            failed: GraphState = {
                 "status": "escalation_failed",
                 "answer": None,
                 "escalation_detail": f"{state.get('escalation_detail') or ''}; the large model failed: {exc}".lstrip("; "),
@@ -144,13 +148,21 @@ class Nodes:
                 "tool_calls": [dc_asdict(c) for c in getattr(exc, "tool_calls", ())],
                 "ledger": ctx.recorder.dump(),
             }
-        return {
+            return await self._captured("after_escalation", state, failed, config)
+        update: GraphState = {
             "answer": result.answer,
             "status": "escalated",
             "tool_calls": [dc_asdict(c) for c in result.tool_calls],
             "messages": [AIMessage(result.answer, name="escalation")],
             "ledger": ctx.recorder.dump(),
         }
+        return await self._captured("after_escalation", state, update, config)
+
+    async def _captured(self, hook: str, state: GraphState, update: GraphState, config: RunnableConfig | None) -> GraphState:
+        """Hand a node's outcome to the learning loop's capture hook, if one is set."""
+        if self.spec.capture is None:
+            return update
+        return await getattr(self.spec.capture, hook)(self.spec, state, update, config)
 
     @staticmethod
     def after_router(state: GraphState) -> str:
