@@ -11,6 +11,7 @@ from slmgraph.graphs._blueprints import BUILTIN_CATEGORIES
 from slmgraph.graphs.helpdesk import HELPDESK_EXAMPLES
 from slmgraph.skills._classify import classify_skill
 from slmgraph.learn import SqliteLearningStore, with_learning
+from slmgraph.ledger import Price, PriceTable
 from slmgraph.learn._doubles import first_candidate_model
 from slmgraph.models._embed import HashingEmbedder
 
@@ -28,7 +29,7 @@ def helpdesk(tmp: Path, answers: dict[str, str], *, checkpoint: bool = True, sma
     oracle = OracleModel(answers, cost_per_call=0.002)
     base = build_graph(
         [triage()], models={"small": small or first_candidate_model(), "large": oracle},
-        escalation=EscalationAgent(tools=()), checkpoint=tmp / "ck.sqlite" if checkpoint else None, name="helpdesk",
+        escalation=EscalationAgent(tools=()), prices=PriceTable(prices={"oracle": Price(per_call_usd=0.002)}), checkpoint=tmp / "ck.sqlite" if checkpoint else None, name="helpdesk",
     )
     store = SqliteLearningStore(tmp / "learn.sqlite")
     return with_learning(base, store, **learn), store, oracle
