@@ -138,6 +138,7 @@ class Config(BaseModel):
     max_steps: PositiveInt = 4
     retry_attempts: PositiveInt = 3
     serve: dict[str, Any] = Field(default_factory=dict)  # validated by slmgraph.serve
+    learning: dict[str, Any] = Field(default_factory=dict)  # validated by slmgraph.learn
     privacy: PrivacyPolicy | None = Field(default=None, validate_default=True)
     #: Acceptance thresholds by skill name (``"*"``: every skill), overriding each
     #: skill's ``AcceptancePolicy.min_confidence``; written by ``slmgraph calibrate``.

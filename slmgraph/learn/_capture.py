@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -201,9 +202,17 @@ class Capture:
             thread_id=_thread(config),
         )
         await self._add(record)
-        if self.on_outcome is not None and skill_name:
-            await self.on_outcome(skill_name, True, version)
+        if skill_name:
+            await self._outcome(skill_name, True, version, record.cost_usd)
         return update
+
+    async def _outcome(self, skill: str, escalated: bool, version: str | None, cost: float) -> None:
+        try:
+            await self.store.add_outcome(skill, version, escalated, cost, time.time())
+        except Exception as exc:  # the stream report is best effort; the run goes on
+            log.warning("could not count a run of %s: %s", skill, exc)
+        if self.on_outcome is not None:
+            await self.on_outcome(skill, escalated, version)
 
     async def after_specialist(self, spec: Any, state: Mapping[str, Any], update: dict[str, Any], config: Any) -> dict[str, Any]:
         """Count the outcome; spot-check a sample of accepted answers with the large
@@ -212,8 +221,7 @@ class Capture:
             return update  # the escalation that follows is recorded there
         skill_name = str(state.get("route"))
         version = self.version_of(skill_name)
-        if self.on_outcome is not None:
-            await self.on_outcome(skill_name, False, version)
+        await self._outcome(skill_name, False, version, 0.0)
         if not self.sampled(state, config) or spec.escalation.model not in spec.models:
             return update
         skill = spec.skills.get(skill_name)

@@ -40,6 +40,9 @@ CREATE TABLE IF NOT EXISTS learn_records(
     seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT UNIQUE NOT NULL, created_at REAL NOT NULL,
     kind TEXT NOT NULL, skill TEXT, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS learn_records_skill ON learn_records(skill, created_at);
+CREATE TABLE IF NOT EXISTS learn_stream(
+    minute INTEGER NOT NULL, skill TEXT NOT NULL, version TEXT NOT NULL, runs INTEGER NOT NULL,
+    escalations INTEGER NOT NULL, cost_usd REAL NOT NULL, PRIMARY KEY (minute, skill, version));
 CREATE TABLE IF NOT EXISTS learn_snapshots(
     id TEXT PRIMARY KEY, content_hash TEXT NOT NULL, target TEXT NOT NULL, created_at REAL NOT NULL,
     n_train INTEGER NOT NULL, n_holdout INTEGER NOT NULL, body TEXT NOT NULL);
@@ -174,6 +177,20 @@ class SqliteLearningStore(LearningStore):
         sql = "SELECT kind, COUNT(*) FROM learn_records" + (" WHERE skill = ?" if skill is not None else "") + " GROUP BY kind"
         rows = await self._run(lambda c: c.execute(sql, (skill,) if skill is not None else ()).fetchall())
         return {k: n for k, n in rows}
+
+    async def add_outcome(self, skill: str, version: str | None, escalated: bool, cost_usd: float, at: float) -> None:
+        await self._run(lambda c: c.execute(
+            "INSERT INTO learn_stream VALUES (?,?,?,1,?,?) ON CONFLICT(minute, skill, version) DO UPDATE SET "
+            "runs = runs + 1, escalations = escalations + excluded.escalations, cost_usd = cost_usd + excluded.cost_usd",
+            (int(at // 60), skill, version or "", int(escalated), cost_usd),
+        ))
+
+    async def stream(self, skill: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT minute, skill, version, runs, escalations, cost_usd FROM learn_stream"
+        sql += (" WHERE skill = ?" if skill else "") + " ORDER BY minute, skill, version"
+        rows = await self._run(lambda c: c.execute(sql, (skill,) if skill else ()).fetchall())
+        keys = ("minute", "skill", "version", "runs", "escalations", "cost_usd")
+        return [dict(zip(keys, r)) for r in rows]
 
     # -- snapshots ------------------------------------------------------------------
     async def save_snapshot(self, snapshot: Snapshot) -> None:

@@ -124,6 +124,14 @@ class LearningStore(ABC):
     async def count(self, *, skill: str | None = None) -> dict[str, int]:
         """Record counts by kind."""
 
+    @abstractmethod
+    async def add_outcome(self, skill: str, version: str | None, escalated: bool, cost_usd: float, at: float) -> None:
+        """Count one served run in the stream of its minute (for the stream report)."""
+
+    @abstractmethod
+    async def stream(self, skill: str | None = None) -> list[dict[str, Any]]:
+        """Per-minute totals: ``{"minute", "skill", "version", "runs", "escalations", "cost_usd"}``, oldest first."""
+
     # -- snapshots ----------------------------------------------------------------
     @abstractmethod
     async def save_snapshot(self, snapshot: Snapshot) -> None:
