@@ -22,8 +22,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from .._errors import InvalidModelOutputError, SlmGraphError
+from ..graphs._nodes import _get, as_text
 from ..skills._classify import ClassifyRunner
-from ..skills._skill import Skill
+from ..skills._skill import Accepted, Skill
 from ._records import LearningRecord, record_key, redactor
 from ._store import LearningStore
 
@@ -95,10 +96,6 @@ def _json(text: str | None) -> Any:
         return None
 
 
-def _node(config: Mapping[str, Any] | None, default: str) -> str:
-    return str(((config or {}).get("metadata") or {}).get("langgraph_node") or default)
-
-
 def _thread(config: Mapping[str, Any] | None) -> str:
     return str(((config or {}).get("configurable") or {}).get("thread_id") or "")
 
@@ -120,6 +117,8 @@ class Capture:
             PII (emails, phones, cards, IBANs, national ids, IPs, names) first.
         version_of: the version serving a skill (``None``: as built).
         on_outcome, on_audit: called for every outcome and audit (the drift monitor).
+        agent: the large-model agent that spot-checks audited answers (the graph's
+            escalation agent).
     """
 
     def __init__(
@@ -133,6 +132,7 @@ class Capture:
         version_of: Callable[[str], str | None] | None = None,
         on_outcome: Outcome | None = None,
         on_audit: Outcome | None = None,
+        agent: Any = None,
     ) -> None:
         if not 0.0 <= audit_sample <= 1.0:
             from .._errors import ConfigError
@@ -147,18 +147,19 @@ class Capture:
         self.version_of = version_of or (lambda _s: None)
         self.on_outcome = on_outcome
         self.on_audit = on_audit
+        self.agent = agent
 
-    def _key(self, state: Mapping[str, Any], config: Any, node: str) -> str:
-        run_id = state.get("run_id") or ""
-        if run_id:
-            return record_key(run_id, node)
+    def _key(self, state: Any, config: Any, node: str, request: str) -> str:
+        run_id = _get(state, "run_id") or ""
+        if run_id:  # the request tells apart the items a fan-out sends to one node
+            return record_key(run_id, node, request)
         # The native LangGraph path has no run id: the thread and the turn identify the run.
-        return record_key(_thread(config), node, state.get("request"), len(state.get("messages") or []))
+        return record_key(_thread(config), node, request, len(_get(state, "messages") or []))
 
-    def sampled(self, state: Mapping[str, Any], config: Any) -> bool:
+    def sampled(self, state: Any, config: Any) -> bool:
         if self.audit_sample <= 0.0:
             return False
-        seed = state.get("run_id") or self._key(state, config, "audit")
+        seed = _get(state, "run_id") or self._key(state, config, "audit", as_text(_get(state, "request") or ""))
         return (zlib.crc32(str(seed).encode()) % 10_000) < self.audit_sample * 10_000
 
     async def _add(self, record: LearningRecord) -> None:
@@ -171,35 +172,29 @@ class Capture:
         except Exception as exc:  # a storage fault must not fail the user's run
             log.error("could not store learning record %s: %s", record.key, exc)
 
-    async def after_escalation(self, spec: Any, state: Mapping[str, Any], update: dict[str, Any], config: Any) -> dict[str, Any]:
-        """Record one escalation; returns ``update`` unchanged."""
-        skill_name = state.get("route")
-        skill = spec.skills.get(skill_name) if skill_name else None
-        request = str(state.get("request") or "")
+    def _record(self, node: Any, state: Any, config: Any, kind: str, **fields: Any) -> LearningRecord:
+        request = as_text(fields.pop("request"))
+        return LearningRecord(
+            key=self._key(state, config, f"{kind}:{getattr(node, 'name', 'escalation')}", request),
+            kind="audit" if kind == "audit" else "escalation", request=request, graph=self.graph,
+            graph_version=self.graph_version, run_id=str(_get(state, "run_id") or ""), thread_id=_thread(config), **fields,
+        )
+
+    async def after_escalation(self, node: Any, state: Any, update: dict[str, Any], config: Any) -> dict[str, Any]:
+        """Record one escalation answered (or not) by the escalation agent; returns ``update``."""
+        skill_name = _get(state, "route")
+        skill = node.skills.get(skill_name) if skill_name else None
+        request = as_text(_get(state, "request") or "")
         answer = update.get("answer")
-        output, valid, problem, label = teacher_output(skill, request, answer, update.get("output"))
+        output, valid, problem, label = teacher_output(skill, request, answer)
         if update.get("status") != "escalated":
             valid, problem = False, f"the large model did not answer ({update.get('status')})"
         version = self.version_of(skill_name) if skill_name else None
-        record = LearningRecord(
-            key=self._key(state, config, _node(config, "escalation")),
-            kind="escalation",
-            request=request,
-            skill=skill_name,
-            draft=state.get("draft"),
-            escalation_reason=state.get("escalation_reason"),
-            escalation_detail=state.get("escalation_detail"),
-            teacher_answer=answer,
-            teacher_output=output,
-            teacher_valid=valid,
-            teacher_problem=problem,
-            label=label,
-            cost_usd=_cost(update.get("ledger") or []),
-            graph=self.graph,
-            graph_version=self.graph_version,
-            skill_version=version,
-            run_id=str(state.get("run_id") or ""),
-            thread_id=_thread(config),
+        record = self._record(
+            node, state, config, "escalation", request=request, skill=skill_name, draft=_get(state, "draft"),
+            escalation_reason=_get(state, "escalation_reason"), escalation_detail=_get(state, "escalation_detail"),
+            teacher_answer=answer, teacher_output=output, teacher_valid=valid, teacher_problem=problem, label=label,
+            cost_usd=_cost(update.get("ledger") or []), skill_version=version,
         )
         await self._add(record)
         if skill_name:
@@ -214,51 +209,54 @@ class Capture:
         if self.on_outcome is not None:
             await self.on_outcome(skill, escalated, version)
 
-    async def after_specialist(self, spec: Any, state: Mapping[str, Any], update: dict[str, Any], config: Any) -> dict[str, Any]:
-        """Count the outcome; spot-check a sample of accepted answers with the large
-        model (its calls join the node's ledger) and record them as ``audit``."""
-        if update.get("status") != "answered":
-            return update  # the escalation that follows is recorded there
-        skill_name = str(state.get("route"))
-        version = self.version_of(skill_name)
-        await self._outcome(skill_name, False, version, 0.0)
-        if not self.sampled(state, config) or spec.escalation.model not in spec.models:
-            return update
-        skill = spec.skills.get(skill_name)
-        request = str(state.get("request") or "")
-        ctx = spec.context()
-        try:
-            result = await spec.escalation.run(
-                request, draft=update.get("output"), reason="audit", detail="a spot check of an accepted answer",
-                skills={}, ctx=ctx,
+    async def after_skill(
+        self, node: Any, state: Any, update: dict[str, Any], config: Any, outcome: Any, record: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        """Count a skill node's outcome. A sub-task the node escalated itself (the
+        large model asked for the skill's typed output) becomes a record; a sample
+        of accepted answers is spot-checked by the large model (its calls join the
+        node's ledger) and kept as ``audit`` records."""
+        skill = node.skill_of(state)
+        version = self.version_of(skill.name)
+        request = node.request_of(state)
+        if record is not None:
+            if record.get("status") == "rejected":
+                return update  # handed on: the escalation node (or the user's) records it
+            typed = outcome.output.model_dump(mode="json") if isinstance(outcome, Accepted) else None
+            output, valid, problem, label = teacher_output(skill, as_text(request), None, typed)
+            if typed is None:
+                valid, problem = False, record.get("detail") or record.get("status")
+            rec = self._record(
+                node, state, config, "escalation", request=request, skill=skill.name, draft=record.get("draft"),
+                escalation_reason=record.get("reason"), escalation_detail=record.get("detail"),
+                teacher_answer=json.dumps(typed) if typed is not None else None, teacher_output=output,
+                teacher_valid=valid, teacher_problem=problem, label=label,
+                cost_usd=_cost(update.get("ledger") or []), skill_version=version,
             )
+            await self._add(rec)
+            await self._outcome(skill.name, True, version, rec.cost_usd)
+            return update
+        await self._outcome(skill.name, False, version, 0.0)
+        agent = self.agent
+        if not self.sampled(state, config) or agent is None or agent.model not in node.bind.models:
+            return update
+        ctx = node.bind.context(state, config)
+        small = outcome.output.model_dump(mode="json")
+        try:
+            result = await agent.run(as_text(request), draft=small, reason="audit",
+                                     detail="a spot check of an accepted answer", skills={}, ctx=ctx)
         except SlmGraphError as exc:  # an audit never fails the run it checks
-            log.warning("audit of run %s failed: %s", state.get("run_id"), exc)
+            log.warning("audit of run %s failed: %s", _get(state, "run_id"), exc)
             return update
         spent = ctx.recorder.dump()
-        output, valid, problem, label = teacher_output(skill, request, result.answer)
-        small = update.get("output")
-        record = LearningRecord(
-            key=self._key(state, config, "audit"),
-            kind="audit",
-            request=request,
-            skill=skill_name,
-            small_output=small,
-            teacher_answer=result.answer,
-            teacher_output=output,
-            teacher_valid=valid,
-            teacher_problem=problem,
-            label=label,
-            cost_usd=_cost(spent),
-            graph=self.graph,
-            graph_version=self.graph_version,
-            skill_version=version,
-            run_id=str(state.get("run_id") or ""),
-            thread_id=_thread(config),
-        )
-        await self._add(record)
+        output, valid, problem, label = teacher_output(skill, as_text(request), result.answer)
+        await self._add(self._record(
+            node, state, config, "audit", request=request, skill=skill.name, small_output=small,
+            teacher_answer=result.answer, teacher_output=output, teacher_valid=valid, teacher_problem=problem,
+            label=label, cost_usd=_cost(spent), skill_version=version,
+        ))
         if self.on_audit is not None and valid:
-            await self.on_audit(skill_name, agrees(skill, small, output), version)
+            await self.on_audit(skill.name, agrees(skill, small, output), version)
         return {**update, "ledger": [*(update.get("ledger") or []), *spent]}
 
 

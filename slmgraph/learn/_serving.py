@@ -173,6 +173,7 @@ def with_learning(
         version_of=cache.peek,
         on_outcome=monitor.outcome if monitor is not None else None,
         on_audit=monitor.audit if monitor is not None else None,
+        agent=spec.escalation,
     )
     if monitor is not None:
         monitor.attach(store, cache)
