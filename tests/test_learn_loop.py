@@ -56,7 +56,7 @@ async def test_after_one_cycle_a_paraphrase_of_an_escalated_request_is_answered_
     assert rep.candidate.cost[0] < rep.current.cost[0]
     calls = oracle.calls
     after = await graph.ainvoke(UNSEEN)
-    assert after.status == "answered" and after.output["label"] == "change_pin"
+    assert after.status == "answered" and after.output.label == "change_pin"
     assert after.totals.large_calls == 0 and oracle.calls == calls
     await store.close()
 
@@ -109,7 +109,7 @@ async def test_a_promoted_version_is_served_without_a_restart_and_rollback_resto
     other = SqliteLearningStore(store.path)
     await other.promote("triage", cycle.candidate.id, "test")
     served = await graph.ainvoke(PARAPHRASE)
-    assert served.status == "answered" and served.output["label"] == "change_pin"
+    assert served.status == "answered" and served.output.label == "change_pin"
     assert await other.rollback("triage", "test rollback") is None
     assert (await graph.ainvoke(PARAPHRASE)).status == "escalated"  # the skill as built again
     events = [(e.kind, e.detail.get("reason")) for e in await store.events("triage")]
