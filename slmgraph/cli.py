@@ -204,6 +204,9 @@ def _parser() -> argparse.ArgumentParser:
     from .eval._cli import add_eval_commands
 
     add_eval_commands(sub, common, _config)  # `slmgraph eval`, `slmgraph calibrate`
+    from .learn._cli import add_learning_commands
+
+    add_learning_commands(sub, common, _config)  # `slmgraph data ...`, `slmgraph learn ...`
     return p
 
 

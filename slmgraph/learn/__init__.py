@@ -11,61 +11,63 @@ capture -> curate and version -> specialise -> shadow-evaluate -> promote or rol
 See ``docs/learning.md``.
 """
 
-from ._capture import Capture, teacher_output
-from ._curate import curate, label_balance, load_corrections
-from ._embedcache import CachedEmbedder, cached
-from ._errors import (
-    CorruptSnapshotError,
-    EmptySnapshotError,
-    LearningError,
-    SchemaMismatchError,
-    TrainingInterruptedError,
-    UnknownVersionError,
-)
-from ._loop import CycleResult, DriftMonitor, Learner
-from ._records import LearningRecord, record_key, redactor
-from ._serving import VersionCache, VersionedRunner, with_learning
-from ._shadow import ShadowReport, bootstrap, compare, decide, shadow_run
-from ._sqlite import DEFAULT_LEARNING_STORE, SqliteLearningStore
-from ._store import Event, LearningStore, Snapshot, Version
-from ._strategies import MemoryStrategy, Strategy, apply_version, register_strategy
+from __future__ import annotations
 
-__all__ = [
-    "Capture",
-    "teacher_output",
-    "curate",
-    "label_balance",
-    "load_corrections",
-    "CachedEmbedder",
-    "cached",
-    "LearningError",
-    "EmptySnapshotError",
-    "CorruptSnapshotError",
-    "SchemaMismatchError",
-    "UnknownVersionError",
-    "TrainingInterruptedError",
-    "Learner",
-    "CycleResult",
-    "DriftMonitor",
-    "LearningRecord",
-    "record_key",
-    "redactor",
-    "VersionCache",
-    "VersionedRunner",
-    "with_learning",
-    "ShadowReport",
-    "bootstrap",
-    "compare",
-    "decide",
-    "shadow_run",
-    "SqliteLearningStore",
-    "DEFAULT_LEARNING_STORE",
-    "LearningStore",
-    "Snapshot",
-    "Version",
-    "Event",
-    "MemoryStrategy",
-    "Strategy",
-    "apply_version",
-    "register_strategy",
-]
+import importlib
+from typing import Any
+
+#: Public names and the private modules they live in; imported on first use, so
+#: the CLI's ``--help`` does not load LangGraph through this package.
+_EXPORTS = {
+    "Capture": "._capture",
+    "teacher_output": "._capture",
+    "curate": "._curate",
+    "label_balance": "._curate",
+    "load_corrections": "._curate",
+    "CachedEmbedder": "._embedcache",
+    "cached": "._embedcache",
+    "CorruptSnapshotError": "._errors",
+    "EmptySnapshotError": "._errors",
+    "LearningError": "._errors",
+    "SchemaMismatchError": "._errors",
+    "TrainingInterruptedError": "._errors",
+    "UnknownVersionError": "._errors",
+    "CycleResult": "._loop",
+    "DriftMonitor": "._loop",
+    "Learner": "._loop",
+    "LearningRecord": "._records",
+    "record_key": "._records",
+    "redactor": "._records",
+    "VersionCache": "._serving",
+    "VersionedRunner": "._serving",
+    "with_learning": "._serving",
+    "ShadowReport": "._shadow",
+    "bootstrap": "._shadow",
+    "compare": "._shadow",
+    "decide": "._shadow",
+    "shadow_run": "._shadow",
+    "DEFAULT_LEARNING_STORE": "._sqlite",
+    "SqliteLearningStore": "._sqlite",
+    "Event": "._store",
+    "LearningStore": "._store",
+    "Snapshot": "._store",
+    "Version": "._store",
+    "MemoryStrategy": "._strategies",
+    "Strategy": "._strategies",
+    "apply_version": "._strategies",
+    "register_strategy": "._strategies",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'slmgraph.learn' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
