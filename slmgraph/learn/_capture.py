@@ -253,7 +253,7 @@ class Capture:
         await self._add(self._record(
             node, state, config, "audit", request=request, skill=skill.name, small_output=small,
             teacher_answer=result.answer, teacher_output=output, teacher_valid=valid, teacher_problem=problem,
-            label=label, cost_usd=_cost(spent), skill_version=version,
+            label=label, cost_usd=_cost(spent), skill_version=version, weight=1.0 / self.audit_sample,
         ))
         if self.on_audit is not None and valid:
             await self.on_audit(skill.name, agrees(skill, small, output), version)

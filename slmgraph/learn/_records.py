@@ -58,6 +58,9 @@ class LearningRecord(BaseModel):
         teacher_valid: the teacher's output passed the skill's schema and checks.
         label: the class label, for classification skills.
         cost_usd: what the record's large-model calls cost.
+        weight: how many live requests the record stands for: 1 for an escalation
+            (every one is recorded), ``1 / audit_sample`` for an audit, so a
+            holdout of records estimates quality on the whole stream.
         graph_version, skill_version: what served the request.
     """
 
@@ -78,6 +81,7 @@ class LearningRecord(BaseModel):
     teacher_problem: str | None = None
     label: str | None = None
     cost_usd: float = 0.0
+    weight: float = 1.0
     graph: str = ""
     graph_version: str = ""
     skill_version: str | None = None

@@ -42,11 +42,12 @@ def default_score(skill: Skill, record: LearningRecord, output: Any) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """One version on one record."""
+    """One version on one record (``weight``: the live requests it stands for)."""
 
     escalated: bool
     quality: float
     cost: float
+    weight: float = 1.0
 
 
 async def shadow_run(
@@ -68,9 +69,12 @@ async def shadow_run(
         result = await run_skill(skill, r.request, ctx, node="shadow")
         small = sum(e["cost_usd"] for e in ctx.recorder.dump())
         if isinstance(result, Accepted):
-            out.append(Outcome(False, score(skill, r, result.output.model_dump(mode="json")), small))
+            out.append(Outcome(False, score(skill, r, result.output.model_dump(mode="json")), small, r.weight))
         else:
-            out.append(Outcome(True, 1.0, small + (r.cost_usd or mean_cost)))
+            # It would escalate: the teacher answers (escalation records cost what they
+            # cost; an audited request would cost one teacher call).
+            teacher = r.cost_usd if r.kind != "audit" and r.cost_usd else (mean_cost or r.cost_usd)
+            out.append(Outcome(True, 1.0, small + teacher, r.weight))
     return out
 
 
@@ -78,17 +82,21 @@ def _mean(xs: Sequence[float]) -> float:
     return sum(xs) / len(xs) if xs else 0.0
 
 
-def bootstrap(values: Sequence[float], *, rounds: int = 2000, level: float = 0.95, seed: int = 7) -> tuple[float, float, float]:
-    """The mean of ``values`` and its percentile bootstrap interval."""
+def bootstrap(
+    values: Sequence[float], weights: Sequence[float] | None = None, *, rounds: int = 2000, level: float = 0.95, seed: int = 7,
+) -> tuple[float, float, float]:
+    """The (weighted) mean of ``values`` and its percentile bootstrap interval."""
     import numpy as np
 
     v = np.asarray(values, dtype=np.float64)
     if len(v) == 0:
         return 0.0, 0.0, 0.0
+    w = np.ones_like(v) if weights is None else np.asarray(weights, dtype=np.float64)
     rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, len(v), size=(rounds, len(v)))].mean(axis=1)
+    pick = rng.integers(0, len(v), size=(rounds, len(v)))
+    means = (v[pick] * w[pick]).sum(axis=1) / np.maximum(w[pick].sum(axis=1), 1e-12)
     lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(v.mean()), float(lo), float(hi)
+    return float((v * w).sum() / w.sum()), float(lo), float(hi)
 
 
 @dataclass(slots=True)
@@ -102,8 +110,9 @@ class Side:
 
     @classmethod
     def of(cls, version: str | None, outcomes: Sequence[Outcome]) -> Side:
-        return cls(version, bootstrap([o.quality for o in outcomes]),
-                   bootstrap([float(o.escalated) for o in outcomes]), bootstrap([o.cost for o in outcomes]))
+        w = [o.weight for o in outcomes]
+        return cls(version, bootstrap([o.quality for o in outcomes], w),
+                   bootstrap([float(o.escalated) for o in outcomes], w), bootstrap([o.cost for o in outcomes], w))
 
 
 @dataclass(slots=True)
@@ -139,7 +148,7 @@ def compare(current_id: str | None, current: Sequence[Outcome], candidate_id: st
     """
     if not current or len(current) != len(candidate):
         raise EmptySnapshotError("the holdout is empty", "curate a snapshot with a holdout share above 0 and enough records")
-    diff = bootstrap([b.quality - a.quality for a, b in zip(current, candidate)])
+    diff = bootstrap([b.quality - a.quality for a, b in zip(current, candidate)], [a.weight for a in current])
     report = ShadowReport(len(current), Side.of(current_id, current), Side.of(candidate_id, candidate), diff, margin)
     report.promote, report.why = decide(report)
     return report
