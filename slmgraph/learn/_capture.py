@@ -101,7 +101,7 @@ def _thread(config: Mapping[str, Any] | None) -> str:
 
 
 def _cost(entries: list[dict], tier: str = "large") -> float:
-    return float(sum(e.get("cost_usd", 0.0) for e in entries if e.get("tier") == tier))
+    return float(sum(e.get("cost_usd", 0.0) for e in entries if isinstance(e, dict) and e.get("tier") == tier))
 
 
 class Capture:
@@ -257,7 +257,7 @@ class Capture:
         ))
         if self.on_audit is not None and valid:
             await self.on_audit(skill.name, agrees(skill, small, output), version)
-        return {**update, "ledger": [*(update.get("ledger") or []), *spent]}
+        return {**update, "ledger": [*(update.get("ledger") or []), *spent]}  # after any reset marker
 
 
 def agrees(skill: Skill | None, small: Any, teacher: dict | None) -> bool:
