@@ -18,17 +18,17 @@ from slmgraph.models._embed import HashingEmbedder
 EMBEDDER = HashingEmbedder()
 
 
-def triage(threshold: float = 0.5, embedder=EMBEDDER):
+def triage(threshold: float = 0.5, embedder=EMBEDDER, margin=None):
     """The help desk's classify skill on the built-in bank, with a fixed "none fits" bar."""
     return classify_skill(BUILTIN_CATEGORIES, HELPDESK_EXAMPLES, embedder=embedder, none_threshold=threshold,
-                          decisive_margin=None, name="triage", description="sort a help-desk message")
+                          decisive_margin=margin, name="triage", description="sort a help-desk message")
 
 
-def helpdesk(tmp: Path, answers: dict[str, str], *, checkpoint: bool = True, small=None, **learn):
+def helpdesk(tmp: Path, answers: dict[str, str], *, checkpoint: bool = True, small=None, skill=None, **learn):
     """(learning graph, store, oracle) in ``tmp``."""
     oracle = OracleModel(answers, cost_per_call=0.002)
     base = build_graph(
-        [triage()], models={"small": small or first_candidate_model(), "large": oracle},
+        [skill or triage()], models={"small": small or first_candidate_model(), "large": oracle},
         escalation=EscalationAgent(tools=()), prices=PriceTable(prices={"oracle": Price(per_call_usd=0.002)}), checkpoint=tmp / "ck.sqlite" if checkpoint else None, name="helpdesk",
     )
     store = SqliteLearningStore(tmp / "learn.sqlite")

@@ -172,3 +172,23 @@ async def test_a_cycle_without_a_holdout_is_a_typed_error(tmp_path):
     with pytest.raises(EmptySnapshotError, match="holdout"):
         await Learner.for_graph(graph, store, strategy=MemoryStrategy(adopt_after=1)).cycle("triage")
     await store.close()
+
+
+@pytest.mark.embedded
+async def test_memory_on_the_embedded_model(tmp_path):
+    """The same cycle with SmolLM2-135M in-process as the small tier (it names the
+    unknown topics; retrieval over the learned bank answers the paraphrase)."""
+    from slmgraph.models._llamacpp import LlamaCppModel
+
+    from learn_helpers import triage
+
+    small = LlamaCppModel()
+    graph, store, oracle = helpdesk(tmp_path, answers(), small=small, skill=triage(margin=0.15), refresh_s=0.0)
+    runs = await run_all(graph, PIN)
+    assert all(r.status == "escalated" for r in runs)
+    assert all(any(e.provider == "llamacpp" for e in r.ledger) for r in runs)  # SmolLM2 named the topic
+    cycle = await Learner.for_graph(graph, store, strategy=MemoryStrategy(adopt_after=3)).cycle("triage")
+    assert cycle.promoted, cycle.note
+    after = await graph.ainvoke("I want to change my PIN now")
+    assert after.status == "answered" and after.output.label == "change_pin" and after.totals.large_calls == 0
+    await store.close()
