@@ -56,6 +56,15 @@ _EXPORTS = {
     "Strategy": "._strategies",
     "apply_version": "._strategies",
     "register_strategy": "._strategies",
+    "LoraStrategy": "._lora",
+    "LoraSettings": "._lora",
+    "train_lora": "._lora",
+    "peft_to_gguf": "._gguf_lora",
+    "write_modelfile": "._gguf_lora",
+    "HeadStrategy": "._head",
+    "LearningConfig": "._config",
+    "write_report": "._report",
+    "first_candidate_model": "._doubles",
 }
 
 __all__ = list(_EXPORTS)
