@@ -15,11 +15,13 @@ from pydantic import BaseModel
 
 from .._context import check_fits
 from .._errors import ConfigError, EmptyRequestError, UnknownSkillError
+from .._harden import harden_models
 from .._sync import iterate_sync, run_sync
 from ..agents._escalation import EscalationAgent
-from ..agents._router import ModelRouter, Router, RulesRouter, model_keys_of
+from ..agents._router import ModelRouter, Router, RulesRouter, check_router, model_keys_of, skill_names_of
 from ..ledger import PriceTable
 from ..models._base import Message, Model
+from ..privacy._policy import PrivacyPolicy
 from ..skills._skill import Skill
 from ._durable import OnBusy
 from ._nodes import Bindings, EscalationNode, RouterNode, SkillNode, as_text
@@ -87,12 +89,6 @@ def routed_graph(spec: GraphSpec) -> StateGraph:
     return builder
 
 
-def _skill_names(router: Router) -> set[str]:
-    # Optional on a router; helper "seams" gives the protocol its defaults.
-    names = getattr(router, "skill_names", None)
-    return set(names()) if callable(names) else set()
-
-
 def build_graph(
     skills: Sequence[Skill[Any, OutT]],
     *,
@@ -110,6 +106,8 @@ def build_graph(
     shape: Callable[[GraphSpec], StateGraph] | None = None,
     output_skill: str | None = None,
     request_skills: Sequence[str] | None = None,
+    harden: bool = True,
+    privacy: PrivacyPolicy | None = None,
 ) -> SLMGraph[OutT]:
     """Compose skills into a routed graph (or, with ``shape``, any graph of skill nodes).
 
@@ -136,6 +134,10 @@ def build_graph(
         shape: builds the graph from the :class:`GraphSpec` (default: :func:`routed_graph`).
         output_skill: the skill whose output is the run's ``output`` (default: the routed one).
         request_skills: the skills that take the request whole (default: all).
+        harden: put every model through :func:`~slmgraph.harden` (retry, breaker,
+            concurrency limit, privacy gate); ``False`` uses the models as given.
+        privacy: the policy of the privacy gate for models that leave the machine;
+            a remote model without one is refused with :class:`ConfigError`.
 
     Raises:
         ConfigError, UnknownSkillError: at build time, never mid-run.
@@ -152,7 +154,8 @@ def build_graph(
         raise ConfigError("route_threshold", f"must be between 0 and 1, got {route_threshold}")
     if router is None:
         router = RulesRouter([], default=skills[0].name) if len(skills) == 1 else ModelRouter()
-    for n in _skill_names(router):
+    check_router(router)
+    for n in skill_names_of(router):
         if n not in by_name:
             raise UnknownSkillError(n, list(by_name))
     for n in ([output_skill] if output_skill else []) + list(request_skills or ()):
@@ -163,6 +166,8 @@ def build_graph(
     for key in sorted(needed):
         if key not in models:
             raise ConfigError(f"models.{key}", f"no model is bound to {key!r}; bind one with models={{{key!r}: ...}}")
+    if harden:
+        models = harden_models(models, privacy=privacy)
     spec = GraphSpec(
         skills=by_name, models=dict(models), router=router, escalation=escalation,
         route_threshold=route_threshold, prices=prices or PriceTable(), large_keys=frozenset(large_keys),
@@ -239,20 +244,29 @@ class SLMGraph(Generic[OutT]):
     def result_of(self, thread_id: str, state: Mapping[str, Any], finished: bool = True) -> RunResult[OutT]:
         """The :class:`RunResult` of a run whose state is ``state``."""
         result = RunResult.from_state(
-            state, thread_id=thread_id, prices=self.spec.prices, output_type=self.output_type_of(state)
+            state, thread_id=thread_id, prices=self.spec.prices, output_type=self.output_type_of(state),
+            large=self.spec.models.get(self.spec.escalation.model),
         )
+        if self.spec.shape is None and not state.get("status"):
+            finished = False  # the routed graph's terminal nodes always set a status
         if not finished and result.status != "running":
             result.status = "running"
         return result  # type: ignore[return-value]
 
     # -- runs -----------------------------------------------------------------
 
-    async def ainvoke(self, request: str | dict | BaseModel, *, thread_id: str | None = None) -> RunResult[OutT]:
+    async def ainvoke(
+        self, request: str | dict | BaseModel, *, thread_id: str | None = None, idempotency_key: str | None = None,
+    ) -> RunResult[OutT]:
         """Run one request to the end and return its :class:`RunResult`.
 
         ``request`` is text, a dict, or the skill's input model. It is recorded
         as accepted before the graph starts, so a crash at any point leaves it
-        for :meth:`arecover`.
+        for :meth:`arecover`. With ``idempotency_key``, a retry with the same key
+        gets the same run and its result (waiting for it while it runs, resuming it
+        if it ended without a result) instead of a new run; the key is global to the
+        checkpoint, so scope it (e.g. by user) yourself. Cancelling the call cancels
+        the run: it is marked ``cancelled``.
 
         Raises:
             ThreadBusyError: another run holds ``thread_id`` (``on_busy="reject"``,
@@ -263,18 +277,21 @@ class SLMGraph(Generic[OutT]):
                 ``thread_id`` and ``run_id``.
         """
         result: RunResult | None = None
-        async for event in self.runner.events(request, thread_id, nodes=False):
+        async for event in self.runner.events(request, thread_id, nodes=False, idempotency_key=idempotency_key):
             result = event.result
         assert result is not None
         return result
 
-    async def astream(self, request: str | dict | BaseModel | None, *, thread_id: str | None = None) -> AsyncIterator[NodeEvent]:
+    async def astream(
+        self, request: str | dict | BaseModel | None, *, thread_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> AsyncIterator[NodeEvent]:
         """Run one request, yielding a :class:`NodeEvent` as each node finishes.
 
         With ``request=None`` the run on ``thread_id`` resumes from its checkpoint.
         The last event is ``NodeEvent("end", result=...)``.
         """
-        async for event in self.runner.events(request, thread_id, nodes=True):
+        async for event in self.runner.events(request, thread_id, nodes=True, idempotency_key=idempotency_key):
             yield event
 
     async def aresume(self, thread_id: str) -> RunResult[OutT]:
@@ -303,8 +320,10 @@ class SLMGraph(Generic[OutT]):
         """
         return await self.runner.arecover(include_failed=include_failed, thread_prefix=thread_prefix)
 
-    def invoke(self, request: str | dict | BaseModel, *, thread_id: str | None = None) -> RunResult[OutT]:
-        return run_sync(self.ainvoke(request, thread_id=thread_id))
+    def invoke(
+        self, request: str | dict | BaseModel, *, thread_id: str | None = None, idempotency_key: str | None = None,
+    ) -> RunResult[OutT]:
+        return run_sync(self.ainvoke(request, thread_id=thread_id, idempotency_key=idempotency_key))
 
     def stream(self, request: str | dict | BaseModel | None, *, thread_id: str | None = None) -> Iterator[NodeEvent]:
         return iterate_sync(self.astream(request, thread_id=thread_id))
