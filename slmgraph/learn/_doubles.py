@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..models._testing import FunctionModel
+from ..testing import FunctionModel
 
 __all__ = ["first_candidate_model"]
 
