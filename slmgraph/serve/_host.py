@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
+import os
 import sqlite3
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -21,6 +24,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from .._errors import (
+    CheckpointError,
     ConfigError,
     EmptyRequestError,
     EscalationError,
@@ -32,6 +36,7 @@ from .._errors import (
     ModelUnavailableError,
     RequestTooLargeError,
     SlmGraphError,
+    ThreadBusyError,
     UserError,
 )
 from ..graphs._graph import NodeEvent, SLMGraph
@@ -39,7 +44,8 @@ from ..graphs._state import RunResult
 
 log = logging.getLogger("slmgraph.serve")
 
-__all__ = ["GraphHost", "ServerBusy", "UnknownModel", "Failure", "failure_of", "extension", "content_of"]
+__all__ = ["GraphHost", "ServerBusy", "UnknownModel", "Failure", "failure_of", "is_storage_fault", "extension",
+           "content_of", "Ticket"]
 
 
 class ServerBusy(Exception):
@@ -63,8 +69,34 @@ class Failure:
     message: str
 
 
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EIO, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM})
+
+
+def is_storage_fault(exc: BaseException) -> bool:
+    """A fault of the server's own storage (full disk, corrupted or locked database,
+    I/O error), not of the request: the client should retry later."""
+    if isinstance(exc, CheckpointError | sqlite3.Error):
+        return True
+    return isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS
+
+
+#: Storage faults are reported without their text: it names files on the server.
+STORAGE_FAILURE = Failure(503, "storage_unavailable",
+                          "the server could not read or write its run storage, so the request was not "
+                          "completed; retry later (the server's log has the details)")
+
+
 def failure_of(exc: BaseException) -> Failure:
-    """Map an exception raised by a run to an HTTP status and an error code."""
+    """Map an exception raised by a run to an HTTP status and an error code.
+
+    Nothing unexpected reaches a client as raw text: storage faults get a fixed
+    503 message and unknown exceptions a 500 naming only their type (the server
+    logs the rest).
+    """
+    if is_storage_fault(exc):
+        return STORAGE_FAILURE
+    if isinstance(exc, ThreadBusyError):
+        return Failure(409, "thread_busy", "another request on this conversation is still running; retry when it has finished")
     if isinstance(exc, RequestTooLargeError):
         return Failure(413, "context_length_exceeded", str(exc))
     if isinstance(exc, EmptyRequestError):
@@ -83,7 +115,7 @@ def failure_of(exc: BaseException) -> Failure:
         return Failure(503, "server_busy", "the server is at its concurrency limit and its queue is full; retry later")
     if isinstance(exc, UnknownModel):
         return Failure(404, "model_not_found", str(exc))
-    return Failure(500, "internal_error", f"the graph failed: {type(exc).__name__}: {exc}")
+    return Failure(500, "internal_error", f"the graph failed with {type(exc).__name__}; the server's log has the details")
 
 
 def content_of(result: RunResult) -> str:
@@ -116,8 +148,32 @@ def extension(result: RunResult, conversation_id: str | None) -> dict[str, Any]:
     }
 
 
+class Ticket:
+    """A request's place in the limiter, taken when it is admitted. It counts as
+    waiting until the run gets a slot; :meth:`release` gives the place back if the
+    run never starts (the client left first). Releasing twice, or after the run
+    took its slot, is harmless."""
+
+    __slots__ = ("_limiter", "state")
+
+    def __init__(self, limiter: _Limiter) -> None:
+        self._limiter = limiter
+        self.state = "waiting"  # -> "running" -> "done"; or "waiting" -> "done"
+
+    def release(self) -> None:
+        """Give back a place that never became a running slot (a running slot is
+        given back by the run itself)."""
+        if self.state == "waiting":
+            self._limiter.waiting -= 1
+            self.state = "done"
+
+
 class _Limiter:
-    """At most ``limit`` runs at once; up to ``max_queue`` more wait in FIFO order."""
+    """At most ``limit`` runs at once; up to ``max_queue`` more wait in FIFO order.
+
+    A request is counted when it is admitted (:meth:`admit`), before its response
+    starts, so streaming requests whose runs begin later count too.
+    """
 
     def __init__(self, limit: int, max_queue: int) -> None:
         self.limit = limit
@@ -126,25 +182,37 @@ class _Limiter:
         self.waiting = 0
         self._sem: asyncio.Semaphore | None = None
 
-    def admit(self) -> None:
-        if self.active >= self.limit and self.waiting >= self.max_queue:
-            raise ServerBusy()
-
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    def sem(self) -> asyncio.Semaphore:
         if self._sem is None:  # created on the serving loop
             self._sem = asyncio.Semaphore(self.limit)
+        return self._sem
+
+    def admit(self) -> Ticket:
+        """A place for one more request, or :class:`ServerBusy` when the slots and
+        the queue are full."""
+        if self.active + self.waiting >= self.limit + self.max_queue:
+            raise ServerBusy()
         self.waiting += 1
+        return Ticket(self)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, ticket: Ticket) -> AsyncIterator[None]:
+        if ticket.state != "waiting":
+            raise RuntimeError("a limiter ticket is used once")
         try:
-            await self._sem.acquire()
-        finally:
-            self.waiting -= 1
+            await self.sem().acquire()
+        except BaseException:
+            ticket.release()
+            raise
+        self.waiting -= 1
         self.active += 1
+        ticket.state = "running"
         try:
             yield
         finally:
             self.active -= 1
-            self._sem.release()
+            ticket.state = "done"
+            self.sem().release()
 
 
 _END = object()
@@ -163,6 +231,9 @@ class GraphHost:
         self._stack: contextlib.AsyncExitStack | None = None
         self._threads: dict[str, list[Any]] = {}  # thread id -> [lock, requests holding or awaiting it]
         self.recovery: asyncio.Task[int] | None = None  # finishing what a crashed server left
+        self._savers: dict[Path, BaseCheckpointSaver] = {}
+        self.last_storage_fault = 0.0  # monotonic time of the last storage fault a run hit
+        self.fault_hold_s = 30.0
 
     def names(self) -> list[str]:
         return list(self.graphs)
@@ -186,7 +257,7 @@ class GraphHost:
         run; a server shares one per file instead.
         """
         self._stack = contextlib.AsyncExitStack()
-        savers: dict[Path, BaseCheckpointSaver] = {}
+        savers = self._savers = {}
         for name, g in self.configured.items():
             if g.checkpoint is None or isinstance(g.checkpoint, BaseCheckpointSaver):
                 continue
@@ -234,6 +305,7 @@ class GraphHost:
         if self._stack is not None:
             await self._stack.aclose()
             self._stack = None
+        self._savers = {}
         self.graphs = dict(self.configured)
 
     def thread_users(self, thread_id: str) -> int:
@@ -254,11 +326,45 @@ class GraphHost:
                 del self._threads[thread_id]
 
     @staticmethod
-    def thread_id(name: str, conversation_id: str | None) -> str:
-        """The graph thread of a conversation; a new one when there is no id."""
-        return f"{name}/{conversation_id}" if conversation_id else f"{name}/{uuid.uuid4().hex}"
+    def thread_id(name: str, conversation_id: str | None, tenant: str | None = None) -> str:
+        """The graph thread of a conversation: ``NAME/ID``, or ``NAME/TENANT/ID`` for a
+        client authenticated by an API key (``tenant`` identifies the key), so one
+        key's conversation ids never reach another key's threads."""
+        cid = conversation_id or uuid.uuid4().hex
+        return f"{name}/{tenant}/{cid}" if tenant else f"{name}/{cid}"
 
-    async def events(self, name: str, text: str, thread_id: str) -> AsyncIterator[NodeEvent]:
+    async def probe(self, timeout: float = 2.0) -> str | None:
+        """``None`` when every checkpoint store answers, else what failed (no paths).
+
+        Reads each shared SQLite store through its own connection (off the loop,
+        bounded by ``timeout``) and checks its disk has room.
+        """
+        for path, saver in self._savers.items():
+            try:
+                free = os.statvfs(path.parent).f_bavail * os.statvfs(path.parent).f_frsize
+                if free < 1 << 20:
+                    return "the checkpoint disk is full"
+                conn = saver.conn  # type: ignore[attr-defined]
+                async with asyncio.timeout(timeout):
+                    cur = await conn.execute("SELECT count(*) FROM sqlite_master")
+                    await cur.fetchall()
+                    cur = await conn.execute("SELECT 1 FROM checkpoints LIMIT 1")
+                    await cur.fetchall()
+            except TimeoutError:
+                return f"the checkpoint store did not answer within {timeout:g}s"
+            except (OSError, sqlite3.Error, ValueError) as exc:
+                log.error("storage probe of %s failed: %s", path, exc)
+                return f"the checkpoint store failed ({type(exc).__name__})"
+        if self.last_storage_fault and time.monotonic() - self.last_storage_fault < self.fault_hold_s:
+            return "a run failed to write its checkpoint in the last %gs" % self.fault_hold_s
+        return None
+
+    def storage_failed(self, exc: BaseException) -> None:
+        """Record a storage fault a run hit (for :meth:`probe`) and log it whole."""
+        self.last_storage_fault = time.monotonic()
+        log.error("storage fault in a served run: %s: %s", type(exc).__name__, exc)
+
+    async def events(self, name: str, text: str, thread_id: str, ticket: Ticket) -> AsyncIterator[NodeEvent]:
         """Stream a run's node events from a queued slot.
 
         The run executes in its own task, after any earlier run on the same thread
@@ -271,7 +377,7 @@ class GraphHost:
 
         async def produce() -> None:
             try:
-                async with self._one_run_per_thread(thread_id), self.limiter.slot():
+                async with self._one_run_per_thread(thread_id), self.limiter.slot(ticket):
                     async for event in graph.astream(text, thread_id=thread_id):
                         queue.put_nowait(event)
             except Exception as exc:  # noqa: BLE001 - handed to the consumer
@@ -279,7 +385,11 @@ class GraphHost:
             else:
                 queue.put_nowait(_END)
 
-        task = asyncio.create_task(produce(), name=f"slmgraph-run-{thread_id}")
+        try:
+            task = asyncio.create_task(produce(), name=f"slmgraph-run-{thread_id}")
+        except BaseException:
+            ticket.release()
+            raise
         try:
             while True:
                 item = await queue.get()
@@ -294,3 +404,4 @@ class GraphHost:
             # Shielded: the caller may be inside a cancelled anyio scope.
             with anyio.CancelScope(shield=True):
                 await asyncio.wait([task])
+            ticket.release()  # a run cancelled before it started never took its slot
