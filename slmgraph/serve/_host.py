@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import logging
 import os
@@ -15,7 +14,6 @@ import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,99 +21,15 @@ import anyio
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-from .._errors import (
-    CheckpointError,
-    ConfigError,
-    EmptyRequestError,
-    EscalationError,
-    InvalidModelOutputError,
-    ModelError,
-    ModelHTTPError,
-    ModelNotFoundError,
-    ModelTimeoutError,
-    ModelUnavailableError,
-    RequestTooLargeError,
-    SlmGraphError,
-    ThreadBusyError,
-    UserError,
-)
+from .._errors import ConfigError
 from ..graphs._graph import NodeEvent, SLMGraph
 from ..graphs._state import RunResult
+from ._failures import Failure, ServerBusy, UnknownModel, failure_of, is_storage_fault
 
 log = logging.getLogger("slmgraph.serve")
 
 __all__ = ["GraphHost", "ServerBusy", "UnknownModel", "Failure", "failure_of", "is_storage_fault", "extension",
            "content_of", "Ticket"]
-
-
-class ServerBusy(Exception):
-    """Every run slot is taken and the queue is full."""
-
-
-class UnknownModel(Exception):
-    """The request names a model (graph) this server does not serve."""
-
-    def __init__(self, name: str, known: list[str]) -> None:
-        self.name = name
-        super().__init__(f"the model {name!r} does not exist; this server serves: {', '.join(known)}")
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """An error as a protocol can report it."""
-
-    status: int
-    code: str
-    message: str
-
-
-_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EIO, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM})
-
-
-def is_storage_fault(exc: BaseException) -> bool:
-    """A fault of the server's own storage (full disk, corrupted or locked database,
-    I/O error), not of the request: the client should retry later."""
-    if isinstance(exc, CheckpointError | sqlite3.Error):
-        return True
-    return isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS
-
-
-#: Storage faults are reported without their text: it names files on the server.
-STORAGE_FAILURE = Failure(503, "storage_unavailable",
-                          "the server could not read or write its run storage, so the request was not "
-                          "completed; retry later (the server's log has the details)")
-
-
-def failure_of(exc: BaseException) -> Failure:
-    """Map an exception raised by a run to an HTTP status and an error code.
-
-    Nothing unexpected reaches a client as raw text: storage faults get a fixed
-    503 message and unknown exceptions a 500 naming only their type (the server
-    logs the rest).
-    """
-    if is_storage_fault(exc):
-        return STORAGE_FAILURE
-    if isinstance(exc, ThreadBusyError):
-        return Failure(409, "thread_busy", "another request on this conversation is still running; retry when it has finished")
-    if isinstance(exc, RequestTooLargeError):
-        return Failure(413, "context_length_exceeded", str(exc))
-    if isinstance(exc, EmptyRequestError):
-        return Failure(400, "empty_request", str(exc))
-    if isinstance(exc, ModelTimeoutError):
-        return Failure(504, "model_timeout", str(exc))
-    if isinstance(exc, ModelUnavailableError | ModelNotFoundError):
-        return Failure(503, "model_unavailable", str(exc))
-    if isinstance(exc, ModelHTTPError):
-        return Failure(503 if exc.transient else 502, "model_error", str(exc))
-    if isinstance(exc, InvalidModelOutputError | ModelError | EscalationError):
-        return Failure(502, "model_error", str(exc))
-    if isinstance(exc, SlmGraphError) and not isinstance(exc, UserError):
-        return Failure(400, "invalid_request", str(exc))
-    if isinstance(exc, ServerBusy):
-        return Failure(503, "server_busy", "the server is at its concurrency limit and its queue is full; retry later")
-    if isinstance(exc, UnknownModel):
-        return Failure(404, "model_not_found", str(exc))
-    return Failure(500, "internal_error", f"the graph failed with {type(exc).__name__}; the server's log has the details")
 
 
 def content_of(result: RunResult) -> str:
@@ -216,6 +130,23 @@ class _Limiter:
 
 
 _END = object()
+
+
+def _probe_file(path: Path, timeout: float) -> str | None:
+    try:
+        st = os.statvfs(path.parent)
+        if st.f_bavail * st.f_frsize < 1 << 20:
+            return "the checkpoint disk is full"
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
+            conn.execute("SELECT 1 FROM checkpoints LIMIT 1").fetchall()
+        finally:
+            conn.close()
+    except (OSError, sqlite3.Error) as exc:
+        log.error("storage probe of %s failed: %s: %s", path, type(exc).__name__, exc)
+        return f"the checkpoint store failed ({type(exc).__name__})"
+    return None
 
 
 class GraphHost:
@@ -336,27 +267,20 @@ class GraphHost:
     async def probe(self, timeout: float = 2.0) -> str | None:
         """``None`` when every checkpoint store answers, else what failed (no paths).
 
-        Reads each shared SQLite store through its own connection (off the loop,
-        bounded by ``timeout``) and checks its disk has room.
+        Opens each shared SQLite file afresh (read-only, in a worker thread, bounded
+        by ``timeout``) so that what is on disk is read, not the server connection's
+        cache; checks its disk has room; and reports a storage fault a run hit in
+        the last ``fault_hold_s`` seconds.
         """
-        for path, saver in self._savers.items():
+        for path in self._savers:
             try:
-                free = os.statvfs(path.parent).f_bavail * os.statvfs(path.parent).f_frsize
-                if free < 1 << 20:
-                    return "the checkpoint disk is full"
-                conn = saver.conn  # type: ignore[attr-defined]
-                async with asyncio.timeout(timeout):
-                    cur = await conn.execute("SELECT count(*) FROM sqlite_master")
-                    await cur.fetchall()
-                    cur = await conn.execute("SELECT 1 FROM checkpoints LIMIT 1")
-                    await cur.fetchall()
+                problem = await asyncio.wait_for(asyncio.to_thread(_probe_file, path, timeout), timeout)
             except TimeoutError:
-                return f"the checkpoint store did not answer within {timeout:g}s"
-            except (OSError, sqlite3.Error, ValueError) as exc:
-                log.error("storage probe of %s failed: %s", path, exc)
-                return f"the checkpoint store failed ({type(exc).__name__})"
+                problem = f"the checkpoint store did not answer within {timeout:g}s"
+            if problem is not None:
+                return problem
         if self.last_storage_fault and time.monotonic() - self.last_storage_fault < self.fault_hold_s:
-            return "a run failed to write its checkpoint in the last %gs" % self.fault_hold_s
+            return f"a run failed to write its checkpoint in the last {self.fault_hold_s:g}s"
         return None
 
     def storage_failed(self, exc: BaseException) -> None:

@@ -32,7 +32,7 @@ from ..graphs._graph import SLMGraph
 from ._app import _graphs, create_app
 from ._config import ServeConfig
 
-__all__ = ["serve", "graphs_from_config", "check_checkpoints", "timed_protocol"]
+__all__ = ["serve", "graphs_from_config", "check_checkpoints", "timed_protocol", "uvicorn_config"]
 
 log = logging.getLogger("slmgraph.serve")
 
@@ -119,6 +119,17 @@ def _http_protocol(header_timeout: float) -> type:
     return timed_protocol(base, header_timeout)
 
 
+def uvicorn_config(app: Any, cfg: ServeConfig, *, log_level: str = "info") -> Any:
+    """The uvicorn configuration :func:`serve` runs ``app`` with: ``cfg``'s address,
+    the header timeout, and no cancelling drain timeout of uvicorn's own."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app, host=cfg.host, port=cfg.port, log_level=log_level, http=_http_protocol(cfg.header_timeout),
+        timeout_graceful_shutdown=None,  # the drain bound ends the process instead of cancelling runs
+    )  # fmt: skip
+
+
 def _bounded_server(config: Any, drain_seconds: float) -> Any:
     import uvicorn
 
@@ -158,16 +169,11 @@ def serve(
         ConfigError: a non-loopback host without API keys, or a checkpoint file that
             is not a readable SQLite database (both checked before binding).
     """
-    import uvicorn
-
     cfg = config or ServeConfig()
     served = _graphs(graphs)
     app = create_app(served, cfg)
     check_checkpoints(served)
-    server = _bounded_server(uvicorn.Config(
-        app, host=cfg.host, port=cfg.port, log_level=log_level, http=_http_protocol(cfg.header_timeout),
-        timeout_graceful_shutdown=None,  # the drain bound above ends the process instead of cancelling runs
-    ), cfg.drain_seconds)  # fmt: skip
+    server = _bounded_server(uvicorn_config(app, cfg, log_level=log_level), cfg.drain_seconds)
     try:
         server.run()
     finally:
