@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ._errors import SlmGraphError
+from ._errors import RequestError, SlmGraphError
 from .config import Config, load_config
 from .graphs._state import RunResult
 
@@ -46,6 +46,27 @@ def _print_result(r: RunResult) -> None:
     print(f"thread:  {r.thread_id}")
 
 
+def _stdin_text() -> str:
+    """The request from stdin, which must be UTF-8."""
+    raw = sys.stdin.buffer.read()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestError(
+            f"stdin is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            "convert it (e.g. `iconv -t UTF-8`) or pass the request as arguments"
+        ) from None
+
+
+def _check_text(text: str) -> None:
+    """Arguments that were not UTF-8 reach Python as lone surrogates: refuse them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RequestError(f"the request is not valid UTF-8 text (at character {exc.start}); "
+                           "send UTF-8 text") from None
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from .graphs._blueprints import graph_from_config
 
@@ -53,7 +74,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
         result = graph.resume(args.resume)
     else:
-        text = " ".join(args.request) if args.request else sys.stdin.read()
+        text = " ".join(args.request) if args.request else _stdin_text()
+        _check_text(text)
         result = graph.invoke(text, thread_id=args.thread_id)
     if args.json:
         print(result.model_dump_json(indent=2))

@@ -24,7 +24,11 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import httpx
-import ollama
+
+from .._env import check_ollama_host
+
+check_ollama_host()  # the ollama package builds a client from OLLAMA_HOST when imported
+import ollama  # noqa: E402
 
 from .._errors import (
     IncompleteStreamError,
