@@ -185,7 +185,7 @@ def raw_graph():
 
 async def run_slm(graph) -> None:
     r = await graph.ainvoke(REQUEST)
-    assert r.status == "answered" and r.output == CONSTANT, r
+    assert r.status == "answered" and r.output_json == CONSTANT, r
 
 
 async def run_raw(graph) -> None:

@@ -44,7 +44,7 @@ def main() -> None:
     config = load_config()
     graph = transaction_review_graph(models_from_config(config), config=config, prices=prices_from_config(config))
     r = graph.invoke(text)
-    report = r.output or (r.draft if isinstance(r.draft, dict) else None)
+    report = r.output_json or (r.draft if isinstance(r.draft, dict) else None)
     print(f"\nstatus={r.status} ({r.message})")
     if r.escalation_reason:
         print(f"escalated because: {r.escalation_reason} ({r.escalation_detail})")

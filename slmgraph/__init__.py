@@ -132,3 +132,8 @@ __all__ += [
     "PooledModel",
 ]
 __all__ += ["ThreadBusyError", "CheckpointError", "RunRecord"]  # durable runs
+
+# Node factories for any StateGraph, and the state mixins (appended).
+from .graphs import SLMState, SLMStateModel, escalation_node, fan_out, router_node, skill_node  # noqa: E402
+
+__all__ += ["skill_node", "router_node", "escalation_node", "fan_out", "SLMState", "SLMStateModel"]

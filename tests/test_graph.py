@@ -52,7 +52,8 @@ def graph(small, large=None, **kw):
 async def test_route_to_specialist_and_accept():
     small = ScriptedModel([{"sentiment": "positive"}])
     r = await graph(small).ainvoke("I love this phone")
-    assert (r.status, r.route, r.output) == ("answered", "sentiment", {"sentiment": "positive"})
+    assert (r.status, r.route, r.output_json) == ("answered", "sentiment", {"sentiment": "positive"})
+    assert isinstance(r.output, Sentiment) and r.output.sentiment == "positive"  # typed
     assert r.answer == '{"sentiment":"positive"}'
     assert r.escalation_reason is None
     assert [e.node for e in r.ledger] == ["specialist"]
@@ -82,7 +83,7 @@ async def test_low_route_confidence_escalates():
 async def test_model_router_confident_choice_goes_to_specialist():
     small = ScriptedModel([{"skill": "add"}, {"total": 5}], logprob=-0.001)
     r = await graph(small, router=ModelRouter()).ainvoke("two plus three")
-    assert (r.status, r.route, r.output) == ("answered", "add", {"total": 5})
+    assert (r.status, r.route, r.output_json) == ("answered", "add", {"total": 5})
     schema = small.calls[0].schema
     assert schema["properties"]["skill"]["enum"] == ["sentiment", "add", "none"]
 
@@ -199,16 +200,16 @@ async def test_astream_yields_node_events_then_the_result(tmp_path):
     assert events[0].update["route"] == "sentiment"
     assert events[-1].result.status == "answered"
     stored = await g.aget_result("t-1")
-    assert stored.output == {"sentiment": "negative"} and stored.thread_id == "t-1"
+    assert stored.output_json == {"sentiment": "negative"} and stored.thread_id == "t-1"
 
 
 def test_sync_wrappers_invoke_and_stream(tmp_path):
     small = ScriptedModel([{"sentiment": "positive"}, {"sentiment": "negative"}])
     g = graph(small, checkpoint=tmp_path / "c.sqlite")
-    assert g.invoke("I love it").output == {"sentiment": "positive"}
+    assert g.invoke("I love it").output_json == {"sentiment": "positive"}
     nodes = [e.node for e in g.stream("I hate it", thread_id="s")]
     assert nodes == ["router", "specialist", "end"]
-    assert g.get_result("s").output == {"sentiment": "negative"}
+    assert g.get_result("s").output_json == {"sentiment": "negative"}
 
 
 async def test_sync_wrapper_inside_a_loop_is_a_clear_error():
@@ -274,7 +275,7 @@ async def test_a_new_request_on_a_used_thread_starts_a_clean_run(tmp_path):
     first = await g.ainvoke("2 + 3", thread_id="T")
     assert first.status == "escalation_needed" and first.draft == {"total": "bad"}
     second = await g.ainvoke("I love it", thread_id="T")
-    assert (second.status, second.route, second.output) == ("answered", "sentiment", {"sentiment": "positive"})
+    assert (second.status, second.route, second.output_json) == ("answered", "sentiment", {"sentiment": "positive"})
     assert second.escalation_reason is None and second.draft is None
     assert second.totals.calls == 1 and [e.node for e in second.ledger] == ["specialist"]
     # the conversation itself is kept across runs on the thread
@@ -364,7 +365,7 @@ async def test_a_composite_skill_runs_sub_skills_through_its_runner():
     composite = ADD.clone(name="add_twice", runner=two_step, render=lambda o: f"total is {o.total}")
     small = ScriptedModel([{"total": 3}, {"total": 7}])
     r = await build_graph([composite], models={"small": small}, checkpoint=None).ainvoke("1 + 2 then + 4")
-    assert (r.status, r.answer, r.output) == ("answered", "total is 7", {"total": 7})
+    assert (r.status, r.answer, r.output_json) == ("answered", "total is 7", {"total": 7})
     assert small.calls[1].messages[-1].content == "3 + 4"
     assert [e.skill for e in r.ledger] == ["add", "add"]
 

@@ -25,6 +25,7 @@ EXPECTED |= {
     "CircuitBreaker", "ConcurrencyLimit", "GuardedModel", "FallbackModel", "PooledModel",
 }
 EXPECTED |= {"ThreadBusyError", "CheckpointError", "RunRecord"}  # durable runs
+EXPECTED |= {"skill_node", "router_node", "escalation_node", "fan_out", "SLMState", "SLMStateModel"}  # node factories
 
 
 def test_top_level_exports_are_pinned():

@@ -174,6 +174,7 @@ async def _one(graph: SLMGraph, row: EvalRow, scorer: Scorer, large: OfflineLarg
     try:
         result = await graph.ainvoke(row.input, thread_id=f"eval-{row.id}")
         state = result.model_dump(mode="json")
+        state["output"] = state.pop("output_json")  # the JSON view, as the graph state holds it
     except SlmGraphError as exc:
         state = {
             "status": "error",
