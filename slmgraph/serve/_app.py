@@ -336,7 +336,19 @@ def create_app(
         wire: _Wire = server.ollama if path.startswith("/api/") else server.openai
         return wire.error(f)
 
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_found},
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        # The last line of defence: nothing escapes as a raw 500 with exception text or paths.
+        if is_storage_fault(exc):
+            server.host.storage_failed(exc)
+        else:
+            log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        f = failure_of(exc)
+        response = guard_error(request.url.path, f)
+        response.headers.update(server._auth_headers(f))
+        return response
+
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={HTTPException: not_found, Exception: unexpected},
                     middleware=[Middleware(BrowserGuard, cfg=cfg, error=guard_error)])
     app.state.slmgraph = server
     return app
