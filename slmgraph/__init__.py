@@ -25,6 +25,7 @@ from ._errors import (
     UserError,
 )
 from .agents import ChainRouter, EscalationAgent, ModelRouter, RouteDecision, Router, Rule, RulesRouter
+from ._harden import harden
 from ._factory import build_model, models_from_config, prices_from_config
 from .config import Config, ModelConfig, load_config
 from .graphs import NO_LARGE_MODEL, GraphState, NodeEvent, RunResult, SLMGraph, build_graph
@@ -96,6 +97,7 @@ __all__ = [
     "build_model",
     "models_from_config",
     "prices_from_config",
+    "harden",
     # errors
     "SlmGraphError",
     "UserError",

@@ -78,7 +78,7 @@ class RunContext:
         check_fits(model, messages, settings)
         reply = await model.complete(messages, schema=schema, settings=settings)
         tier: Literal["small", "large"] = "large" if key in self.large_keys else "small"
-        self.recorder.add(reply, node=node, skill=skill, reason=reason, tier=tier)
+        self.recorder.add(reply, node=node, skill=skill, reason=reason, tier=tier, key=key, local=model.local)
         return reply
 
 

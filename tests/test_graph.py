@@ -174,10 +174,12 @@ async def test_agent_raises_step_limit_directly():
         await agent.run("q", draft=None, reason="r", detail="", skills={"add": ADD}, ctx=RunContext({"large": large}))
 
 
-async def test_ledger_totals_and_all_large_baseline():
+async def test_ledger_totals_and_the_direct_large_baseline():
     small = ScriptedModel([{"total": "x"}] * 3, name="tiny")
     large = ScriptedModel([{"action": "final", "answer": "5"}], name="big")
-    prices = PriceTable(prices={"big": Price(input_per_mtok=1000.0, output_per_mtok=2000.0)}, baseline_model="big")
+    prices = PriceTable(
+        prices={"big": Price(input_per_mtok=1000.0, output_per_mtok=2000.0)}, baseline_model="big", machine_usd_per_hour=0
+    )
     r = await graph(small, large, prices=prices).ainvoke("2 + 3")
     t = r.totals
     assert (t.calls, t.small_calls, t.large_calls) == (4, 3, 1)
@@ -187,8 +189,10 @@ async def test_ledger_totals_and_all_large_baseline():
     assert big.cost_usd == pytest.approx((big.prompt_tokens * 1000 + big.completion_tokens * 2000) / 1e6)
     assert all(e.cost_usd == 0 for e in r.ledger[:-1])
     assert t.cost_usd == pytest.approx(big.cost_usd)
-    assert t.all_large_cost_usd == pytest.approx((t.prompt_tokens * 1000 + t.completion_tokens * 2000) / 1e6)
-    assert t.saved_usd == pytest.approx(t.all_large_cost_usd - t.cost_usd) and t.saved_usd > 0
+    # the baseline: "2 + 3" (2 tokens) in and "5" (1 token) out, once, at the large price
+    assert (t.baseline_prompt_tokens, t.baseline_completion_tokens) == (2, 1)
+    assert t.baseline_usd == pytest.approx((2 * 1000 + 1 * 2000) / 1e6) == t.all_large_cost_usd
+    assert t.saved_usd == pytest.approx(t.baseline_usd - t.cost_usd) and t.saved_usd < 0  # repairs, then escalated
     assert r.ledger[-1].escalation_reason == "invalid_output"
 
 

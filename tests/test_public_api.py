@@ -14,7 +14,7 @@ EXPECTED = {
     "Model", "Message", "ModelSettings", "ModelReply", "OllamaModel", "OpenAIModel", "LlamaCppModel",
     "LangChainModel", "RetryPolicy", "RetryingModel",
     "LedgerEntry", "Price", "PriceTable", "RunTotals", "Config", "ModelConfig", "load_config",
-    "build_model", "models_from_config", "prices_from_config",
+    "build_model", "models_from_config", "prices_from_config", "harden",
     "SlmGraphError", "UserError", "ConfigError", "UnknownSkillError", "MissingDependencyError",
     "RequestError", "EmptyRequestError", "RequestTooLargeError", "ModelError", "ModelUnavailableError",
     "ModelTimeoutError", "ModelNotFoundError", "ModelHTTPError", "InvalidModelOutputError",

@@ -15,11 +15,13 @@ from pydantic import BaseModel
 
 from .._context import check_fits
 from .._errors import ConfigError, EmptyRequestError, UnknownSkillError
+from .._harden import harden_models
 from .._sync import iterate_sync, run_sync
 from ..agents._escalation import EscalationAgent
-from ..agents._router import ModelRouter, Router, RulesRouter, model_keys_of
+from ..agents._router import ModelRouter, Router, RulesRouter, check_router, model_keys_of, skill_names_of
 from ..ledger import PriceTable
 from ..models._base import Message, Model
+from ..privacy._policy import PrivacyPolicy
 from ..skills._skill import Skill
 from ._durable import OnBusy
 from ._nodes import Bindings, EscalationNode, RouterNode, SkillNode, as_text
@@ -85,12 +87,6 @@ def routed_graph(spec: GraphSpec) -> StateGraph:
     return builder
 
 
-def _skill_names(router: Router) -> set[str]:
-    # Optional on a router; helper "seams" gives the protocol its defaults.
-    names = getattr(router, "skill_names", None)
-    return set(names()) if callable(names) else set()
-
-
 def build_graph(
     skills: Sequence[Skill[Any, OutT]],
     *,
@@ -108,6 +104,8 @@ def build_graph(
     shape: Callable[[GraphSpec], StateGraph] | None = None,
     output_skill: str | None = None,
     request_skills: Sequence[str] | None = None,
+    harden: bool = True,
+    privacy: PrivacyPolicy | None = None,
 ) -> SLMGraph[OutT]:
     """Compose skills into a routed graph (or, with ``shape``, any graph of skill nodes).
 
@@ -134,6 +132,10 @@ def build_graph(
         shape: builds the graph from the :class:`GraphSpec` (default: :func:`routed_graph`).
         output_skill: the skill whose output is the run's ``output`` (default: the routed one).
         request_skills: the skills that take the request whole (default: all).
+        harden: put every model through :func:`~slmgraph.harden` (retry, breaker,
+            concurrency limit, privacy gate); ``False`` uses the models as given.
+        privacy: the policy of the privacy gate for models that leave the machine;
+            a remote model without one is refused with :class:`ConfigError`.
 
     Raises:
         ConfigError, UnknownSkillError: at build time, never mid-run.
@@ -150,7 +152,8 @@ def build_graph(
         raise ConfigError("route_threshold", f"must be between 0 and 1, got {route_threshold}")
     if router is None:
         router = RulesRouter([], default=skills[0].name) if len(skills) == 1 else ModelRouter()
-    for n in _skill_names(router):
+    check_router(router)
+    for n in skill_names_of(router):
         if n not in by_name:
             raise UnknownSkillError(n, list(by_name))
     for n in ([output_skill] if output_skill else []) + list(request_skills or ()):
@@ -161,6 +164,8 @@ def build_graph(
     for key in sorted(needed):
         if key not in models:
             raise ConfigError(f"models.{key}", f"no model is bound to {key!r}; bind one with models={{{key!r}: ...}}")
+    if harden:
+        models = harden_models(models, privacy=privacy)
     spec = GraphSpec(
         skills=by_name, models=dict(models), router=router, escalation=escalation,
         route_threshold=route_threshold, prices=prices or PriceTable(), large_keys=frozenset(large_keys),
@@ -237,7 +242,8 @@ class SLMGraph(Generic[OutT]):
     def result_of(self, thread_id: str, state: Mapping[str, Any], finished: bool = True) -> RunResult[OutT]:
         """The :class:`RunResult` of a run whose state is ``state``."""
         result = RunResult.from_state(
-            state, thread_id=thread_id, prices=self.spec.prices, output_type=self.output_type_of(state)
+            state, thread_id=thread_id, prices=self.spec.prices, output_type=self.output_type_of(state),
+            large=self.spec.models.get(self.spec.escalation.model),
         )
         if not finished and result.status != "running":
             result.status = "running"

@@ -7,7 +7,8 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, Field
 
-from ..ledger import LedgerEntry, PriceTable, RunTotals, totals
+from ..ledger import LedgerEntry, PriceTable, RunTotals, run_totals
+from ..models._base import Model
 from ._state import NO_LARGE_MODEL, Status, status_of
 
 __all__ = ["RunResult", "outcome_message"]
@@ -67,12 +68,14 @@ class RunResult(BaseModel, Generic[OutT]):
         prices: PriceTable | None = None,
         output_type: type[BaseModel] | None = None,
         output_key: str = "output",
+        large: Model | None = None,
     ) -> RunResult[Any]:
         """The result of the run whose final state is ``state``.
 
         Args:
             output_type: validates ``state[output_key]`` into :attr:`output`.
             output_key: the state field holding the run's output as JSON.
+            large: the large model, whose tokenizer counts the direct-large baseline.
         """
         values = {k: state[k] for k in cls.model_fields if k not in _DERIVED and state.get(k) is not None}
         # Entries come from slmgraph's own Recorder, already well-formed.
@@ -93,7 +96,10 @@ class RunResult(BaseModel, Generic[OutT]):
             output_json=raw,
             message=outcome_message(state, status),
             ledger=entries,
-            totals=totals(entries, prices),
+            totals=run_totals(
+                entries, prices, request=state.get("request"),
+                answer=state.get("answer") or raw or state.get("draft"), large=large,
+            ),
             run_id=state.get("run_id") or None,
         )
 

@@ -21,14 +21,23 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from .._env import check_ollama_host
 
-check_ollama_host()  # the ollama package builds a client from OLLAMA_HOST when imported
-import ollama  # noqa: E402
+if TYPE_CHECKING:  # the SDK loads on the first call, not on import
+    import ollama
+
+
+def _sdk() -> Any:
+    """The ``ollama`` module, imported on first use; it builds a client from
+    ``OLLAMA_HOST`` when imported, so a malformed value is a ConfigError naming it."""
+    check_ollama_host()
+    import ollama
+
+    return ollama
 
 from .._errors import (
     IncompleteStreamError,
@@ -101,7 +110,6 @@ class OllamaModel(Model):
     """
 
     provider = PROVIDER
-    local = True
 
     def __init__(
         self,
@@ -127,11 +135,17 @@ class OllamaModel(Model):
         self._client: ollama.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
 
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        return (self.host,)
+
     # ------------------------------------------------------------------ client
 
     def _get_client(self) -> ollama.AsyncClient:
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop:
+            ollama = _sdk()
+
             # A client made on another (probably closed) loop is dropped, not closed:
             # closing it would need that loop.
             self._client = ollama.AsyncClient(
@@ -187,6 +201,8 @@ class OllamaModel(Model):
     @contextlib.contextmanager
     def _translated(self, *, model_call: bool = True) -> Iterator[None]:
         """Turn ollama/httpx failures raised inside the block into slmgraph errors."""
+        ollama = _sdk()
+
         who = dict(model=self.name, provider=PROVIDER)
         box: dict[str, float] = {}
         token = _RETRY_AFTER.set(box)
