@@ -49,9 +49,26 @@ def test_a_malformed_ollama_host_is_a_config_error_naming_it():
         assert e.value.field.startswith("OLLAMA_HOST")
     for good in ("127.0.0.1", "0.0.0.0:11434", "http://gpu1:11434", "https://ollama.example/"):
         check_ollama_host({"OLLAMA_HOST": good})
-    # The command names the variable (the ollama package would fail its own import on it).
-    done = _cli("--help", env=_env(OLLAMA_HOST="localhost:abc"))
-    assert done.returncode != 0 and "OLLAMA_HOST" in done.stderr.decode().strip().splitlines()[-1]
+    # Nothing is built at import: --help works; a command names the variable in one line.
+    bad = _env(OLLAMA_HOST="localhost:abc")
+    assert _cli("--help", env=bad).returncode == 0
+    done = _cli("run", "--small-provider", "embedded", "hi", env=bad)
+    err = done.stderr.decode()
+    assert done.returncode == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "OLLAMA_HOST" in err
+
+
+def test_the_ollama_sdk_is_not_imported_with_a_malformed_host(monkeypatch):
+    """The ollama package builds a client from OLLAMA_HOST on import; a bad value is
+    a ConfigError naming it, before that import (used by any OllamaModel call)."""
+    from slmgraph.models import _ollama
+
+    monkeypatch.setenv("OLLAMA_HOST", "http://[::1")
+    with pytest.raises(ConfigError) as e:
+        _ollama._sdk()
+    assert e.value.field == "OLLAMA_HOST"
+    monkeypatch.setenv("OLLAMA_HOST", "127.0.0.1:11434")
+    assert _ollama._sdk().AsyncClient
 
 
 LARGE = {"provider": "openai", "model": "big", "api_key": "sk-secret"}
