@@ -20,7 +20,8 @@ from ._base import (
     parse_json_reply,
     try_parse_json,
 )
-from ._embed import Embedder, HashingEmbedder, OllamaEmbedder, cosine, default_embedder
+from ._embed import Embedder, HashingEmbedder, OllamaEmbedder, OnnxE5Embedder, cosine, default_embedder
+from ._embed_cache import EmbeddingCache
 from ._langchain import LangChainModel
 from ._llamacpp import LlamaCppModel, default_gguf_path
 from ._ollama import OllamaModel
@@ -50,6 +51,8 @@ __all__ = [
     "Embedder",
     "OllamaEmbedder",
     "HashingEmbedder",
+    "OnnxE5Embedder",
+    "EmbeddingCache",
     "default_embedder",
     "cosine",
     "CircuitBreaker",
