@@ -265,6 +265,62 @@ def run_seed(seed: int, setup: str, args: argparse.Namespace, embedder: Any, sto
     return out
 
 
+def decision_speed(args: argparse.Namespace) -> None:
+    """Decision latency with 150 labels and 15,000 examples (the encoder not counted),
+    and the head's fit time; beside them the pre-head ``EmbeddingRouter`` scoring loop
+    (a boolean mask and a centroid per label per request), re-run here as the baseline."""
+    rng = np.random.default_rng(0)
+    n_labels, per = 150, 100
+    centers = rng.normal(size=(n_labels, 384))
+    y = np.repeat(np.arange(n_labels), per)
+    X = centers[y] + rng.normal(scale=2.5, size=(len(y), 384))
+    X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+    texts = [f"example {i}" for i in range(len(y))]
+    table = dict(zip(texts, X))
+
+    class Table:
+        name = identity = "synthetic-384"
+        cacheable = False
+
+        async def embed(self, batch: list[str]) -> Any:
+            return np.stack([table[t] for t in batch])
+
+    examples = [(t, f"label_{c}") for t, c in zip(texts, y)]
+    queries = centers[rng.integers(0, n_labels, 300)] + rng.normal(scale=2.5, size=(300, 384))
+    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+    print(f"decision latency, {n_labels} labels, {len(y)} examples, 384-d, {len(queries)} requests (encoder not counted)\n")
+    print("| scoring | p50 | p95 | fit |\n|---|---|---|---|")
+    p50s: dict[str, float] = {}
+    for scoring in ("head", "centroid", "nearest", "top3", "pre-head loop (centroid)"):
+        t = time.perf_counter()
+        router = EmbeddingRouter(examples, Table(), scoring="centroid" if scoring.startswith("pre") else scoring, cache=False)
+        asyncio.run(router.prepare())
+        fit_s = time.perf_counter() - t
+        if scoring.startswith("pre"):
+            bank, of = router.bank._matrix, router.bank.codes
+
+            def decide(q: Any) -> Any:  # the loop EmbeddingRouter ran before the head
+                sims = q[None, :] @ bank.T
+                out = np.empty((1, n_labels), dtype=np.float32)
+                for j in range(n_labels):
+                    cols = sims[:, of == j]
+                    centroid = bank[of == j].mean(axis=0)
+                    out[:, j] = q[None, :] @ (centroid / max(float(np.linalg.norm(centroid)), 1e-12))
+                return out.argmax()
+        else:
+            decide = router.decide
+        secs = []
+        for q in queries:
+            t = time.perf_counter()
+            decide(q)
+            secs.append(time.perf_counter() - t)
+        p50 = ms(secs, 0.5)
+        p50s[scoring] = p50
+        print(f"| {scoring} | {p50:.3f} ms | {ms(secs, 0.95):.3f} ms | {fit_s:.1f} s |")
+    print(f"\nhead / pre-head loop: p50 ratio {p50s['head'] / p50s['pre-head loop (centroid)']:.4f}")
+    print(f"(the head's fit includes 5 folds for calibration: 6 fits on {len(y)} examples)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--setup", choices=["few", "full", "both"], default="both")
@@ -278,7 +334,10 @@ def main() -> None:
     ap.add_argument("--sr-path", help="a --target directory where semantic-router is installed")
     ap.add_argument("--no-sr", action="store_true", help="skip semantic-router")
     ap.add_argument("--json", help="also write every row as JSON here")
+    ap.add_argument("--decision-speed", action="store_true", help="only the 150-label, 15,000-example latency check")
     args = ap.parse_args()
+    if args.decision_speed:
+        return decision_speed(args)
 
     embedder = default_embedder()
     store = EmbeddingCache(args.cache)
