@@ -1,9 +1,11 @@
-"""The ``"head"`` strategy: placeholder until the routing issue's trained head lands.
+"""The ``"head"`` strategy: the classify skill's trained head, refitted with the distilled labels.
 
-Until then :class:`HeadStrategy` is the classify bank with the distilled labels
-and thresholds recalibrated on the new bank (see the module docstring of
-:mod:`slmgraph.learn._strategies`): the memory strategy with every threshold
-forced to recalibrate.
+A candidate is a new example bank (the skill's examples plus the curated ones,
+adopted labels included); the bank fits its :class:`~slmgraph.skills.LinearHead`
+on it (the routing issue's calibrated logistic regression), and every threshold,
+the "none fits" bar and the decisive lead, is recalibrated on the new bank, even
+where the skill fixed them. (The memory strategy builds the same bank but keeps a
+threshold the skill fixed.)
 """
 
 from __future__ import annotations

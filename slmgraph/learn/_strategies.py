@@ -127,10 +127,14 @@ class MemoryStrategy:
                 raise ConfigError("learning.version", f"version {version.id} is for a classification skill")
             old: ClassifyRunner = base.runner  # type: ignore[assignment]
             labels = [*sorted(old.labels), *[lb for lb in payload["labels"] if lb not in old.labels]]
-            examples = [*zip(old.bank.texts, old.bank.labels), *((t, lb) for t, lb in payload["examples"])]
+            known = getattr(old.bank, "examples", None) or list(zip(old.bank.texts, old.bank.labels))
+            examples = [*known, *((t, lb) for t, lb in payload["examples"])]
             bar, margin = _settings(old)
+            # A new bank: the trained head (when the skill has one) is refitted on the
+            # bank plus the distilled labels, and the thresholds recalibrated on it.
+            bank = ExampleBank(examples, labels, cached(old.bank.embedder), **_bank_options(old.bank))
             runner = ClassifyRunner(
-                labels=frozenset(labels), bank=ExampleBank(examples, labels, cached(old.bank.embedder)),
+                labels=frozenset(labels), bank=bank,
                 top_k=old.top_k, none_threshold=bar, none_quantile=old.none_quantile, decisive_margin=margin,
                 decisive_precision=old.decisive_precision, propose_with_model=old.propose_with_model,
             )
@@ -146,7 +150,8 @@ class FewShotRunner:
 
     def __init__(self, base: Skill, examples: Sequence[Example], embedder: Embedder, shots: int) -> None:
         self.base = base
-        self.bank = ExampleBank([(str(e.input), str(i)) for i, e in enumerate(examples)], [], embedder)
+        self.bank = ExampleBank([(str(e.input), str(i)) for i, e in enumerate(examples)], [], embedder,
+                                **_bank_options(None))
         self.examples = list(examples)
         self.shots = shots
 
@@ -155,6 +160,20 @@ class FewShotRunner:
         near = await self.bank.nearest(text, self.shots)
         chosen = [self.examples[i] for i, _ in reversed(near)]  # the nearest last, next to the request
         return await run_skill(self.base.clone(examples=[*self.base.examples, *chosen], runner=None), data, ctx, node=node)
+
+
+def _bank_options(old: Any) -> dict[str, Any]:
+    """Keyword arguments for a new bank like ``old`` (``None``: retrieval only)."""
+    import inspect
+
+    params = inspect.signature(ExampleBank).parameters
+    out: dict[str, Any] = {}
+    if "head" in params:
+        out["head"] = old is not None and getattr(old, "_head_template", None) is not None
+    if "cache" in params:
+        found = getattr(old, "cache", None) if old is not None else None
+        out["cache"] = found if found is not None else False
+    return out
 
 
 #: Strategies by name, for :func:`apply_version`.
