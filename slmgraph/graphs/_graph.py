@@ -64,7 +64,9 @@ def build_graph(
         prices: the price table for the ledger; its ``baseline_model`` prices
             the all-on-the-large-model comparison.
         checkpoint: SQLite file path (default ``.slmgraph/checkpoints.sqlite``), a
-            LangGraph checkpointer, or ``None`` for no persistence.
+            PostgreSQL DSN (``postgresql://...``, shared by processes and machines;
+            the ``postgres`` extra), a LangGraph checkpointer, or ``None`` for no
+            persistence.
         large_keys: binding keys whose calls count as large-model calls.
         on_busy: when another run holds the thread (in this process or another
             sharing the SQLite file): ``"wait"`` for it, up to ``busy_timeout_s``,
@@ -137,6 +139,14 @@ class SLMGraph(RunsMixin):
         self._small_models = [spec.models[k] for k in sorted(keys)]
         nodes = self._nodes = Nodes(spec)
         self._store: RunStore | None = None
+        from ..storage._pg import is_postgres  # a DSN: the shared PostgreSQL store
+
+        if is_postgres(checkpoint):
+            from ..storage._postgres import PostgresStore
+
+            self._pg: PostgresStore | None = PostgresStore(str(checkpoint))
+        else:
+            self._pg = None
         builder = StateGraph(GraphState)
         builder.add_node("router", nodes.router)
         builder.add_node("specialist", nodes.specialist)
@@ -162,6 +172,10 @@ class SLMGraph(RunsMixin):
     async def _compiled(self) -> AsyncIterator[CompiledStateGraph]:
         if self._plain is not None:
             yield self._plain
+            return
+        if self._pg is not None:
+            async with self._pg.session() as saver:
+                yield self.builder.compile(checkpointer=GuardedSaver(saver), name=self.name)
             return
         path = Path(self.checkpoint)
         async with contextlib.AsyncExitStack() as stack:

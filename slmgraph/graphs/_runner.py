@@ -58,6 +58,7 @@ class RunsMixin:
     checkpoint: Any
     _nodes: Any
     _store: RunStore | None
+    _pg: Any
 
     @contextlib.asynccontextmanager
     async def _session(self) -> AsyncIterator[tuple[CompiledStateGraph, RunStore]]:
@@ -68,12 +69,18 @@ class RunsMixin:
         try:
             async with self._compiled() as graph:
                 if self._store is None:
+                    from ..storage._postgres import postgres_store_of
+
                     path: Path | None = None
-                    if isinstance(self.checkpoint, (str, Path)):
+                    shared: RunStore | None = None
+                    if self._pg is not None:  # a PostgreSQL DSN
+                        shared = self._pg.store
+                    elif isinstance(self.checkpoint, (str, Path)):
                         path = Path(self.checkpoint)
                     elif isinstance(self.checkpoint, BaseCheckpointSaver):
-                        path = await sqlite_file_of(self.checkpoint)
-                    self._store = RunStore(path) if path is not None else MemoryRunStore()
+                        shared = postgres_store_of(self.checkpoint)
+                        path = None if shared else await sqlite_file_of(self.checkpoint)
+                    self._store = shared or (RunStore(path) if path is not None else MemoryRunStore())
                     self._nodes.store = self._store
                 self._store.sessions += 1
                 try:
