@@ -177,7 +177,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--large-provider", choices=["openai", "ollama"])
     common.add_argument("--large-model", help="large model name; enables escalation")
     common.add_argument("--large-base-url", help="OpenAI-compatible base URL (default $OPENAI_BASE_URL)")
-    common.add_argument("--checkpoint", help="SQLite checkpoint file")
+    common.add_argument("--checkpoint", help="SQLite checkpoint file, or a postgresql:// DSN (default $SLMGRAPH_CHECKPOINT)")
     common.add_argument("--threshold", type=float, help="route confidence threshold (0..1)")
     common.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -204,6 +204,9 @@ def _parser() -> argparse.ArgumentParser:
     from .eval._cli import add_eval_commands
 
     add_eval_commands(sub, common, _config)  # `slmgraph eval`, `slmgraph calibrate`
+    from .batch._cli import add_batch_commands
+
+    add_batch_commands(sub, common, _config)  # `slmgraph batch`, `slmgraph prune`
     return p
 
 
