@@ -145,7 +145,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     serve_cfg = load_serve_config(args.config, overrides={"host": args.host, "port": args.port})
     check_bind(serve_cfg)  # refuse a public bind without API keys before building anything
-    serve(graphs_from_config(args.graphs, _config(args)), serve_cfg, log_level=args.log_level)
+    serve(graphs_from_config(args.graphs, _config(args)), serve_cfg, log_level=args.log_level, workers=args.workers)
     return 0
 
 
@@ -193,6 +193,7 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("graphs", nargs="+", help="ready graph names, each served as a model")
     srv.add_argument("--host", help="bind address (default 127.0.0.1; others need API keys)")
     srv.add_argument("--port", type=int, help="TCP port (default 8000)")
+    srv.add_argument("--workers", type=int, default=1, help="server processes on the one port (default 1); share state with a postgresql:// checkpoint")
     srv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     srv.set_defaults(fn=_cmd_serve)
     sub.add_parser("doctor", parents=[common], help="check which backends are usable").set_defaults(fn=_cmd_doctor)

@@ -8,11 +8,13 @@ model:
 * sleeps ``$SCALE_TEST_SLOW`` seconds (default 0) before answering;
 * SIGKILLs its own process once, on the request ``$SCALE_TEST_KILL_ON`` (a marker
   file makes it happen in one process only);
+* raises ``ModelUnavailableError`` for requests containing "fail" (the run fails);
 * answers ``{"label": "bad"}`` (failing the check, so the run escalates and has
   a large-model cost) for requests containing "escalate".
 
 The specialist also runs a declared effect, ``ctx.effect("charge", ...)``, which
 appends ``<request>`` to ``effects.log``: the count of exactly-once effects.
+Both logs are also merged, in order, into ``events.log`` (``calls X`` / ``effects X``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from slmgraph import AcceptancePolicy, EscalationReason, Rejected, Skill, build_graph, run_skill
+from slmgraph import AcceptancePolicy, ModelUnavailableError, EscalationReason, Rejected, Skill, build_graph, run_skill
 from slmgraph.ledger import Price, PriceTable
 from slmgraph.testing import FunctionModel
 
@@ -38,10 +40,12 @@ def _dir() -> Path:
 
 
 def append(name: str, line: str) -> None:
-    with open(_dir() / name, "a", encoding="utf-8") as f:
-        f.write(line + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """One line in ``name`` and, tagged with the file's stem, in ``events.log``."""
+    for target, text in ((name, line), ("events.log", f"{name.split('.')[0]} {line}")):
+        with open(_dir() / target, "a", encoding="utf-8") as f:
+            f.write(text + "\n")
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def lines(workdir: Path, name: str) -> list[str]:
@@ -74,6 +78,8 @@ def make(models=None, *, config=None, prices=None):
         if slow:
             await asyncio.sleep(slow)
         _maybe_kill(request)
+        if "fail" in request:
+            raise ModelUnavailableError("scripted outage", model="small-fn", provider="function")
         return {"label": "bad" if "escalate" in request else "ok"}
 
     async def runner(skill, data, ctx, node):

@@ -25,13 +25,31 @@ def serve(
     config: ServeConfig | None = None,
     *,
     log_level: str = "info",
+    workers: int = 1,
 ) -> None:
     """Serve ``graphs`` on uvicorn until interrupted (Ctrl-C / SIGTERM).
+
+    With ``workers > 1``, that many processes accept on one port; they share
+    state through the graphs' store (PostgreSQL for several machines).
 
     Raises:
         ConfigError: a non-loopback host without API keys (checked before binding).
     """
     cfg = config or ServeConfig()
-    app = create_app(graphs, cfg)
     import uvicorn
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=log_level, timeout_graceful_shutdown=10)
+
+    if workers <= 1:
+        app = create_app(graphs, cfg)
+        uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=log_level, timeout_graceful_shutdown=10)
+        return
+    from ._config import check_bind
+    from ._workers import run_workers
+
+    check_bind(cfg)
+
+    def child(sock) -> None:  # in each forked process: its own app, loop and pools
+        app = create_app(graphs, cfg)
+        server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=10))
+        server.run(sockets=[sock])
+
+    run_workers(workers, cfg.host, cfg.port, child)
