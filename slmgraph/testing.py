@@ -6,6 +6,7 @@ Use these in your own tests::
     graph = build_graph([triage], models={"small": ScriptedModel([{"label": "refund"}])})
 """
 
+from ._watchdog import LoopWatchdog
 from .models._testing import FunctionModel, ModelCall, Reply, ScriptedModel
 
-__all__ = ["ScriptedModel", "FunctionModel", "ModelCall", "Reply"]
+__all__ = ["ScriptedModel", "FunctionModel", "ModelCall", "Reply", "LoopWatchdog"]

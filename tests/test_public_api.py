@@ -38,7 +38,7 @@ def test_subpackage_exports_resolve():
     for mod in (slmgraph.agents, slmgraph.graphs, slmgraph.models, slmgraph.skills, slmgraph.testing):
         for name in mod.__all__:
             assert hasattr(mod, name), f"{mod.__name__}.{name}"
-    assert set(slmgraph.testing.__all__) == {"ScriptedModel", "FunctionModel", "ModelCall", "Reply"}
+    assert set(slmgraph.testing.__all__) == {"ScriptedModel", "FunctionModel", "ModelCall", "Reply", "LoopWatchdog"}
 
 
 def test_error_tree_is_rooted():

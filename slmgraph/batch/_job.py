@@ -102,7 +102,7 @@ async def _known(graph: SLMGraph, job: str) -> dict[str, str]:
     """The latest run status of each of the job's threads in the runs table."""
     prefix = thread_of(job, "")
     async with graph._session() as (_, store):
-        runs = await store.call(store.runs)
+        runs = await store.runs()
     return {r.thread_id: r.status for r in runs if r.thread_id.startswith(prefix)}
 
 

@@ -209,11 +209,17 @@ class SLMGraph(RunsMixin):
     def _config(self, thread_id: str) -> dict[str, Any]:
         return {"configurable": {"thread_id": thread_id}}
 
-    async def ainvoke(self, request: str, *, thread_id: str | None = None) -> RunResult:
+    async def ainvoke(
+        self, request: str, *, thread_id: str | None = None, idempotency_key: str | None = None,
+    ) -> RunResult:
         """Run one request to the end and return its :class:`RunResult`.
 
         The request is recorded as accepted before the graph starts, so a crash at
-        any point leaves it for :meth:`arecover`.
+        any point leaves it for :meth:`arecover`. With ``idempotency_key``, a retry
+        with the same key gets the same run and its result (waiting for it while it
+        runs, resuming it if it ended without a result) instead of a new run; the
+        key is global to the checkpoint, so scope it (e.g. by user) yourself.
+        Cancelling the call cancels the run: it is marked ``cancelled``.
 
         Raises:
             ThreadBusyError: another run holds ``thread_id`` (``on_busy="reject"``,
@@ -222,18 +228,20 @@ class SLMGraph(RunsMixin):
                 failed and resumes with :meth:`aresume` once storage works again.
         """
         result: RunResult | None = None
-        async for event in self._events(request, thread_id, nodes=False):
+        async for event in self._events(request, thread_id, nodes=False, idempotency_key=idempotency_key):
             result = event.result
         assert result is not None
         return result
 
-    async def astream(self, request: str | None, *, thread_id: str | None = None) -> AsyncIterator[NodeEvent]:
+    async def astream(
+        self, request: str | None, *, thread_id: str | None = None, idempotency_key: str | None = None,
+    ) -> AsyncIterator[NodeEvent]:
         """Run one request, yielding a :class:`NodeEvent` as each node finishes.
 
         With ``request=None`` the run on ``thread_id`` resumes from its checkpoint.
         The last event is ``NodeEvent("end", result=...)``.
         """
-        async for event in self._events(request, thread_id, nodes=True):
+        async for event in self._events(request, thread_id, nodes=True, idempotency_key=idempotency_key):
             yield event
 
 
@@ -250,8 +258,8 @@ class SLMGraph(RunsMixin):
             snapshot = await graph.aget_state(self._config(thread_id))
         return self._result(thread_id, snapshot.values) if snapshot.values else None
 
-    def invoke(self, request: str, *, thread_id: str | None = None) -> RunResult:
-        return run_sync(self.ainvoke(request, thread_id=thread_id))
+    def invoke(self, request: str, *, thread_id: str | None = None, idempotency_key: str | None = None) -> RunResult:
+        return run_sync(self.ainvoke(request, thread_id=thread_id, idempotency_key=idempotency_key))
 
     def stream(self, request: str | None, *, thread_id: str | None = None) -> Iterator[NodeEvent]:
         return iterate_sync(self.astream(request, thread_id=thread_id))

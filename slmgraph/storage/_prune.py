@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ConfigError
+from ..graphs._runs import FINISHED  # done, rejected, superseded, cancelled
 
 __all__ = ["PruneReport", "parse_age", "prune"]
 
-FINISHED = frozenset({"done", "superseded", "rejected"})
+
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -95,18 +96,18 @@ async def _open(checkpoint: str | Path) -> AsyncIterator[tuple[Any, Any]]:
         return
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-    from ..graphs._runs import RunStore
+    from ..graphs._runs_sqlite import SqliteRunStore
 
     path = Path(checkpoint)
     if not path.is_file():
         raise ConfigError("checkpoint", f"no checkpoint file at {str(path)!r}; nothing to prune")
-    store = RunStore(path)
+    store = SqliteRunStore(path)
     try:
         async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
             await saver.setup()
             yield saver, store
     finally:
-        store.close()
+        await store.close()
 
 
 async def prune(checkpoint: str | Path, *, older_than_s: float, dry_run: bool = False, now: float | None = None) -> PruneReport:
@@ -123,7 +124,7 @@ async def prune(checkpoint: str | Path, *, older_than_s: float, dry_run: bool = 
     report = PruneReport(dry_run=dry_run)
     async with _open(checkpoint) as (saver, store):
         by_thread: dict[str, list[Any]] = defaultdict(list)
-        for run in await store.call(store.runs):
+        for run in await store.runs():
             by_thread[run.thread_id].append(run)
         for thread, runs in by_thread.items():
             if any(r.status not in FINISHED for r in runs):
