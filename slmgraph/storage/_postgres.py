@@ -38,7 +38,13 @@ async def setup_postgres(pool: Any, saver: Any) -> None:
     include ``CREATE INDEX CONCURRENTLY``, which PostgreSQL refuses inside one.
     """
     async with pool.connection() as conn:
-        await conn.execute("SELECT pg_advisory_lock(%s)", (_SETUP_LOCK,))
+        # Polled, not waited for: a session blocked in pg_advisory_lock() is an open
+        # transaction, and the holder's CREATE INDEX CONCURRENTLY waits for every
+        # open transaction, so a blocking wait would deadlock the two.
+        delay = 0.02
+        while not (await (await conn.execute("SELECT pg_try_advisory_lock(%s) AS got", (_SETUP_LOCK,))).fetchone())["got"]:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
         try:
             await saver.setup()
             for statement in SCHEMA:
