@@ -14,7 +14,9 @@ model:
 
 The specialist also runs a declared effect, ``ctx.effect("charge", ...)``, which
 appends ``<request>`` to ``effects.log``: the count of exactly-once effects.
-Both logs are also merged, in order, into ``events.log`` (``calls X`` / ``effects X``).
+The effect's idempotency key goes to ``keys.log`` (``<request>\t<key>``): a crash
+after the effect but before its result is stored repeats it with the same key,
+which the external system uses to drop the repeat. Both logs are also merged, in order, into ``events.log`` (``calls X`` / ``effects X``).
 """
 
 from __future__ import annotations
@@ -85,7 +87,13 @@ def make(models=None, *, config=None, prices=None):
     async def runner(skill, data, ctx, node):
         outcome = await run_skill(INNER, data, ctx, node=node)
         text = getattr(data, "text", str(data))
-        await ctx.effect("charge", lambda key: append("effects.log", text) or {"charged": text})
+        def charge(key: str) -> dict:
+            append("effects.log", text)
+            with open(_dir() / "keys.log", "a", encoding="utf-8") as f:  # what an external system would see
+                f.write(f"{text}\t{key}\n")
+            return {"charged": text}
+
+        await ctx.effect("charge", charge)
         if outcome.output.label == "bad":
             return Rejected(EscalationReason.FAILED_CHECK, "asked to escalate", outcome.output.model_dump(), 1)
         return outcome
@@ -103,3 +111,12 @@ def make(models=None, *, config=None, prices=None):
         lease_ttl_s=float(os.environ.get("SCALE_TEST_TTL", "3")),
         name="scale",
     )
+
+
+def keys(workdir: Path) -> dict[str, set[str]]:
+    """The idempotency keys each request's effect was called with."""
+    out: dict[str, set[str]] = {}
+    for line in lines(workdir, "keys.log"):
+        text, key = line.split("\t")
+        out.setdefault(text, set()).add(key)
+    return out
