@@ -34,6 +34,7 @@ from .._errors import (
     SlmGraphError,
     UserError,
 )
+from ..graphs._durable import SHUTDOWN
 from ..graphs._graph import NodeEvent, SLMGraph
 from ..graphs._state import RunResult
 
@@ -227,7 +228,7 @@ class GraphHost:
 
     async def aclose(self) -> None:
         if self.recovery is not None:
-            self.recovery.cancel()
+            self.recovery.cancel(SHUTDOWN)  # a run it was finishing stays recoverable
             with contextlib.suppress(asyncio.CancelledError):
                 await self.recovery
             self.recovery = None
