@@ -4,7 +4,7 @@ rows 19, 20 and 26).
 
 The quickstart graph is served by the real CLI (``slmgraph serve quickstart``) on
 a loopback port with a SQLite checkpoint; its small model is the fault server
-(``slmgraph.fault_server``, another process) speaking Ollama's API, 20 % of its
+(``slmgraph.testing.fault_server``, another process) speaking Ollama's API, 20 % of its
 replies faulted (503, 500, TCP reset, an HTML body). Every request is a review
 (the rules route it to the sentiment skill) carrying a unique id, so the runs
 table and the fault server's request log tell what happened to each one.
@@ -53,7 +53,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from slmgraph.fault_server import FaultServer
+from slmgraph.testing import FaultServer
 
 FAULTS = [{"kind": "status", "status": 503}, {"kind": "status", "status": 500}, {"kind": "reset"},
           {"kind": "malformed", "body": "html"}]  # fmt: skip

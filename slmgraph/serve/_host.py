@@ -110,7 +110,7 @@ def extension(result: RunResult, conversation_id: str | None) -> dict[str, Any]:
         "escalation_reason": result.escalation_reason,
         "escalation_detail": result.escalation_detail,
         "message": result.message,
-        "output": result.output,
+        "output": result.output_json,
         "draft": result.draft,
         "totals": t.model_dump(),
         "cost_usd": t.cost_usd,
