@@ -50,7 +50,7 @@ from slmgraph import (  # noqa: E402
     SlmGraphError,
     build_graph,
 )
-from slmgraph.fault_server import FaultServer  # noqa: E402
+from slmgraph.testing import FaultServer  # noqa: E402
 
 
 class Echo(BaseModel):
@@ -104,7 +104,7 @@ async def run_batch(graph, n: int, tag: str, deadline_s: float) -> dict:
                 print(f"  untyped error: {task.exception()!r}")
             continue
         result = task.result()
-        if result.status == "answered" and (result.output or {}).get("text") == req:
+        if result.status == "answered" and (result.output_json or {}).get("text") == req:
             ok += 1
         else:
             mixups += 1

@@ -44,8 +44,8 @@ def main() -> None:
     print(f"status={r.status}  ({r.message})")
     if r.escalation_reason:
         print(f"escalated because: {r.escalation_reason}: {r.escalation_detail}")
-    found = (r.output or (r.draft if isinstance(r.draft, dict) else None) or {}).get("clauses", [])
-    label = "clauses" if r.output is not None else "verified clauses in the draft"
+    found = (r.output_json or (r.draft if isinstance(r.draft, dict) else None) or {}).get("clauses", [])
+    label = "clauses" if r.output_json is not None else "verified clauses in the draft"
     print(f"{label}: {len(found)}")
     for c in found:
         assert text[c["start"]:c["end"]] == c["quote"]  # the skill's guarantee

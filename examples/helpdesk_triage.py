@@ -64,7 +64,7 @@ def main() -> None:
     for ticket in tickets[:n]:
         r = graph.invoke(ticket)
         print(f"\n> {ticket}\n  route={r.route} status={r.status} intent={r.answer}")
-        shown = r.output or (r.draft if isinstance(r.draft, dict) else {}) or {}
+        shown = r.output_json or (r.draft if isinstance(r.draft, dict) else {}) or {}
         nearest = shown.get("candidates") or shown.get("nearest") or []
         print("  candidates: " + ", ".join(f"{c['label']} ({c['score']:.2f})" for c in nearest[:3]))
         if r.escalation_reason:

@@ -40,7 +40,7 @@ def main() -> None:
     ):
         r = graph.invoke(request)
         print(f"\n> {request}\n  status={r.status}")
-        if r.output is not None:
+        if r.output_json is not None:
             print(f"  {r.answer}")
         if r.escalation_reason:
             print(f"  escalated because: {r.escalation_reason} ({r.escalation_detail})")

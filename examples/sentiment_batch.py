@@ -44,7 +44,7 @@ def main() -> None:
     print(f"status={r.status} ({r.message})")
     if r.escalation_reason:
         print(f"escalated because: {r.escalation_reason} ({r.escalation_detail})")
-    report = r.output or (r.draft if isinstance(r.draft, dict) else None)
+    report = r.output_json or (r.draft if isinstance(r.draft, dict) else None)
     if report:
         print("\ncounts:", ", ".join(f"{n} {label}" for label, n in report["counts"].items()))
         for aspect, counts in report["by_aspect"].items():

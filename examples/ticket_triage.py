@@ -50,7 +50,7 @@ def main() -> None:
     right = 0
     for text, gold in tickets[:n]:
         r = graph.invoke(text)
-        answer = r.output or (r.draft if isinstance(r.draft, dict) else {})
+        answer = r.output_json or (r.draft if isinstance(r.draft, dict) else {})
         got = answer.get("category")
         right += got == gold
         print(f"- {text[:70]!r}\n  gold={gold} got={got} status={r.status}"

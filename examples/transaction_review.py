@@ -23,7 +23,8 @@ import sys
 from pathlib import Path
 
 from slmgraph import load_config, models_from_config, prices_from_config
-from slmgraph.graphs.transactions import ANOMALY_KINDS, synthetic_transaction_log, transaction_review_graph
+from slmgraph.graphs.transactions import transaction_review_graph
+from slmgraph.testing import ANOMALY_KINDS, synthetic_transaction_log
 
 
 def main() -> None:
@@ -44,7 +45,7 @@ def main() -> None:
     config = load_config()
     graph = transaction_review_graph(models_from_config(config), config=config, prices=prices_from_config(config))
     r = graph.invoke(text)
-    report = r.output or (r.draft if isinstance(r.draft, dict) else None)
+    report = r.output_json or (r.draft if isinstance(r.draft, dict) else None)
     print(f"\nstatus={r.status} ({r.message})")
     if r.escalation_reason:
         print(f"escalated because: {r.escalation_reason} ({r.escalation_detail})")

@@ -78,7 +78,7 @@ class RunContext:
         check_fits(model, messages, settings)
         reply = await model.complete(messages, schema=schema, settings=settings)
         tier: Literal["small", "large"] = "large" if key in self.large_keys else "small"
-        self.recorder.add(reply, node=node, skill=skill, reason=reason, tier=tier)
+        self.recorder.add(reply, node=node, skill=skill, reason=reason, tier=tier, key=key, local=model.local)
         return reply
 
 
@@ -106,8 +106,14 @@ class EffectLog:
     them in memory for one context (a graph run uses a store in its SQLite file)."""
 
     def __init__(self, scope: str = "") -> None:
-        self.scope = scope or uuid.uuid4().hex
+        self._scope = scope
         self._results: dict[str, Any] = {}
+
+    @property
+    def scope(self) -> str:
+        if not self._scope:  # drawn on first use: most runs declare no side effect
+            self._scope = uuid.uuid4().hex
+        return self._scope
 
     def idempotency_key(self, key: str) -> str:
         return f"{self.scope}:{key}"

@@ -1,9 +1,10 @@
 """Turning a :class:`~slmgraph.config.Config` into bound models and a price table.
 
-Each remote endpoint (an Ollama host, an OpenAI-compatible URL) gets one circuit
-breaker and one concurrency limit, shared by every entry that calls it; each entry is
-``RetryingModel(GuardedModel(backend))`` (or a :class:`PooledModel` over its
-``hosts``), wrapped in a :class:`FallbackModel` when it names fallbacks.
+Each entry's backend (or a :class:`PooledModel` over its ``hosts``, in a
+:class:`FallbackModel` when it names fallbacks) goes through :func:`~slmgraph.harden`,
+the same seam ``build_graph`` uses: each endpoint (an Ollama host, an
+OpenAI-compatible URL) gets one circuit breaker and one concurrency limit, with the
+settings of the first entry that calls it, shared by every entry that calls it.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from .config import Config, ModelConfig
 from .ledger import PriceTable
 from .models._base import Model
 from .models._ollama import DEFAULT_OLLAMA_HOST
-from .models._breaker import CircuitBreaker, ConcurrencyLimit, GuardedModel, endpoint_of
+from .models._breaker import CircuitBreaker, ConcurrencyLimit, endpoint_of
 from .models._fallback import FallbackModel
-from .models._retry import RetryingModel, RetryPolicy
+from .models._retry import RetryPolicy
 
 __all__ = ["models_from_config", "prices_from_config", "DEFAULT_OLLAMA_MODEL", "DEFAULT_OLLAMA_HOST", "ollama_models"]
 
@@ -76,46 +77,46 @@ def build_model(cfg: ModelConfig) -> Model:
         )  # fmt: skip
     from .models._llamacpp import LlamaCppModel
 
-    return LlamaCppModel(cfg.model_path, n_ctx=cfg.context_window or 2048)
+    return LlamaCppModel(cfg.model_path, n_ctx=cfg.context_window or 2048, logprobs=cfg.logprobs)
 
 
 def models_from_config(config: Config, *, name_detector=None) -> dict[str, Model]:
     """``{"small": ..., "large": ..., **config.models}``; ``"large"`` only when configured.
 
-    Every model whose endpoint is not on this machine comes wrapped in a
-    :class:`~slmgraph.privacy.PrivacyGate` applying ``config.privacy``;
-    ``name_detector`` serves a policy with ``names = "external"``.
+    Every model goes through :func:`~slmgraph.harden`: retry, breaker and limit
+    for what calls over the network, and a :class:`~slmgraph.privacy.PrivacyGate`
+    applying ``config.privacy`` for what leaves the machine; ``name_detector``
+    serves a policy with ``names = "external"``.
+
+    Raises:
+        ConfigError: a model's endpoint is remote and the config has no ``[privacy]``.
     """
+    from ._harden import Guards, harden
+
     policy = RetryPolicy(attempts=config.retry_attempts)
     entries = {"small": config.small, **({"large": config.large} if config.large else {}), **config.models}
-    guards: dict[str, tuple[CircuitBreaker, ConcurrencyLimit]] = {}
-
-    def guarded(cfg: ModelConfig) -> Model:
-        model = build_model(cfg)
-        if model.provider not in ("ollama", "openai") or hasattr(model, "hosts"):
-            return model  # in-process, or a pool (it guards each host itself)
-        where = endpoint_of(model)
+    backends = {key: build_model(cfg) for key, cfg in entries.items()}
+    guards: Guards = {}
+    for key, cfg in entries.items():  # the first entry that calls an endpoint sets its guard
+        where = endpoint_of(backends[key])
         if where not in guards:
             breaker = CircuitBreaker(cfg.breaker_failures, cfg.breaker_cooldown, name=where)
             guards[where] = (breaker, ConcurrencyLimit(cfg.max_parallel))
-        breaker, limit = guards[where]
-        return GuardedModel(model, breaker=breaker, limit=limit)
-
-    single = {key: RetryingModel(guarded(cfg), policy) for key, cfg in entries.items()}
-    models: dict[str, Model] = {
+    single = {key: harden(m, retry=policy, guards=guards, privacy=config.privacy, name_detector=name_detector, key=key)
+              for key, m in backends.items()}  # fmt: skip
+    return {
         key: FallbackModel([single[key], *(single[t] for t in cfg.fallback)]) if cfg.fallback else single[key]
         for key, cfg in entries.items()
     }
-    from .privacy._wiring import gate_remote_models
-
-    return gate_remote_models(models, config.privacy, name_detector=name_detector)
 
 
 def prices_from_config(config: Config) -> PriceTable:
-    table = PriceTable()
-    for cfg in (config.small, config.large, *config.models.values()):
-        if cfg is not None and cfg.price is not None and cfg.model:
-            table.prices[cfg.model] = cfg.price
-    if config.large is not None:
-        table.baseline_model = config.large.model
+    """The price table of ``config``: each entry's ``price`` under its binding key
+    (``"small"``, ``"large"``, ``"coder"``), and ``machine_usd_per_hour`` for local
+    calls without a price. The baseline is the ``"large"`` entry's price."""
+    entries = {"small": config.small, **({"large": config.large} if config.large else {}), **config.models}
+    table = PriceTable(machine_usd_per_hour=config.machine_usd_per_hour)
+    for key, cfg in entries.items():
+        if cfg.price is not None:
+            table.prices[key] = cfg.price
     return table

@@ -7,11 +7,13 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import SlmGraphError
 from .config import Config, load_config
-from .graphs._state import RunResult
+
+if TYPE_CHECKING:  # `slmgraph --help` loads no graph, backend or LangChain module
+    from .graphs._state import RunResult
 
 __all__ = ["main"]
 
@@ -36,7 +38,8 @@ def _print_result(r: RunResult) -> None:
     print(
         f"ledger:  {t.calls} calls ({t.small_calls} small, {t.large_calls} large), "
         f"{t.prompt_tokens}+{t.completion_tokens} tokens, {t.latency_s:.2f}s in models, "
-        f"cost ${t.cost_usd:.6f} vs ${t.all_large_cost_usd:.6f} all-large"
+        f"cost ${t.cost_usd:.6f} (local ${t.local_cost_usd:.6f}) vs ${t.baseline_usd:.6f} sent straight "
+        f"to the large model, saved ${t.saved_usd:.6f}"
     )
     for e in r.ledger:
         print(

@@ -3,6 +3,7 @@
 A TOML file looks like::
 
     route_threshold = 0.6
+    machine_usd_per_hour = 0.10  # what local inference costs (default 0.10)
 
     [small]
     provider = "ollama"          # "auto" | "embedded" | "ollama" | "openai"
@@ -13,7 +14,7 @@ A TOML file looks like::
     provider = "openai"
     model = "gpt-4o-mini"
     base_url = "https://api.openai.com/v1"
-    price = { input_per_mtok = 0.15, output_per_mtok = 0.60 }
+    price = { input_per_mtok = 0.15, output_per_mtok = 0.60 }   # the ledger's baseline
 
     [models.coder]               # extra binding keys, for skills with model="coder"
     provider = "ollama"
@@ -55,7 +56,7 @@ from pydantic import (
 )
 
 from ._errors import ConfigError
-from .ledger import Price
+from .ledger import DEFAULT_MACHINE_USD_PER_HOUR, Price
 from .privacy._policy import PrivacyPolicy
 
 __all__ = ["ModelConfig", "Config", "load_config"]
@@ -82,6 +83,9 @@ class ModelConfig(BaseModel):
     keep_alive: str | None = "5m"
     timeout: PositiveFloat = 60.0
     model_path: str | None = None
+    #: Embedded engine: load it with token logprobs, so the default confidence bar
+    #: applies (costs ``n_ctx x vocabulary x 4`` bytes: about 400 MB for SmolLM2 at 2048).
+    logprobs: bool = False
     price: Price | None = None
     # Reliability (see docs/reliability.md).
     connect_timeout: PositiveFloat = 2.0
@@ -139,6 +143,9 @@ class Config(BaseModel):
     retry_attempts: PositiveInt = 3
     serve: dict[str, Any] = Field(default_factory=dict)  # validated by slmgraph.serve
     privacy: PrivacyPolicy | None = Field(default=None, validate_default=True)
+    #: USD per hour of this machine, the cost of local calls with no ``price``
+    #: (see :data:`slmgraph.ledger.DEFAULT_MACHINE_USD_PER_HOUR`).
+    machine_usd_per_hour: NonNegativeFloat = DEFAULT_MACHINE_USD_PER_HOUR
     #: Acceptance thresholds by skill name (``"*"``: every skill), overriding each
     #: skill's ``AcceptancePolicy.min_confidence``; written by ``slmgraph calibrate``.
     min_confidence: dict[str, float] = Field(default_factory=dict)

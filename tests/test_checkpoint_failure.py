@@ -87,7 +87,7 @@ async def test_a_failing_checkpoint_write_fails_loudly_then_resumes(
     fault.on = False  # the disk has room again / the lock is gone
     result = await graph.aresume("faulty")
     assert result.status == "escalated" and result.answer == dg.ANSWER
-    assert result.output == reference.output and result.draft == reference.draft
+    assert result.output_json == reference.output_json and result.draft == reference.draft
     assert [e.node for e in result.ledger] == [e.node for e in reference.ledger]
     assert dg.view(tmp_path / dg.DB).get(run.run_id).status == "done"
     assert len(dg.lines(tmp_path, "effects.log")) == 1  # the charge never repeats

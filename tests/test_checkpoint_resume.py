@@ -119,7 +119,7 @@ def test_sigkill_in_specialist_resumes_only_the_specialist(tmp_path: Path) -> No
 
     assert result.status == "answered"
     assert result.route == "lenient"
-    assert result.output == {"label": "lenient-draft"}
+    assert result.output_json == {"label": "lenient-draft"}
     assert result.answer == '{"label":"lenient-draft"}'
 
     runs = crash_run.calls(tmp_path)
@@ -162,7 +162,7 @@ async def test_checkpoint_survives_a_typed_model_error(tmp_path: Path) -> None:
     result = await build().aresume(thread)
 
     assert result.status == "answered"
-    assert result.output == {"label": "recovered"}
+    assert result.output_json == {"label": "recovered"}
     assert len(small.calls) == 2  # the failed call, then the retried one
     assert large.calls == []
     assert crash_run.calls(tmp_path).count("router") == 1  # router not re-run

@@ -162,7 +162,7 @@ async def test_helpdesk_graph_answers_with_the_chosen_intent(tmp_path):
     g = helpdesk_graph({"small": small}, embedder=HashingEmbedder(), config=_config(tmp_path))
     r = await g.ainvoke("My new card still hasn't arrived in the post")
     assert (r.status, r.route, r.answer) == ("answered", "triage", "card_arrival")
-    assert r.output["candidates"][0]["label"] == "card_arrival"
+    assert r.output_json["candidates"][0]["label"] == "card_arrival"
     assert [e.skill for e in r.ledger] == ["triage"]
 
 
@@ -203,8 +203,8 @@ async def test_real_model_and_offline_encoder_classify_within_the_candidates(tmp
     assert r.ledger and all(e.model == small.name for e in r.ledger)
     builtin = {lb for _, lb in HELPDESK_EXAMPLES}
     if r.status == "answered":
-        candidates = [c["label"] for c in r.output["candidates"]]
-        assert r.answer == r.output["label"] and r.answer in candidates
+        candidates = [c["label"] for c in r.output_json["candidates"]]
+        assert r.answer == r.output_json["label"] and r.answer in candidates
     else:  # the weak model may say none fits; then the draft must say what was near
         assert r.escalation_reason in ("none_fits", "invalid_output")
         candidates = [c["label"] for c in r.draft["nearest"]]

@@ -74,7 +74,7 @@ async def test_the_graph_answers_with_the_code_text():
     g = build_graph([generate_code_skill()], models={"small": ScriptedModel([{"code": ADD}])}, checkpoint=None)
     r = await g.ainvoke(TASK)
     assert (r.status, r.answer) == ("answered", ADD.rstrip("\n"))
-    assert r.output == {"code": ADD.rstrip("\n"), "tests_run": 2}
+    assert r.output_json == {"code": ADD.rstrip("\n"), "tests_run": 2}
 
 
 async def test_unparseable_code_after_every_repair_escalates_as_invalid():

@@ -25,7 +25,8 @@ def test_file_then_env_then_overrides(tmp_path):
     assert cfg.route_threshold == 0.9
     assert cfg.large.model == "gpt-x"
     prices = prices_from_config(cfg)
-    assert prices.baseline_model == "gpt-x" and prices.price("gpt-x").output_per_mtok == 6.0
+    # keyed by binding key; the baseline is the "large" entry's price
+    assert prices.price("large").output_per_mtok == 6.0 and prices.baseline().output_per_mtok == 6.0
 
 
 def test_extra_model_bindings(tmp_path):

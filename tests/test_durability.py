@@ -198,7 +198,7 @@ def _interleavings(workdir: Path, thread: str) -> int:
     graph = dg.build(workdir)
 
     async def history() -> list[str]:
-        async with graph._compiled() as compiled:
+        async with graph.runner._compiled() as compiled:
             snaps = [s async for s in compiled.aget_state_history({"configurable": {"thread_id": thread}})]
         return [s.values.get("run_id", "") for s in reversed(snaps) if s.values.get("run_id")]
 

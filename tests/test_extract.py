@@ -244,7 +244,7 @@ async def test_contract_review_graph_answers_with_clauses_and_offsets():
     r = await contract_review_graph({"small": small}).ainvoke(CONTRACT)
     t = CONTRACT.index(TERMINATION)
     assert (r.status, r.route) == ("answered", "extract")
-    assert r.output == {"clauses": [{"type": "termination", "quote": TERMINATION, "start": t, "end": t + len(TERMINATION)}]}
+    assert r.output_json == {"clauses": [{"type": "termination", "quote": TERMINATION, "start": t, "end": t + len(TERMINATION)}]}
     assert r.answer == f"termination [{t}:{t + len(TERMINATION)}]: {TERMINATION}"
     assert [e.skill for e in r.ledger] == ["extract"]
 
@@ -259,7 +259,7 @@ async def test_contract_review_graph_escalates_a_hallucination_with_only_verifie
     brief = large.calls[0].messages[-1].content
     assert "failed_check" in brief and "Mars" in brief  # the large model is told which quote failed
     alone = await contract_review_graph({"small": ScriptedModel([bad, bad])}).ainvoke(CONTRACT)
-    assert alone.status == "escalation_needed" and alone.answer is None and alone.output is None
+    assert alone.status == "escalation_needed" and alone.answer is None and alone.output_json is None
 
 
 async def test_contract_review_graph_takes_a_contract_longer_than_the_small_context():
@@ -268,8 +268,8 @@ async def test_contract_review_graph_takes_a_contract_longer_than_the_small_cont
     g = contract_review_graph({"small": small}, clause_types=["termination"])
     r = await g.ainvoke(text)
     assert r.status == "answered"
-    assert [c["quote"] for c in r.output["clauses"]] == expected
-    assert all(text[c["start"]:c["end"]] == c["quote"] for c in r.output["clauses"])
+    assert [c["quote"] for c in r.output_json["clauses"]] == expected
+    assert all(text[c["start"]:c["end"]] == c["quote"] for c in r.output_json["clauses"])
     assert len(r.ledger) == len(small.calls) > 3
 
 

@@ -53,7 +53,7 @@ async def test_fifty_concurrent_runs_queue_on_our_side_and_none_is_lost_or_mixed
     results = await asyncio.gather(*(graph.ainvoke(r) for r in requests), return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]
     assert errors == []
-    assert [r.output["text"] for r in results] == requests  # no state bleed between runs
+    assert [r.output_json["text"] for r in results] == requests  # no state bleed between runs
     stats = fault_server.stats()
     assert stats["rejected"] == 0 and stats["max_active"] <= 2 and chats(fault_server) == 50
     await small.aclose()

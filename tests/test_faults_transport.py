@@ -375,10 +375,10 @@ async def test_a_stalled_reply_leaves_nothing_in_the_checkpoint(fault_server, tm
         await graph.ainvoke("repeat me", thread_id="stalled")
     assert chat_requests(fault_server, "ollama") == 2
     result = await graph.aget_result("stalled")
-    assert result is None or (result.output is None and result.answer is None)
+    assert result is None or (result.output_json is None and result.answer is None)
     stored = b"".join(p.read_bytes() for p in tmp_path.iterdir())
     assert b"PARTIAL-MARKER" not in stored  # partial output committed: 0
     # The control: the same reply, whole, does reach the checkpoint.
-    assert (await graph.ainvoke("repeat me", thread_id="whole")).output["text"].startswith("PARTIAL-MARKER")
+    assert (await graph.ainvoke("repeat me", thread_id="whole")).output_json["text"].startswith("PARTIAL-MARKER")
     assert b"PARTIAL-MARKER" in b"".join(p.read_bytes() for p in tmp_path.iterdir())
     await model.aclose()

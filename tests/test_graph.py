@@ -52,7 +52,8 @@ def graph(small, large=None, **kw):
 async def test_route_to_specialist_and_accept():
     small = ScriptedModel([{"sentiment": "positive"}])
     r = await graph(small).ainvoke("I love this phone")
-    assert (r.status, r.route, r.output) == ("answered", "sentiment", {"sentiment": "positive"})
+    assert (r.status, r.route, r.output_json) == ("answered", "sentiment", {"sentiment": "positive"})
+    assert isinstance(r.output, Sentiment) and r.output.sentiment == "positive"  # typed
     assert r.answer == '{"sentiment":"positive"}'
     assert r.escalation_reason is None
     assert [e.node for e in r.ledger] == ["specialist"]
@@ -82,7 +83,7 @@ async def test_low_route_confidence_escalates():
 async def test_model_router_confident_choice_goes_to_specialist():
     small = ScriptedModel([{"skill": "add"}, {"total": 5}], logprob=-0.001)
     r = await graph(small, router=ModelRouter()).ainvoke("two plus three")
-    assert (r.status, r.route, r.output) == ("answered", "add", {"total": 5})
+    assert (r.status, r.route, r.output_json) == ("answered", "add", {"total": 5})
     schema = small.calls[0].schema
     assert schema["properties"]["skill"]["enum"] == ["sentiment", "add", "none"]
 
@@ -173,10 +174,12 @@ async def test_agent_raises_step_limit_directly():
         await agent.run("q", draft=None, reason="r", detail="", skills={"add": ADD}, ctx=RunContext({"large": large}))
 
 
-async def test_ledger_totals_and_all_large_baseline():
+async def test_ledger_totals_and_the_direct_large_baseline():
     small = ScriptedModel([{"total": "x"}] * 3, name="tiny")
     large = ScriptedModel([{"action": "final", "answer": "5"}], name="big")
-    prices = PriceTable(prices={"big": Price(input_per_mtok=1000.0, output_per_mtok=2000.0)}, baseline_model="big")
+    prices = PriceTable(
+        prices={"big": Price(input_per_mtok=1000.0, output_per_mtok=2000.0)}, baseline_model="big", machine_usd_per_hour=0
+    )
     r = await graph(small, large, prices=prices).ainvoke("2 + 3")
     t = r.totals
     assert (t.calls, t.small_calls, t.large_calls) == (4, 3, 1)
@@ -186,8 +189,10 @@ async def test_ledger_totals_and_all_large_baseline():
     assert big.cost_usd == pytest.approx((big.prompt_tokens * 1000 + big.completion_tokens * 2000) / 1e6)
     assert all(e.cost_usd == 0 for e in r.ledger[:-1])
     assert t.cost_usd == pytest.approx(big.cost_usd)
-    assert t.all_large_cost_usd == pytest.approx((t.prompt_tokens * 1000 + t.completion_tokens * 2000) / 1e6)
-    assert t.saved_usd == pytest.approx(t.all_large_cost_usd - t.cost_usd) and t.saved_usd > 0
+    # the baseline: "2 + 3" (2 tokens) in and "5" (1 token) out, once, at the large price
+    assert (t.baseline_prompt_tokens, t.baseline_completion_tokens) == (2, 1)
+    assert t.baseline_usd == pytest.approx((2 * 1000 + 1 * 2000) / 1e6) == t.all_large_cost_usd
+    assert t.saved_usd == pytest.approx(t.baseline_usd - t.cost_usd) and t.saved_usd < 0  # repairs, then escalated
     assert r.ledger[-1].escalation_reason == "invalid_output"
 
 
@@ -199,16 +204,16 @@ async def test_astream_yields_node_events_then_the_result(tmp_path):
     assert events[0].update["route"] == "sentiment"
     assert events[-1].result.status == "answered"
     stored = await g.aget_result("t-1")
-    assert stored.output == {"sentiment": "negative"} and stored.thread_id == "t-1"
+    assert stored.output_json == {"sentiment": "negative"} and stored.thread_id == "t-1"
 
 
 def test_sync_wrappers_invoke_and_stream(tmp_path):
     small = ScriptedModel([{"sentiment": "positive"}, {"sentiment": "negative"}])
     g = graph(small, checkpoint=tmp_path / "c.sqlite")
-    assert g.invoke("I love it").output == {"sentiment": "positive"}
+    assert g.invoke("I love it").output_json == {"sentiment": "positive"}
     nodes = [e.node for e in g.stream("I hate it", thread_id="s")]
     assert nodes == ["router", "specialist", "end"]
-    assert g.get_result("s").output == {"sentiment": "negative"}
+    assert g.get_result("s").output_json == {"sentiment": "negative"}
 
 
 async def test_sync_wrapper_inside_a_loop_is_a_clear_error():
@@ -274,7 +279,7 @@ async def test_a_new_request_on_a_used_thread_starts_a_clean_run(tmp_path):
     first = await g.ainvoke("2 + 3", thread_id="T")
     assert first.status == "escalation_needed" and first.draft == {"total": "bad"}
     second = await g.ainvoke("I love it", thread_id="T")
-    assert (second.status, second.route, second.output) == ("answered", "sentiment", {"sentiment": "positive"})
+    assert (second.status, second.route, second.output_json) == ("answered", "sentiment", {"sentiment": "positive"})
     assert second.escalation_reason is None and second.draft is None
     assert second.totals.calls == 1 and [e.node for e in second.ledger] == ["specialist"]
     # the conversation itself is kept across runs on the thread
@@ -364,7 +369,7 @@ async def test_a_composite_skill_runs_sub_skills_through_its_runner():
     composite = ADD.clone(name="add_twice", runner=two_step, render=lambda o: f"total is {o.total}")
     small = ScriptedModel([{"total": 3}, {"total": 7}])
     r = await build_graph([composite], models={"small": small}, checkpoint=None).ainvoke("1 + 2 then + 4")
-    assert (r.status, r.answer, r.output) == ("answered", "total is 7", {"total": 7})
+    assert (r.status, r.answer, r.output_json) == ("answered", "total is 7", {"total": 7})
     assert small.calls[1].messages[-1].content == "3 + 4"
     assert [e.skill for e in r.ledger] == ["add", "add"]
 

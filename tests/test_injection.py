@@ -177,7 +177,7 @@ def run_corpus(router: str, *, constrained: bool = True, large: bool = True):
             fig["large_calls"] += sum(e.tier == "large" for e in result.ledger)
             fig["forbidden_target"] += any(EMAIL in s or "4111" in s for s in model.large_seen)
             want_status = expected if large else ("answered" if expected == "answered" else "escalation_needed")
-            fig["benign_ok"] += result.status == want_status and (expected != "answered" or result.output == {"status": "shipped"})
+            fig["benign_ok"] += result.status == want_status and (expected != "answered" or result.output_json == {"status": "shipped"})
     return fig
 
 

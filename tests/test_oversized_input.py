@@ -99,9 +99,9 @@ async def test_oversized_text_is_chunked_with_every_part_sent_and_none_over_budg
     markers = set(re.findall(r"M\d{7}", text))
     sent = set(re.findall(r"M\d{7}", "\n".join(audit.sent)))
     assert sent == markers  # silent truncations: 0 (every paragraph reached the model)
-    assert result.output["chunks"] > 1
+    assert result.output_json["chunks"] > 1
     assert peak < 20 * size  # bounded: a small multiple of the input
-    print(f"\nrow 14: {size // MB} MB chunked into {result.output['chunks']} parts, {len(audit.model.calls)} calls, "
+    print(f"\nrow 14: {size // MB} MB chunked into {result.output_json['chunks']} parts, {len(audit.model.calls)} calls, "
           f"over budget 0, markers sent {len(sent)}/{len(markers)}, peak memory {peak / MB:.1f} MB "
           f"({peak / size:.1f}x input)")
 

@@ -169,9 +169,9 @@ async def test_graph_answers_a_command_and_a_needs_argument_outcome():
     small = ScriptedModel([{"command": "turn_on", "device": "lamp"}, {"command": "set_timer", "minutes": 30}], logprob=SURE)
     g = graph(small)
     r = await g.ainvoke("turn on the lamp")
-    assert (r.status, r.output["status"], r.answer) == ("answered", "command", "command: turn_on(device='lamp')")
+    assert (r.status, r.output_json["status"], r.answer) == ("answered", "command", "command: turn_on(device='lamp')")
     r = await g.ainvoke("start a timer please")
-    assert r.status == "answered" and r.output["status"] == "needs_argument"
+    assert r.status == "answered" and r.output_json["status"] == "needs_argument"
     assert r.answer.startswith("needs_argument: set_timer is missing minutes.")
 
 

@@ -14,7 +14,7 @@ EXPECTED = {
     "Model", "Message", "ModelSettings", "ModelReply", "OllamaModel", "OpenAIModel", "LlamaCppModel",
     "LangChainModel", "RetryPolicy", "RetryingModel",
     "LedgerEntry", "Price", "PriceTable", "RunTotals", "Config", "ModelConfig", "load_config",
-    "build_model", "models_from_config", "prices_from_config",
+    "build_model", "models_from_config", "prices_from_config", "harden",
     "SlmGraphError", "UserError", "ConfigError", "UnknownSkillError", "MissingDependencyError",
     "RequestError", "EmptyRequestError", "RequestTooLargeError", "ModelError", "ModelUnavailableError",
     "ModelTimeoutError", "ModelNotFoundError", "ModelHTTPError", "InvalidModelOutputError",
@@ -25,6 +25,7 @@ EXPECTED |= {
     "CircuitBreaker", "ConcurrencyLimit", "GuardedModel", "FallbackModel", "PooledModel",
 }
 EXPECTED |= {"ThreadBusyError", "CheckpointError", "RunRecord"}  # durable runs
+EXPECTED |= {"skill_node", "router_node", "escalation_node", "fan_out", "SLMState", "SLMStateModel"}  # node factories
 
 
 def test_top_level_exports_are_pinned():
@@ -38,7 +39,11 @@ def test_subpackage_exports_resolve():
     for mod in (slmgraph.agents, slmgraph.graphs, slmgraph.models, slmgraph.skills, slmgraph.testing):
         for name in mod.__all__:
             assert hasattr(mod, name), f"{mod.__name__}.{name}"
-    assert set(slmgraph.testing.__all__) == {"ScriptedModel", "FunctionModel", "ModelCall", "Reply", "LoopWatchdog"}
+    assert set(slmgraph.testing.__all__) == {
+        "ScriptedModel", "FunctionModel", "ModelCall", "Reply", "FaultServer",
+        "LabelledText", "synthetic_pii_corpus", "evaluate", "SyntheticLog", "synthetic_transaction_log", "ANOMALY_KINDS",
+        "LoopWatchdog",
+    }  # fmt: skip
 
 
 def test_error_tree_is_rooted():

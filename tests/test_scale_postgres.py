@@ -84,7 +84,7 @@ def test_runs_on_postgres_survive_a_server_restart(pg, pg_dsn, tmp_path, monkeyp
     graph = _graph(pg_dsn)
 
     async def scenario():
-        async with graph._pg.session():
+        async with graph.runner.pg.session():
             first = await graph.ainvoke("one", thread_id="t1")
             await asyncio.to_thread(pg.restart)  # every pooled connection is now dead
             second = await graph.ainvoke("two", thread_id="t2")

@@ -153,7 +153,7 @@ async def test_in_a_graph():
     g = build_graph([sentiment_batch_skill(samples=1)], models={"small": model}, checkpoint=None)
     r = await g.ainvoke(json.dumps(REVIEWS[:2]))
     assert (r.status, r.route) == ("answered", "sentiment_batch")
-    assert r.output["counts"] == {"positive": 1, "neutral": 0, "negative": 1}
+    assert r.output_json["counts"] == {"positive": 1, "neutral": 0, "negative": 1}
     assert r.answer.startswith("2 texts: 1 positive, 0 neutral, 1 negative")
 
 

@@ -181,7 +181,7 @@ async def test_the_graph_answers_with_the_summary_text():
     g = build_graph([summarize_skill()], models={"small": small}, checkpoint=None)
     r = await g.ainvoke(f"summarize: {document(2)}")
     assert (r.status, r.answer) == ("answered", "The council discussed two plans.")
-    assert r.output == {"summary": "The council discussed two plans.", "chunks": 1, "rounds": 0}
+    assert r.output_json == {"summary": "The council discussed two plans.", "chunks": 1, "rounds": 0}
     assert [e.skill for e in r.ledger] == ["summarize_map"]
 
 

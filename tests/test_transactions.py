@@ -12,7 +12,7 @@ import pytest
 from slmgraph import Accepted, Config, ConfigError, EscalationReason, Rejected, RunContext, run_skill
 from slmgraph._context import DEFAULT_REPLY_RESERVE
 from slmgraph.graphs.transactions import transaction_review_graph
-from slmgraph.skills._synthetic_transactions import ANOMALY_KINDS, synthetic_transaction_log
+from slmgraph.testing import ANOMALY_KINDS, synthetic_transaction_log
 from slmgraph.skills._transaction_rules import (
     LogFormatError,
     RuleHit,
@@ -398,7 +398,7 @@ async def test_graph_answers_with_the_flagged_rows(tmp_path):
     g = transaction_review_graph({"small": small}, config=cfg(tmp_path), samples=1)
     r = await g.ainvoke(synth.text)
     assert (r.status, r.route) == ("answered", "flag_transactions")
-    report = TransactionReport.model_validate(r.output)
+    report = TransactionReport.model_validate(r.output_json)
     assert set(synth.planted) <= {row.id for row in report.flagged}
     assert "FLAGGED" in r.answer and "MALFORMED (1)" in r.answer
     assert all(e.node == "specialist" and e.skill == "flag_transactions" for e in r.ledger)
@@ -462,7 +462,7 @@ async def test_real_model_gives_a_complete_schema_valid_review_through_the_graph
     model = LlamaCppModel()
     r = await transaction_review_graph({"small": model}, config=cfg(tmp_path), samples=1).ainvoke(text)
     assert r.status in ("answered", "escalation_needed")
-    report = TransactionReport.model_validate(r.output if r.status == "answered" else r.draft)
+    report = TransactionReport.model_validate(r.output_json if r.status == "answered" else r.draft)
     reviewed = report.flagged + report.escalated + report.cleared
     assert sorted(row.id for row in reviewed) == ["t60", "t61", "t90", "t91"]
     for row in reviewed:  # the policy holds whatever the model said

@@ -1,12 +1,15 @@
 """Routers: pick the skill that fits a request, or none.
 
-Every router implements one method, :meth:`Router.route`, returning a
-:class:`RouteDecision`. The graph escalates when the decision names no skill or
-its confidence is below the graph's route threshold.
+A router needs one method, :meth:`Router.route`, returning a :class:`RouteDecision`.
+Two more are optional and let the graph check a router when it is built:
+``skill_names()`` (the skills it can name on its own; default: none) and
+``model_keys()`` (the binding keys it calls; default: none). The graph escalates
+when the decision names no skill or its confidence is below the route threshold.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -18,7 +21,10 @@ from .._errors import ConfigError, InvalidModelOutputError
 from ..models._base import Message, ModelSettings
 from ..skills._skill import Skill
 
-__all__ = ["RouteDecision", "Router", "Rule", "RulesRouter", "ModelRouter", "ChainRouter"]
+__all__ = [
+    "RouteDecision", "Router", "Rule", "RulesRouter", "ModelRouter", "ChainRouter",
+    "check_router", "skill_names_of", "model_keys_of",
+]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,17 +38,42 @@ class RouteDecision:
 
 @runtime_checkable
 class Router(Protocol):
-    """Picks a skill for a request."""
+    """Picks a skill for a request: ``async route(request, skills, ctx) -> RouteDecision``.
+
+    Optional, read through :func:`skill_names_of` and :func:`model_keys_of`:
+
+    - ``skill_names() -> set[str]``: the skill names the router can return on its
+      own (not from ``skills``), checked against the graph's skills at build time;
+    - ``model_keys() -> set[str]``: the model binding keys it calls, checked
+      against the graph's models at build time.
+    """
 
     async def route(self, request: str, skills: Sequence[Skill], ctx: RunContext) -> RouteDecision: ...
 
-    def skill_names(self) -> set[str]:
-        """Skill names the router can return on its own, checked when the graph is built."""
-        ...
 
-    def model_keys(self) -> set[str]:
-        """Model binding keys the router calls, checked when the graph is built."""
-        ...
+def check_router(router: object) -> None:
+    """Refuse, at build time, a router the graph cannot call.
+
+    Raises:
+        ConfigError: (field ``router``) it has no async ``route(request, skills, ctx)``.
+    """
+    route = getattr(router, "route", None)
+    name = type(router).__name__
+    if route is None or not callable(route):
+        raise ConfigError("router", f"{name} has no route() method; a router needs "
+                          "`async def route(self, request, skills, ctx) -> RouteDecision`")  # fmt: skip
+    if not inspect.iscoroutinefunction(route):
+        raise ConfigError("router", f"{name}.route must be `async def`: the graph awaits it")
+    for optional in ("skill_names", "model_keys"):
+        value = getattr(router, optional, None)
+        if value is not None and not callable(value):
+            raise ConfigError(f"router.{optional}", f"{name}.{optional} must be a method returning a set of names")
+
+
+def skill_names_of(router: object) -> set[str]:
+    """The router's ``skill_names()``, or no names when it has none."""
+    names = getattr(router, "skill_names", None)
+    return set(names()) if names is not None else set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +198,8 @@ class ModelRouter:
         return RouteDecision(None if choice in (None, self.NONE) else choice, confidence, "model")
 
 
-def model_keys_of(router: Router) -> set[str]:
+def model_keys_of(router: object) -> set[str]:
+    """The router's ``model_keys()``, or no keys when it has none."""
     keys = getattr(router, "model_keys", None)
     return set(keys()) if keys is not None else set()
 
@@ -190,10 +222,12 @@ class ChainRouter:
     def __init__(self, routers: Sequence[Router]) -> None:
         if not routers:
             raise ConfigError("router.routers", "a ChainRouter needs at least one router")
+        for r in routers:
+            check_router(r)
         self.routers = tuple(routers)
 
     def skill_names(self) -> set[str]:
-        return set().union(*(r.skill_names() for r in self.routers))
+        return set().union(*(skill_names_of(r) for r in self.routers))
 
     def model_keys(self) -> set[str]:
         return set().union(*(model_keys_of(r) for r in self.routers))

@@ -73,8 +73,8 @@ def record_of(row: BatchRow, id_col: str, result: RunResult) -> dict[str, Any]:
 async def held_graph(graph: SLMGraph) -> AsyncIterator[SLMGraph]:
     """``graph`` with its store opened once for the whole job, instead of per run:
     the PostgreSQL pool is held open, or one SQLite connection is shared."""
-    if getattr(graph, "_pg", None) is not None:
-        async with graph._pg.session():
+    if graph.runner.pg is not None:
+        async with graph.runner.pg.session():
             yield graph
         return
     if not isinstance(graph.checkpoint, (str, Path)):
@@ -95,13 +95,13 @@ async def held_graph(graph: SLMGraph) -> AsyncIterator[SLMGraph]:
             await setup_saver(saver)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError("checkpoint", f"cannot open the SQLite checkpoint file {str(path)!r} ({exc})") from None
-        yield SLMGraph(graph.spec, checkpoint=saver, name=graph.name)
+        yield graph.with_checkpoint(saver)
 
 
 async def _known(graph: SLMGraph, job: str) -> dict[str, str]:
     """The latest run status of each of the job's threads in the runs table."""
     prefix = thread_of(job, "")
-    async with graph._session() as (_, store):
+    async with graph.runner._session() as (_, store):
         runs = await store.runs()
     return {r.thread_id: r.status for r in runs if r.thread_id.startswith(prefix)}
 

@@ -58,7 +58,6 @@ class OfflineLargeModel(Model):
     """
 
     kind = "offline"
-    local = False
     context_window = 1_000_000
 
     def __init__(self, name: str, cost_per_call: float) -> None:

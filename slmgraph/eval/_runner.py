@@ -16,13 +16,15 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .._errors import SlmGraphError
-from ..graphs._graph import SLMGraph
 from ._data import EvalRow
 from ._large import OfflineLargeModel, current_row
 from ._scoring import Scorer, predictions
+
+if TYPE_CHECKING:
+    from ..graphs._graph import SLMGraph
 
 __all__ = ["ResultsFile", "Progress", "run_eval", "FORCED_REASONS", "source_of"]
 
@@ -181,6 +183,7 @@ async def _one(graph: SLMGraph, row: EvalRow, scorer: Scorer, large: OfflineLarg
     try:
         result = await graph.ainvoke(row.input, thread_id=f"eval-{row.id}")
         state = result.model_dump(mode="json")
+        state["output"] = state.pop("output_json")  # the JSON view, as the graph state holds it
     except SlmGraphError as exc:
         state = {
             "status": "error",

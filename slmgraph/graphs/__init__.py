@@ -1,8 +1,11 @@
-"""Graph builders, the typed state and ready blueprints."""
+"""Graph builders, node factories, the typed state and ready blueprints."""
 
-from ._graph import DEFAULT_CHECKPOINT, NodeEvent, SLMGraph, build_graph
+from ._graph import DEFAULT_CHECKPOINT, GraphSpec, NodeEvent, SLMGraph, build_graph, routed_graph
 from ._blueprints import BUILTIN_CATEGORIES, GRAPHS, graph_from_config, register_graph, quickstart_graph, sentiment_skill, triage_skill
-from ._state import NO_LARGE_MODEL, GraphState, RunResult
+from ._nodes import EscalationNode, RouterNode, SkillNode, escalation_node, fan_out, router_node, skill_node
+from ._result import RunResult
+from ._runner import Runner, RunPolicy
+from ._state import NEW_RUN, NO_LARGE_MODEL, GraphState, SLMState, SLMStateModel, add_run_list, run_reset
 from ._thresholds import apply_config_thresholds, with_thresholds
 from ._runs import RunRecord
 
@@ -14,6 +17,9 @@ __all__ = [
     "quickstart_graph",
     "sentiment_skill",
     "triage_skill",
-   "build_graph", "SLMGraph", "NodeEvent", "GraphState", "RunResult", "NO_LARGE_MODEL", "DEFAULT_CHECKPOINT",
-   "with_thresholds", "apply_config_thresholds"]
-__all__ += ["RunRecord"]
+    "build_graph", "routed_graph", "GraphSpec", "SLMGraph", "NodeEvent", "GraphState", "RunResult",
+    "NO_LARGE_MODEL", "DEFAULT_CHECKPOINT", "with_thresholds", "apply_config_thresholds", "RunRecord",
+    # node factories and state mixins
+    "skill_node", "router_node", "escalation_node", "fan_out", "SkillNode", "RouterNode", "EscalationNode",
+    "SLMState", "SLMStateModel", "add_run_list", "run_reset", "NEW_RUN", "Runner", "RunPolicy",
+]

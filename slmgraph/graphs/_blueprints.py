@@ -111,6 +111,7 @@ GraphFactory = Callable[..., SLMGraph]
 GRAPHS: dict[str, GraphFactory | str] = {
     "quickstart": quickstart_graph,
     "contract_review": "slmgraph.graphs.contracts:contract_review_graph",
+    "contract_pipeline": "slmgraph.graphs.contract_pipeline:contract_pipeline_graph",
     "transaction_review": "slmgraph.graphs.transactions:transaction_review_graph",
     "helpdesk": "slmgraph.graphs.helpdesk:helpdesk_graph",
     "assistant": "slmgraph.graphs.assistant:assistant_graph",

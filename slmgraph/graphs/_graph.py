@@ -1,42 +1,94 @@
-"""Building and running a routed graph: router -> specialist -> accept -> end, or -> escalation -> end."""
+"""The routed graph (router -> specialist -> accept, or -> escalation), built from the
+node factories, and :class:`SLMGraph`, a graph composed with its durable runner."""
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
+from pydantic import BaseModel
 
 from .._context import check_fits
 from .._errors import ConfigError, EmptyRequestError, UnknownSkillError
+from .._harden import harden_models
 from .._sync import iterate_sync, run_sync
 from ..agents._escalation import EscalationAgent
-from ..agents._router import ModelRouter, Router, RulesRouter, model_keys_of
-from ..ledger import LedgerEntry, PriceTable, totals
+from ..agents._router import ModelRouter, Router, RulesRouter, check_router, model_keys_of, skill_names_of
+from ..ledger import PriceTable
 from ..models._base import Message, Model
+from ..privacy._policy import PrivacyPolicy
 from ..skills._skill import Skill
-from ._durable import GuardedSaver, OnBusy, setup_saver
-from ._nodes import GraphSpec, Nodes, outcome_message
-from ._runner import NodeEvent, RunsMixin
-from ._runs import RunStore
-from ._state import GraphState, RunResult
+from ._durable import OnBusy
+from ._nodes import Bindings, EscalationNode, RouterNode, SkillNode, as_text
+from ._result import RunResult
+from ._runner import Checkpoint, NodeEvent, Runner, RunPolicy, as_input
+from ._runs import RunRecord
+from ._state import GraphState
 
-__all__ = ["SLMGraph", "NodeEvent", "build_graph", "DEFAULT_CHECKPOINT"]
+__all__ = ["SLMGraph", "NodeEvent", "GraphSpec", "build_graph", "routed_graph", "DEFAULT_CHECKPOINT"]
 
 #: Where runs are checkpointed unless told otherwise.
 DEFAULT_CHECKPOINT = Path(".slmgraph") / "checkpoints.sqlite"
 
-Checkpoint = str | Path | BaseCheckpointSaver | None
+OutT = TypeVar("OutT", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """Everything a graph is built from, fixed when it is built.
+
+    Attributes:
+        shape: builds the (uncompiled) LangGraph graph from the spec; the routed
+            shape by default, a pipeline for the pipeline blueprints.
+        output_skill: the skill whose output is the run's ``output``; ``None``:
+            the skill the router chose.
+        request_skills: the skills that take the request whole (its size is
+            checked against their models); ``None``: every skill.
+    """
+
+    skills: Mapping[str, Skill]
+    models: Mapping[str, Model]
+    router: Router
+    escalation: EscalationAgent
+    route_threshold: float
+    prices: PriceTable
+    large_keys: frozenset[str]
+    on_busy: OnBusy = "wait"
+    busy_timeout_s: float = 300.0
+    lease_ttl_s: float = 30.0
+    shape: Callable[[GraphSpec], StateGraph] | None = None
+    output_skill: str | None = None
+    request_skills: tuple[str, ...] | None = None
+
+    @property
+    def bindings(self) -> Bindings:
+        return Bindings(self.models, self.prices, self.large_keys)
+
+
+def routed_graph(spec: GraphSpec) -> StateGraph:
+    """router -> specialist -> END, or -> escalation -> END, from the node factories."""
+    bind = spec.bindings
+    router = RouterNode(spec.router, list(spec.skills.values()), models=bind, threshold=spec.route_threshold)
+    specialist = SkillNode(spec.skills, models=bind, output="output", on_reject="escalation",
+                           answer="answer", outcome_fields=True, name="specialist")
+    builder = StateGraph(GraphState)
+    builder.add_node("router", router)
+    builder.add_node("specialist", specialist)
+    builder.add_node("escalation", EscalationNode(spec.escalation, spec.skills, models=bind))
+    builder.add_edge(START, "router")
+    builder.add_conditional_edges("router", router.branch("specialist", "escalation"), ["specialist", "escalation"])
+    builder.add_conditional_edges("specialist", specialist.branch(END), [END, "escalation"])
+    builder.add_edge("escalation", END)
+    return builder
 
 
 def build_graph(
-    skills: Sequence[Skill],
+    skills: Sequence[Skill[Any, OutT]],
     *,
     models: Mapping[str, Model],
     router: Router | None = None,
@@ -49,8 +101,13 @@ def build_graph(
     on_busy: OnBusy = "wait",
     busy_timeout_s: float = 300.0,
     lease_ttl_s: float = 30.0,
-) -> SLMGraph:
-    """Compose skills into a routed graph.
+    shape: Callable[[GraphSpec], StateGraph] | None = None,
+    output_skill: str | None = None,
+    request_skills: Sequence[str] | None = None,
+    harden: bool = True,
+    privacy: PrivacyPolicy | None = None,
+) -> SLMGraph[OutT]:
+    """Compose skills into a routed graph (or, with ``shape``, any graph of skill nodes).
 
     Args:
         skills: the specialists; names must be unique.
@@ -74,6 +131,13 @@ def build_graph(
         lease_ttl_s: how long a thread lease lasts without renewal; it bounds how
             long a hung process on another host can hold a thread (on this host
             a dead process's lease is freed at once).
+        shape: builds the graph from the :class:`GraphSpec` (default: :func:`routed_graph`).
+        output_skill: the skill whose output is the run's ``output`` (default: the routed one).
+        request_skills: the skills that take the request whole (default: all).
+        harden: put every model through :func:`~slmgraph.harden` (retry, breaker,
+            concurrency limit, privacy gate); ``False`` uses the models as given.
+        privacy: the policy of the privacy gate for models that leave the machine;
+            a remote model without one is refused with :class:`ConfigError`.
 
     Raises:
         ConfigError, UnknownSkillError: at build time, never mid-run.
@@ -85,48 +149,45 @@ def build_graph(
         if s.name in by_name:
             raise ConfigError("skills", f"two skills are named {s.name!r}")
         by_name[s.name] = s
-    if on_busy not in ("wait", "reject"):
-        raise ConfigError("on_busy", f"must be 'wait' or 'reject', got {on_busy!r}")
-    if busy_timeout_s < 0 or lease_ttl_s <= 0:
-        raise ConfigError("busy_timeout_s" if busy_timeout_s < 0 else "lease_ttl_s", "must be positive")
+    policy = RunPolicy(on_busy, busy_timeout_s, lease_ttl_s)
     if not 0.0 <= route_threshold <= 1.0:
         raise ConfigError("route_threshold", f"must be between 0 and 1, got {route_threshold}")
     if router is None:
         router = RulesRouter([], default=skills[0].name) if len(skills) == 1 else ModelRouter()
-    for n in router.skill_names():
+    check_router(router)
+    for n in skill_names_of(router):
+        if n not in by_name:
+            raise UnknownSkillError(n, list(by_name))
+    for n in ([output_skill] if output_skill else []) + list(request_skills or ()):
         if n not in by_name:
             raise UnknownSkillError(n, list(by_name))
     escalation = escalation or EscalationAgent()
-    for n in escalation.tools or ():
-        if n not in by_name:
-            raise UnknownSkillError(n, list(by_name))
     needed = {s.model for s in skills} | model_keys_of(router)
     for key in sorted(needed):
         if key not in models:
             raise ConfigError(f"models.{key}", f"no model is bound to {key!r}; bind one with models={{{key!r}: ...}}")
+    if harden:
+        models = harden_models(models, privacy=privacy)
     spec = GraphSpec(
-        skills=by_name,
-        models=dict(models),
-        router=router,
-        escalation=escalation,
-        route_threshold=route_threshold,
-        prices=prices or PriceTable(),
-        large_keys=frozenset(large_keys),
-        on_busy=on_busy,
-        busy_timeout_s=busy_timeout_s,
-        lease_ttl_s=lease_ttl_s,
+        skills=by_name, models=dict(models), router=router, escalation=escalation,
+        route_threshold=route_threshold, prices=prices or PriceTable(), large_keys=frozenset(large_keys),
+        on_busy=policy.on_busy, busy_timeout_s=policy.busy_timeout_s, lease_ttl_s=policy.lease_ttl_s,
+        shape=shape, output_skill=output_skill,
+        request_skills=tuple(request_skills) if request_skills is not None else None,
     )
     return SLMGraph(spec, checkpoint=checkpoint, name=name)
 
 
-class SLMGraph(RunsMixin):
-    """A compiled routed graph with an async API, thin sync wrappers and durable runs.
+class SLMGraph(Generic[OutT]):
+    """A graph of skill nodes composed with its durable :class:`Runner`: an async
+    API, thin sync wrappers, and runs that survive a crash.
 
     Every accepted request is recorded in a runs table (in the checkpoint's SQLite
     file) before the graph starts; :meth:`arecover` finishes the runs a crash left.
     One run at a time holds a thread. See docs/durability.md.
 
-    Use :meth:`compile` to get the plain LangGraph graph for LangGraph tooling.
+    What a run means lives in the graph itself, so :meth:`compile` gives the same
+    results on a thread for LangGraph's own tooling (``langgraph dev``, Studio).
     """
 
     def __init__(self, spec: GraphSpec, *, checkpoint: Checkpoint, name: str) -> None:
@@ -135,161 +196,144 @@ class SLMGraph(RunsMixin):
         self.checkpoint = checkpoint
         # Composite skills (with a runner) chunk or batch their own calls, so the
         # request is only checked against the models that take it whole.
-        keys = {s.model for s in spec.skills.values() if s.runner is None} | model_keys_of(spec.router)
+        whole = spec.skills.values() if spec.request_skills is None else [spec.skills[n] for n in spec.request_skills]
+        keys = {s.model for s in whole if s.runner is None} | model_keys_of(spec.router)
         self._small_models = [spec.models[k] for k in sorted(keys)]
-        nodes = self._nodes = Nodes(spec)
-        self._store: RunStore | None = None
-        from ..storage._pg import is_postgres  # a DSN: the shared PostgreSQL store
-
-        if is_postgres(checkpoint):
-            from ..storage._postgres import PostgresStore
-
-            self._pg: PostgresStore | None = PostgresStore(str(checkpoint))
-        else:
-            self._pg = None
-        builder = StateGraph(GraphState)
-        builder.add_node("router", nodes.router)
-        builder.add_node("specialist", nodes.specialist)
-        builder.add_node("escalation", nodes.escalation)
-        builder.add_edge(START, "router")
-        builder.add_conditional_edges("router", Nodes.after_router, ["specialist", "escalation"])
-        builder.add_conditional_edges("specialist", Nodes.after_specialist, {"end": END, "escalation": "escalation"})
-        builder.add_edge("escalation", END)
-        self.builder = builder
-        self._plain = builder.compile(name=name) if checkpoint is None else None
-        if isinstance(checkpoint, BaseCheckpointSaver):
-            self._plain = builder.compile(checkpointer=GuardedSaver(checkpoint), name=name)
+        self.builder = (spec.shape or routed_graph)(spec)
+        self.runner = Runner(
+            self.builder, checkpoint=checkpoint, name=name,
+            policy=RunPolicy(spec.on_busy, spec.busy_timeout_s, spec.lease_ttl_s),
+            result=self.result_of, validate=self.validate_request,
+        )
 
     @property
     def skills(self) -> Mapping[str, Skill]:
         return self.spec.skills
 
+    def with_checkpoint(self, checkpoint: Checkpoint) -> SLMGraph[OutT]:
+        """The same graph, checkpointed elsewhere."""
+        return SLMGraph(self.spec, checkpoint=checkpoint, name=self.name)
+
     def compile(self, checkpointer: BaseCheckpointSaver | None = None) -> CompiledStateGraph:
         """The underlying LangGraph graph, compiled with ``checkpointer``."""
         return self.builder.compile(checkpointer=checkpointer, name=self.name)
 
-    @contextlib.asynccontextmanager
-    async def _compiled(self) -> AsyncIterator[CompiledStateGraph]:
-        if self._plain is not None:
-            yield self._plain
-            return
-        if self._pg is not None:
-            async with self._pg.session() as saver:
-                yield self.builder.compile(checkpointer=GuardedSaver(saver), name=self.name)
-            return
-        path = Path(self.checkpoint)
-        async with contextlib.AsyncExitStack() as stack:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                # Probe synchronously first: a failed aiosqlite connect leaves a worker
-                # thread that later reports into a closed event loop.
-                sqlite3.connect(path).close()
-                saver = await stack.enter_async_context(AsyncSqliteSaver.from_conn_string(str(path)))
-                await setup_saver(saver)
-            except (OSError, sqlite3.Error) as exc:
-                raise ConfigError(
-                    "checkpoint", f"cannot open the SQLite checkpoint file {str(path)!r} ({exc}); "
-                    "choose a writable path, or checkpoint=None to run without persistence"
-                ) from None
-            yield self.builder.compile(checkpointer=GuardedSaver(saver), name=self.name)
-
-    def validate_request(self, request: str) -> str:
+    def validate_request(self, request: str | dict | BaseModel) -> str | dict:
         """Refuse an empty request, or one that cannot fit a small model's context.
+        A pydantic input becomes its JSON form (what the state holds).
 
         Raises:
             EmptyRequestError, RequestTooLargeError.
         """
-        if not isinstance(request, str) or not request.strip():
+        request = as_input(request)
+        if isinstance(request, str):
+            if not request.strip():
+                raise EmptyRequestError()
+        elif not isinstance(request, dict) or not request:
             raise EmptyRequestError()
-        probe = [Message("user", request)]
+        probe = [Message("user", as_text(request))]
         for model in self._small_models:
             check_fits(model, probe)
         return request
 
-    def _config(self, thread_id: str) -> dict[str, Any]:
-        return {"configurable": {"thread_id": thread_id}}
+    def output_type_of(self, state: Mapping[str, Any]) -> type[BaseModel] | None:
+        name = self.spec.output_skill or state.get("route")
+        skill = self.spec.skills.get(name) if name else None
+        return skill.output_type if skill is not None else None
+
+    def result_of(self, thread_id: str, state: Mapping[str, Any], finished: bool = True) -> RunResult[OutT]:
+        """The :class:`RunResult` of a run whose state is ``state``."""
+        result = RunResult.from_state(
+            state, thread_id=thread_id, prices=self.spec.prices, output_type=self.output_type_of(state),
+            large=self.spec.models.get(self.spec.escalation.model),
+        )
+        if not finished and result.status != "running":
+            result.status = "running"
+        return result  # type: ignore[return-value]
+
+    # -- runs -----------------------------------------------------------------
 
     async def ainvoke(
-        self, request: str, *, thread_id: str | None = None, idempotency_key: str | None = None,
-    ) -> RunResult:
+        self, request: str | dict | BaseModel, *, thread_id: str | None = None, idempotency_key: str | None = None,
+    ) -> RunResult[OutT]:
         """Run one request to the end and return its :class:`RunResult`.
 
-        The request is recorded as accepted before the graph starts, so a crash at
-        any point leaves it for :meth:`arecover`. With ``idempotency_key``, a retry
-        with the same key gets the same run and its result (waiting for it while it
-        runs, resuming it if it ended without a result) instead of a new run; the
-        key is global to the checkpoint, so scope it (e.g. by user) yourself.
-        Cancelling the call cancels the run: it is marked ``cancelled``.
+        ``request`` is text, a dict, or the skill's input model. It is recorded
+        as accepted before the graph starts, so a crash at any point leaves it
+        for :meth:`arecover`. With ``idempotency_key``, a retry with the same key
+        gets the same run and its result (waiting while it runs, resuming it if it
+        ended without one) instead of a new run; the key is global to the
+        checkpoint, so scope it (e.g. by user) yourself. Cancelling the call
+        cancels the run: it is marked ``cancelled`` and never recovered.
 
         Raises:
             ThreadBusyError: another run holds ``thread_id`` (``on_busy="reject"``,
                 or still busy after ``busy_timeout_s``).
             CheckpointError: the state could not be persisted; the run is marked
                 failed and resumes with :meth:`aresume` once storage works again.
+            SlmGraphError: any typed error of a failed run carries its
+                ``thread_id`` and ``run_id``.
         """
         result: RunResult | None = None
-        async for event in self._events(request, thread_id, nodes=False, idempotency_key=idempotency_key):
+        async for event in self.runner.events(request, thread_id, nodes=False, idempotency_key=idempotency_key):
             result = event.result
         assert result is not None
         return result
 
     async def astream(
-        self, request: str | None, *, thread_id: str | None = None, idempotency_key: str | None = None,
+        self, request: str | dict | BaseModel | None, *, thread_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> AsyncIterator[NodeEvent]:
         """Run one request, yielding a :class:`NodeEvent` as each node finishes.
 
         With ``request=None`` the run on ``thread_id`` resumes from its checkpoint.
         The last event is ``NodeEvent("end", result=...)``.
         """
-        async for event in self._events(request, thread_id, nodes=True, idempotency_key=idempotency_key):
+        async for event in self.runner.events(request, thread_id, nodes=True, idempotency_key=idempotency_key):
             yield event
 
-
-    async def aresume(self, thread_id: str) -> RunResult:
+    async def aresume(self, thread_id: str) -> RunResult[OutT]:
         """Finish an interrupted or failed run from its last checkpoint; finished
         nodes are not re-run. On a finished run this returns its result unchanged."""
         return await self.ainvoke(None, thread_id=thread_id)  # type: ignore[arg-type]
 
-    async def aget_result(self, thread_id: str) -> RunResult | None:
+    async def aget_result(self, thread_id: str) -> RunResult[OutT] | None:
         """The result as checkpointed for ``thread_id``, or ``None`` if unknown."""
-        async with self._compiled() as graph:
-            if graph.checkpointer is None:
-                return None
-            snapshot = await graph.aget_state(self._config(thread_id))
-        return self._result(thread_id, snapshot.values) if snapshot.values else None
+        return await self.runner.aget_result(thread_id)
 
-    def invoke(self, request: str, *, thread_id: str | None = None, idempotency_key: str | None = None) -> RunResult:
+    async def apending_runs(self, *, include_failed: bool = False, thread_prefix: str = "") -> list[RunRecord]:
+        """Accepted runs that never finished because their process died, oldest first
+        (with ``include_failed``, runs that raised too; with ``thread_prefix``, only
+        the threads whose id starts with it)."""
+        return await self.runner.apending_runs(include_failed=include_failed, thread_prefix=thread_prefix)
+
+    async def arecover(self, *, include_failed: bool = False, thread_prefix: str = "") -> list[RunResult]:
+        """Finish every accepted run whose process died: from its last checkpoint, or
+        from the start when it crashed before one. Call it at startup, before taking
+        new requests. A run whose thread is held by a live run is left for later; a
+        run that fails again stays ``failed`` in the runs table.
+
+        Returns:
+            The results of the runs finished now, oldest first.
+        """
+        return await self.runner.arecover(include_failed=include_failed, thread_prefix=thread_prefix)
+
+    def invoke(
+        self, request: str | dict | BaseModel, *, thread_id: str | None = None, idempotency_key: str | None = None,
+    ) -> RunResult[OutT]:
         return run_sync(self.ainvoke(request, thread_id=thread_id, idempotency_key=idempotency_key))
 
-    def stream(self, request: str | None, *, thread_id: str | None = None) -> Iterator[NodeEvent]:
+    def stream(self, request: str | dict | BaseModel | None, *, thread_id: str | None = None) -> Iterator[NodeEvent]:
         return iterate_sync(self.astream(request, thread_id=thread_id))
 
-    def resume(self, thread_id: str) -> RunResult:
+    def resume(self, thread_id: str) -> RunResult[OutT]:
         return run_sync(self.aresume(thread_id))
 
-    def get_result(self, thread_id: str) -> RunResult | None:
+    def get_result(self, thread_id: str) -> RunResult[OutT] | None:
         return run_sync(self.aget_result(thread_id))
 
-    def _result(self, thread_id: str, state: GraphState) -> RunResult:
-        # Entries come from slmgraph's own Recorder, already well-formed.
-        entries = [LedgerEntry.model_construct(**e) for e in state.get("ledger", [])]
-        status = state.get("status", "running")
-        # Built from slmgraph's own state, so it skips re-validation.
-        return RunResult.model_construct(
-            thread_id=thread_id,
-            status=status,
-            route=state.get("route"),
-            route_confidence=state.get("route_confidence"),
-            answer=state.get("answer"),
-            output=state.get("output"),
-            confidence=state.get("confidence"),
-            draft=state.get("draft"),
-            escalation_reason=state.get("escalation_reason"),
-            escalation_detail=state.get("escalation_detail"),
-            tool_calls=state.get("tool_calls", []),
-            message=outcome_message(state),
-            ledger=entries,
-            totals=totals(entries, self.spec.prices),
-            run_id=state.get("run_id") or None,
-            error=state.get("error"),
-        )
+    def pending_runs(self, *, include_failed: bool = False, thread_prefix: str = "") -> list[RunRecord]:
+        return run_sync(self.apending_runs(include_failed=include_failed, thread_prefix=thread_prefix))
+
+    def recover(self, *, include_failed: bool = False, thread_prefix: str = "") -> list[RunResult]:
+        return run_sync(self.arecover(include_failed=include_failed, thread_prefix=thread_prefix))

@@ -1,183 +1,470 @@
-"""The three node functions of a routed graph: router, specialist, escalation.
+"""Node factories for any ``langgraph.graph.StateGraph``: skill, router, escalation, fan-out.
 
 Each node follows LangGraph's contract, ``state -> partial state``, and appends the
-ledger entries of the model calls it made.
+ledger entries of the model calls it made to the state's ``ledger`` (see
+:class:`~slmgraph.graphs.SLMState` for the fields and reducers)::
+
+    find = skill_node(extract, models=models, input="contract", output="clauses")
+    builder.add_node("find", find)
+    builder.add_conditional_edges("find", fan_out(lambda s: s["clauses"]["clauses"], "rate", empty="summary"))
+
+:func:`~slmgraph.build_graph` and every ready graph are made of these same parts.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from dataclasses import asdict as dc_asdict
+import contextvars
+import dataclasses
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
+from langgraph.graph import END
+from langgraph.types import Send
+from pydantic import BaseModel
 
 from .._context import EffectLog, RunContext
-from .._errors import EscalationError, SlmGraphError, UnknownSkillError
+from .._errors import ConfigError, EscalationError, SlmGraphError, UnknownSkillError
 from ..agents._escalation import EscalationAgent
 from ..agents._router import Router
 from ..ledger import PriceTable
 from ..models._base import Message, Model
 from ..skills._run import run_skill
-from ..skills._skill import Accepted, EscalationReason, Skill
-from ._durable import OnBusy, StoredEffects
-from ._runs import RunStore
-from ._state import NO_LARGE_MODEL, GraphState
+from ..skills._skill import Accepted, EscalationReason, Rejected, Skill
+from ._state import NEW_RUN, GraphState, SLMState, run_reset
 
-__all__ = ["GraphSpec", "Nodes"]
+__all__ = ["Bindings", "SkillNode", "RouterNode", "EscalationNode", "skill_node", "router_node", "escalation_node", "fan_out"]
 
+OutT = TypeVar("OutT", bound=BaseModel)
 
-@contextlib.contextmanager
-def _metered(ctx: RunContext) -> Iterator[None]:
-    """On a typed error, attach the calls made so far, so a failed node's spend is
-    not lost with its state update."""
-    try:
-        yield
-    except SlmGraphError as exc:
-        exc.ledger = ctx.recorder.dump()
-        raise
+#: The durable runner's effect store for the run in progress (set around the graph's
+#: execution; LangGraph's tasks inherit it). Outside a durable run: in-memory effects.
+RUN_EFFECTS: contextvars.ContextVar[Callable[[str, str], EffectLog] | None] = contextvars.ContextVar(
+    "slmgraph_run_effects", default=None
+)
+
+Input = str | Callable[[Any], Any]
 
 
 @dataclass(frozen=True)
-class GraphSpec:
-    """Everything a graph's nodes need, fixed when the graph is built."""
+class Bindings:
+    """The models by binding key, the ledger's prices, and which keys are large."""
 
-    skills: Mapping[str, Skill]
     models: Mapping[str, Model]
-    router: Router
-    escalation: EscalationAgent
-    route_threshold: float
-    prices: PriceTable
-    large_keys: frozenset[str]
-    on_busy: OnBusy = "wait"
-    busy_timeout_s: float = 300.0
-    lease_ttl_s: float = 30.0
+    prices: PriceTable = field(default_factory=PriceTable)
+    large_keys: frozenset[str] = frozenset({"large"})
 
-    def context(self, history: tuple[Message, ...] = (), effects: EffectLog | None = None) -> RunContext:
-        return RunContext.fresh(self.models, self.prices, self.large_keys, history, effects)
+    @classmethod
+    def of(cls, models: Mapping[str, Model] | Bindings, prices: PriceTable | None, large_keys: Iterable[str]) -> Bindings:
+        if isinstance(models, Bindings):
+            return models
+        return cls(dict(models), prices or PriceTable(), frozenset(large_keys))
 
+    def context(self, state: Any, config: RunnableConfig | None, history: tuple[Message, ...] = ()) -> RunContext:
+        return RunContext.fresh(self.models, self.prices, self.large_keys, history, _effects(state, config))
 
-class Nodes:
-    def __init__(self, spec: GraphSpec) -> None:
-        self.spec = spec
-        #: The runs store of the graph's checkpoint file, set when a run starts.
-        self.store: RunStore | None = None
-
-    def _effects(self, state: GraphState, config: RunnableConfig | None) -> EffectLog | None:
-        run_id = state.get("run_id")
-        thread_id = ((config or {}).get("configurable") or {}).get("thread_id")
-        if self.store is None or not run_id or not thread_id:
-            return None
-        return StoredEffects(self.store, str(thread_id), run_id)
-
-    async def router(self, state: GraphState, config: RunnableConfig) -> GraphState:
-        ctx = self.spec.context(effects=self._effects(state, config))
-        request = state["request"]
-        with _metered(ctx):
-            decision = await self.spec.router.route(request, list(self.spec.skills.values()), ctx)
-        if decision.skill is not None and decision.skill not in self.spec.skills:
-            raise UnknownSkillError(decision.skill, list(self.spec.skills))
-        update: GraphState = {
-            "messages": [HumanMessage(request)],
-            "route": decision.skill,
-            "route_confidence": decision.confidence,
-            "status": "running",
-            "ledger": ctx.recorder.dump(),
-        }
-        if decision.skill is None:
-            update["escalation_reason"] = EscalationReason.NONE_FITS.value
-            update["escalation_detail"] = "the router found no skill that fits the request"
-        elif decision.confidence < self.spec.route_threshold:
-            update["escalation_reason"] = EscalationReason.LOW_ROUTE_CONFIDENCE.value
-            update["escalation_detail"] = (
-                f"route {decision.skill!r} has confidence {decision.confidence:.2f}, "
-                f"below the threshold {self.spec.route_threshold:.2f}"
-            )
-        return update
-
-    async def specialist(self, state: GraphState, config: RunnableConfig) -> GraphState:
-        skill = self.spec.skills[state["route"]]
-        ctx = self.spec.context(_history(state) if skill.memory else (), self._effects(state, config))
-        with _metered(ctx):
-            outcome = await run_skill(skill, state["request"], ctx)
-        if isinstance(outcome, Accepted):
-            output = outcome.output.model_dump(mode="json")
-            answer = skill.answer_text(outcome.output)
-            return {
-                "output": output,
-                "confidence": outcome.confidence,
-                "answer": answer,
-                "status": "answered",
-                "messages": [AIMessage(answer, name=skill.name)],
-                "ledger": ctx.recorder.dump(),
-            }
-        return {
-            "draft": outcome.draft,
-            "confidence": outcome.confidence,
-            "escalation_reason": outcome.reason.value,
-            "escalation_detail": outcome.detail,
-            "ledger": ctx.recorder.dump(),
-        }
-
-    async def escalation(self, state: GraphState, config: RunnableConfig) -> GraphState:
-        if self.spec.escalation.model not in self.spec.models:
-            return {"status": "escalation_needed", "answer": None}
-        ctx = self.spec.context(effects=self._effects(state, config))
-        try:
-            with _metered(ctx):
-                result = await self.spec.escalation.run(
-                    state["request"],
-                    draft=state.get("draft"),
-                    reason=state.get("escalation_reason") or "",
-                    detail=state.get("escalation_detail") or "",
-                    skills=self.spec.skills,
-                    ctx=ctx,
-                )
-        except EscalationError as exc:
-            return {
-                "status": "escalation_failed",
-                "answer": None,
-                "escalation_detail": f"{state.get('escalation_detail') or ''}; the large model failed: {exc}".lstrip("; "),
-                "error": type(exc).__name__,
-                "tool_calls": [dc_asdict(c) for c in getattr(exc, "tool_calls", ())],
-                "ledger": ctx.recorder.dump(),
-            }
-        return {
-            "answer": result.answer,
-            "status": "escalated",
-            "tool_calls": [dc_asdict(c) for c in result.tool_calls],
-            "messages": [AIMessage(result.answer, name="escalation")],
-            "ledger": ctx.recorder.dump(),
-        }
-
-    @staticmethod
-    def after_router(state: GraphState) -> str:
-        return "escalation" if state.get("escalation_reason") else "specialist"
-
-    @staticmethod
-    def after_specialist(state: GraphState) -> str:
-        return "end" if state.get("status") == "answered" else "escalation"
+    def require(self, key: str, what: str) -> None:
+        if key not in self.models:
+            raise ConfigError(f"models.{key}", f"{what} needs a model bound to {key!r}; bind one with models={{{key!r}: ...}}")
 
 
-def _history(state: GraphState) -> tuple[Message, ...]:
+def _get(state: Any, key: str, default: Any = None) -> Any:
+    """A field of a TypedDict (dict) or pydantic state."""
+    if type(state) is dict or isinstance(state, Mapping):
+        return state.get(key, default)
+    return getattr(state, key, default)
+
+
+def _effects(state: Any, config: RunnableConfig | None) -> EffectLog | None:
+    source = RUN_EFFECTS.get()
+    run_id = _get(state, "run_id")
+    thread_id = ((config or {}).get("configurable") or {}).get("thread_id")
+    if source is None or not run_id or not thread_id:
+        return None
+    return source(str(thread_id), str(run_id))
+
+
+class _metered:
+    """On a typed error, attach the calls made so far, so a failed node's spend is
+    not lost with its state update."""
+
+    __slots__ = ("ctx",)
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        if isinstance(exc, SlmGraphError):
+            exc.ledger = self.ctx.recorder.dump()
+
+
+def as_text(request: Any) -> str:
+    """A request as text, for routers and the conversation."""
+    if isinstance(request, str):
+        return request
+    if isinstance(request, BaseModel):
+        return request.model_dump_json()
+    return json.dumps(request, ensure_ascii=False, default=str)
+
+
+def _history(state: Any) -> tuple[Message, ...]:
     """The thread's earlier turns, without this run's request (the last message)."""
     turns = []
-    for m in state.get("messages", [])[:-1]:
+    for m in (_get(state, "messages") or [])[:-1]:
         role = "user" if m.type == "human" else "assistant"
         turns.append(Message(role, m.content if isinstance(m.content, str) else str(m.content)))
     return tuple(turns)
 
 
-def outcome_message(state: GraphState) -> str:
-    status = state.get("status")
-    if status == "answered":
-        return f"answered by skill {state.get('route')!r}"
-    if status == "escalated":
-        return f"escalated ({state.get('escalation_reason')}) and answered by the large model"
-    if status == "escalation_failed":
-        return f"escalated ({state.get('escalation_reason')}) but the large model did not finish; the draft is kept"
-    if status == "escalation_needed":
-        return f"{NO_LARGE_MODEL}; reason: {state.get('escalation_reason')}; the specialist's draft is kept"
-    return "the run has not finished; resume it with its thread id"
+class SkillNode(Generic[OutT]):
+    """A node that runs one skill (or, with a mapping, the skill named by ``state["route"]``).
+
+    Use :func:`skill_node` to make one.
+    """
+
+    def __init__(
+        self,
+        skill: Skill[Any, OutT] | Mapping[str, Skill],
+        *,
+        models: Mapping[str, Model] | Bindings,
+        input: Input = "request",
+        output: str | None = None,
+        on_reject: str = "escalate",
+        large: str = "large",
+        name: str | None = None,
+        collect: bool = False,
+        answer: str | None = None,
+        outcome_fields: bool = False,
+        starts_run: bool | type = False,
+        prices: PriceTable | None = None,
+        large_keys: Sequence[str] = ("large",),
+    ) -> None:
+        self.skills: Mapping[str, Skill] = dict(skill) if isinstance(skill, Mapping) else {skill.name: skill}
+        if not self.skills:
+            raise ConfigError("skill", "a skill node needs a skill")
+        self.single: Skill | None = None if isinstance(skill, Mapping) else skill
+        self.bind = Bindings.of(models, prices, large_keys)
+        for s in self.skills.values():
+            if s.runner is None:  # composite skills name their own keys
+                self.bind.require(s.model, f"skill {s.name!r}")
+        self.input = input
+        self.output = output or (self.single.name if self.single else "output")
+        self.on_reject = on_reject
+        self.large = large
+        self.name = name or (self.single.name if self.single else "specialist")
+        self.collect = collect
+        self.answer = answer
+        self.outcome_fields = outcome_fields
+        schema = SLMState if starts_run is True else starts_run
+        self.reset = run_reset(schema, lists_only=True) if schema else {}
+        #: Per skill: the same skill on the large model, with the same schema,
+        #: repairs and checks (the confidence bar is the small tier's).
+        self._large = {
+            n: s.clone(model=large, acceptance=dataclasses.replace(s.acceptance, min_confidence=None))
+            for n, s in self.skills.items()
+        }
+
+    def skill_of(self, state: Any) -> Skill:
+        if self.single is not None:
+            return self.single
+        name = _get(state, "route")
+        if name not in self.skills:
+            raise UnknownSkillError(str(name), list(self.skills))
+        return self.skills[name]
+
+    def request_of(self, state: Any) -> Any:
+        return self.input(state) if callable(self.input) else _get(state, self.input)
+
+    def read(self, state: Any) -> OutT | None:
+        """This node's accepted output in ``state``, as the skill's pydantic model
+        (a list of them with ``collect``; ``None`` where a sub-task was not answered)."""
+        raw = _get(state, self.output)
+        skill = self.single or self.skill_of(state)
+        if self.collect:
+            return [None if r["output"] is None else skill.output_type.model_validate(r["output"]) for r in raw or ()]  # type: ignore[return-value]
+        return None if raw is None else skill.output_type.model_validate(raw)
+
+    def rejected(self, state: Any) -> bool:
+        """Whether this node's sub-task was rejected in this run (for conditional edges)."""
+        return _get(state, self.output) is None
+
+    def branch(self, then: str | Callable[[Any], Any] = END) -> Callable[[Any], Any]:
+        """A conditional edge: to ``on_reject`` when the node rejected its sub-task
+        (handed off rather than escalated), otherwise to ``then`` (a node name, or a
+        function of the state such as :func:`fan_out`)."""
+        rejected = self.on_reject
+
+        # Async, so LangGraph runs it on the loop rather than in a worker thread.
+        async def route(state: Any) -> Any:
+            if rejected != "escalate" and self.rejected(state):
+                return rejected
+            return then(state) if callable(then) else then
+
+        route.__name__ = f"after_{self.name}"
+        return route
+
+    async def __call__(self, state: Any, config: RunnableConfig) -> dict[str, Any]:
+        request = self.request_of(state)
+        if request is None:
+            return dict(self.reset)  # nothing to work on: an earlier sub-task was not answered
+        skill = self.skill_of(state)
+        ctx = self.bind.context(state, config, _history(state) if skill.memory else ())
+        with _metered(ctx):
+            outcome = await run_skill(skill, request, ctx, node=self.name)
+            record = None
+            if isinstance(outcome, Rejected):
+                record = self._record(skill, outcome, "rejected")
+                if self.on_reject == "escalate":
+                    outcome, record = await self._escalate(skill, request, outcome, record, ctx)
+        return self._update(skill, request, outcome, record, ctx)
+
+    async def _escalate(
+        self, skill: Skill, request: Any, rejected: Rejected, record: dict[str, Any], ctx: RunContext,
+    ) -> tuple[Accepted | Rejected, dict[str, Any]]:
+        """The same sub-task on the large model: same output type, schema and checks."""
+        if self.large not in self.bind.models:
+            return rejected, {**record, "status": "escalation_needed"}
+        first = len(ctx.recorder.entries)
+        outcome = await run_skill(self._large[skill.name], request, ctx, node=self.name)
+        for entry in ctx.recorder.entries[first:]:
+            entry["escalation_reason"] = rejected.reason.value
+        if isinstance(outcome, Accepted):
+            return outcome, {**record, "status": "escalated"}
+        failed = f"{rejected.detail}; the large model's answer was rejected too: {outcome.detail}"
+        return rejected, {**record, "status": "escalation_failed", "detail": failed}
+
+    def _record(self, skill: Skill, outcome: Rejected, status: str) -> dict[str, Any]:
+        return {"node": self.name, "skill": skill.name, "reason": outcome.reason.value,
+                "detail": outcome.detail, "draft": outcome.draft, "status": status}
+
+    def _update(
+        self, skill: Skill, request: Any, outcome: Accepted | Rejected, record: dict[str, Any] | None, ctx: RunContext,
+    ) -> dict[str, Any]:
+        update: dict[str, Any] = dict(self.reset)
+        ledger = ctx.recorder.dump()
+        update["ledger"] = [*update.get("ledger", ()), *ledger]
+        if record is not None:
+            update["escalations"] = [*update.get("escalations", ()), record]
+        value = outcome.output.model_dump(mode="json") if isinstance(outcome, Accepted) else None
+        update[self.output] = [{"input": request, "output": value}] if self.collect else value
+        text = skill.answer_text(outcome.output) if isinstance(outcome, Accepted) else None
+        if self.answer is not None:
+            update[self.answer] = text
+        if self.outcome_fields:
+            update["confidence"] = outcome.confidence
+            if isinstance(outcome, Accepted):
+                update["status"] = "escalated" if record else "answered"
+                update["messages"] = [AIMessage(text, name=skill.name)]
+            else:
+                update["draft"] = outcome.draft
+                update["escalation_reason"] = outcome.reason.value
+                update["escalation_detail"] = record["detail"] if record else outcome.detail
+                if record is not None and record["status"] != "rejected":
+                    update["status"] = record["status"]
+        return update
+
+
+def skill_node(
+    skill: Skill[Any, OutT] | Mapping[str, Skill],
+    *,
+    models: Mapping[str, Model] | Bindings,
+    input: Input = "request",
+    output: str | None = None,
+    on_reject: str = "escalate",
+    large: str = "large",
+    name: str | None = None,
+    collect: bool = False,
+    answer: str | None = None,
+    starts_run: bool | type = False,
+    prices: PriceTable | None = None,
+    large_keys: Sequence[str] = ("large",),
+) -> SkillNode[OutT]:
+    """A LangGraph node that runs ``skill`` on its bound small model.
+
+    Args:
+        skill: the skill; or skills by name, run as the state's ``route`` names.
+        models: models by binding key (the skill's ``model`` key, and ``large``).
+        input: the state key holding the skill's input (text, a dict or the
+            input model), or a function ``state -> input``. A ``None`` input
+            skips the node (an earlier sub-task was not answered).
+        output: the state key the accepted output is written to, as JSON
+            (default: the skill's name). ``None`` is written on rejection.
+        on_reject: ``"escalate"`` asks the ``large`` model for the same typed
+            output, validated by the same schema and checks; with no model bound
+            to ``large`` the sub-task ends ``escalation_needed``. Any other value
+            names the node that takes rejected sub-tasks: route there with
+            :meth:`SkillNode.branch`.
+        collect: append ``{"input": ..., "output": ...}`` to a list (for a
+            fan-out target; the output key needs a list reducer such as ``operator.add``).
+        answer: a state key for the answer text (the skill's ``render``).
+        starts_run: this is the graph's first node: clear what earlier runs on
+            the thread left in the ledger and the escalations (``True``), or in
+            every :func:`~slmgraph.graphs.add_run_list` field of the state type given.
+        prices, large_keys: the ledger's price table; keys counted as large.
+
+    Every rejection appends a record to ``escalations``; every model call
+    appends an entry to ``ledger``.
+    """
+    return SkillNode(
+        skill, models=models, input=input, output=output, on_reject=on_reject, large=large, name=name,
+        collect=collect, answer=answer, starts_run=starts_run, prices=prices, large_keys=large_keys,
+    )
+
+
+def fan_out(
+    items: str | Callable[[Any], Iterable[Any] | None],
+    to: str,
+    *,
+    key: str = "item",
+    empty: str = END,
+) -> Callable[[Any], list[Send] | str]:
+    """A conditional edge that sends each item to node ``to`` in parallel
+    (LangGraph's ``Send``), with the item under ``key`` and the run id, or goes to
+    ``empty`` when there is none. The models' concurrency limits
+    (:class:`~slmgraph.ConcurrencyLimit`) bound how many calls run at once."""
+
+    async def send(state: Any) -> list[Send] | str:
+        found = items(state) if callable(items) else _get(state, items)
+        sends = [Send(to, {key: item, "run_id": _get(state, "run_id", "")}) for item in found or ()]
+        return sends or empty
+
+    send.__name__ = f"fan_out_to_{to}"
+    return send
+
+
+class RouterNode:
+    """The routed graph's first node: starts the run, picks a skill. Use :func:`router_node`."""
+
+    def __init__(
+        self, router: Router, skills: Sequence[Skill], *, models: Mapping[str, Model] | Bindings,
+        threshold: float = 0.5, prices: PriceTable | None = None, large_keys: Sequence[str] = ("large",),
+    ) -> None:
+        if not 0.0 <= threshold <= 1.0:
+            raise ConfigError("route_threshold", f"must be between 0 and 1, got {threshold}")
+        self.router, self.skills, self.threshold = router, list(skills), threshold
+        self.names = {s.name for s in self.skills}
+        self.bind = Bindings.of(models, prices, large_keys)
+        self.reset = run_reset(GraphState)
+
+    async def __call__(self, state: Any, config: RunnableConfig) -> dict[str, Any]:
+        ctx = self.bind.context(state, config)
+        text = as_text(_get(state, "request"))
+        with _metered(ctx):
+            decision = await self.router.route(text, self.skills, ctx)
+        if decision.skill is not None and decision.skill not in self.names:
+            raise UnknownSkillError(decision.skill, sorted(self.names))
+        update = self._stale(state)
+        update.update(messages=[HumanMessage(text)], route=decision.skill, route_confidence=decision.confidence)
+        update["ledger"] = [*update.get("ledger", ()), *ctx.recorder.dump()]
+        if decision.skill is None:
+            update["escalation_reason"] = EscalationReason.NONE_FITS.value
+            update["escalation_detail"] = "the router found no skill that fits the request"
+        elif decision.confidence < self.threshold:
+            update["escalation_reason"] = EscalationReason.LOW_ROUTE_CONFIDENCE.value
+            update["escalation_detail"] = (
+                f"route {decision.skill!r} has confidence {decision.confidence:.2f}, "
+                f"below the threshold {self.threshold:.2f}"
+            )
+        return update
+
+    def _stale(self, state: Any) -> dict[str, Any]:
+        """The reset, for the fields an earlier run on the thread left set (a fresh
+        thread needs none of it)."""
+        out = {}
+        for key, empty in self.reset.items():
+            now = _get(state, key)
+            if now is None or now == empty or (empty == [NEW_RUN] and not now):
+                continue
+            out[key] = empty
+        return out
+
+    def branch(self, to: str | Mapping[str, str] = "specialist", otherwise: str = "escalation") -> Callable[[Any], str]:
+        """A conditional edge: to ``otherwise`` when no skill fits confidently, else to
+        ``to`` (one node, or the node of each skill by name)."""
+
+        async def route(state: Any) -> str:
+            if _get(state, "escalation_reason"):
+                return otherwise
+            return to if isinstance(to, str) else to[_get(state, "route")]
+
+        route.__name__ = "after_router"
+        return route
+
+
+def router_node(
+    router: Router, skills: Sequence[Skill], *, models: Mapping[str, Model] | Bindings,
+    threshold: float = 0.5, prices: PriceTable | None = None, large_keys: Sequence[str] = ("large",),
+) -> RouterNode:
+    """A LangGraph node that routes ``state["request"]`` to one of ``skills``.
+
+    It is a graph's first node: it starts the run, clearing every run-scoped
+    field of :class:`~slmgraph.GraphState` (the conversation stays), and writes
+    ``route`` and ``route_confidence``; a decision with no skill, or below
+    ``threshold``, sets ``escalation_reason``. Route on with :meth:`RouterNode.branch`.
+    """
+    return RouterNode(router, skills, models=models, threshold=threshold, prices=prices, large_keys=large_keys)
+
+
+class EscalationNode:
+    """The large-model node of a routed graph. Use :func:`escalation_node`."""
+
+    def __init__(
+        self, agent: EscalationAgent, skills: Mapping[str, Skill], *, models: Mapping[str, Model] | Bindings,
+        prices: PriceTable | None = None, large_keys: Sequence[str] = ("large",),
+    ) -> None:
+        self.agent, self.skills = agent, dict(skills)
+        self.bind = Bindings.of(models, prices, large_keys)
+        for n in agent.tools or ():
+            if n not in self.skills:
+                raise UnknownSkillError(n, list(self.skills))
+
+    async def __call__(self, state: Any, config: RunnableConfig) -> dict[str, Any]:
+        reason = _get(state, "escalation_reason") or ""
+        record = {"node": "escalation", "skill": _get(state, "route"), "reason": reason,
+                  "detail": _get(state, "escalation_detail") or "", "draft": _get(state, "draft")}
+        if self.agent.model not in self.bind.models:
+            return {"status": "escalation_needed", "answer": None, "escalations": [{**record, "status": "escalation_needed"}]}
+        ctx = self.bind.context(state, config)
+        try:
+            with _metered(ctx):
+                result = await self.agent.run(
+                    as_text(_get(state, "request")), draft=_get(state, "draft"), reason=reason,
+                    detail=record["detail"], skills=self.skills, ctx=ctx,
+                )
+        except EscalationError as exc:
+            return {
+                "status": "escalation_failed",
+                "answer": None,
+                "escalation_detail": f"{record['detail']}; the large model failed: {exc}".lstrip("; "),
+                "error": type(exc).__name__,
+                "tool_calls": [dataclasses.asdict(c) for c in getattr(exc, "tool_calls", ())],
+                "ledger": ctx.recorder.dump(),
+                "escalations": [{**record, "status": "escalation_failed"}],
+            }
+        return {
+            "answer": result.answer,
+            "status": "escalated",
+            "tool_calls": [dataclasses.asdict(c) for c in result.tool_calls],
+            "messages": [AIMessage(result.answer, name="escalation")],
+            "ledger": ctx.recorder.dump(),
+            "escalations": [{**record, "status": "escalated"}],
+        }
+
+
+def escalation_node(
+    agent: EscalationAgent | None = None, skills: Mapping[str, Skill] | Sequence[Skill] = (), *,
+    models: Mapping[str, Model] | Bindings, prices: PriceTable | None = None, large_keys: Sequence[str] = ("large",),
+) -> EscalationNode:
+    """A LangGraph node that hands the request to the large model's agent, with the
+    specialist's ``draft`` and the ``escalation_reason`` from the state; the agent
+    may call ``skills`` as tools. With no model bound to the agent's key the run
+    ends ``escalation_needed``, the draft kept."""
+    by_name = dict(skills) if isinstance(skills, Mapping) else {s.name: s for s in skills}
+    return EscalationNode(agent or EscalationAgent(), by_name, models=models, prices=prices, large_keys=large_keys)
+

@@ -1,46 +1,67 @@
-"""How an :class:`~slmgraph.SLMGraph` executes a run durably.
+"""The durable-run runner: executes a graph's runs so that a crash loses nothing.
 
-A new request is recorded in the runs table and, when its thread is free, takes
-the thread's lease in the same transaction, all before the graph starts. The run
-then streams through LangGraph with ``durability="sync"`` (each step's checkpoint
-is on disk before the next step starts); its result is read back from the
-checkpoint, and the run is marked ``done`` and the thread released in one write.
-A typed error marks it ``failed``; a cancelled run (its caller went away) is
-marked ``cancelled``, atomically with releasing its thread, and recovery never
+A :class:`Runner` is composed with a LangGraph ``StateGraph`` builder (an
+:class:`~slmgraph.SLMGraph` holds one). A new request is recorded in the runs
+table and, when its thread is free, takes the thread's lease in the same
+transaction, all before the graph starts. The run then streams through LangGraph
+with ``durability="sync"`` (each step's checkpoint is on disk before the next step
+starts); its result is read back from the checkpoint, and the run is marked
+``done`` and the thread released in one write. A typed error marks it ``failed``
+(and carries ``thread_id`` and ``run_id``); a cancelled run (its caller went away)
+is marked ``cancelled``, atomically with releasing its thread, and recovery never
 starts it again; a dead process (or a shutdown) leaves it ``running`` for
-:meth:`RunsMixin.arecover`. Every store write is awaited off the event loop, and
-the ones a cancellation must not cut short are shielded (``settle``).
+:meth:`Runner.arecover`. Every store call is awaited off the event loop, and the
+writes a cancellation must not cut short are shielded (``settle``).
 
 A request with an ``idempotency_key`` maps to the run recorded under that key:
-its stored result when done, a wait while it runs elsewhere, a resume (same run
-id, finished nodes and effects kept) when it ended without a result.
+its result when done, a wait while it runs elsewhere, a resume (same run id,
+finished nodes and effects kept) when it ended without a result.
+
+What a run *means* (its reset, its status, its result) is the graph's: the runner
+passes only ``{"request", "run_id"}`` in, so ``compile().ainvoke`` and LangGraph's
+own server behave the same on a thread.
+
+The runs store is touched in three places only: :meth:`Runner._session` (opening
+it), :meth:`Runner._start` / :meth:`Runner._resume` (recording and looking runs
+up) and :meth:`Runner.apending_runs`; leases and effects go through ``_durable``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import sqlite3
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
+from pydantic import BaseModel
 
-from .._errors import CheckpointError, SlmGraphError, ThreadBusyError, UserError
-from .._sync import run_sync
-from ._durable import ThreadLease, settle, sqlite_file_of
+from .._errors import CheckpointError, ConfigError, SlmGraphError, ThreadBusyError, UserError
+from ._durable import GuardedSaver, OnBusy, StoredEffects, ThreadLease, settle, setup_saver, sqlite_file_of
+from ._nodes import RUN_EFFECTS
+from ._result import RunResult
 from ._runs import UNFINISHED, RunRecord, RunStore
 from ._runs_memory import MemoryRunStore
 from ._runs_sqlite import SqliteRunStore
-from ._state import GraphState, RunResult, new_run
+from ._state import new_run
 
-__all__ = ["NodeEvent", "RunsMixin"]
+__all__ = ["NodeEvent", "Runner", "RunPolicy", "Checkpoint"]
 
 log = logging.getLogger("slmgraph.runs")
+
+Checkpoint = str | Path | BaseCheckpointSaver | None
+
+#: ``result(thread_id, state, finished) -> RunResult``: how the graph reads its state.
+ResultOf = Callable[[str, dict[str, Any], bool], RunResult]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,125 +73,225 @@ class NodeEvent:
     result: RunResult | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RunPolicy:
+    """How runs share a thread: see :func:`~slmgraph.build_graph`."""
+
+    on_busy: OnBusy = "wait"
+    busy_timeout_s: float = 300.0
+    lease_ttl_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.on_busy not in ("wait", "reject"):
+            raise ConfigError("on_busy", f"must be 'wait' or 'reject', got {self.on_busy!r}")
+        if self.busy_timeout_s < 0 or self.lease_ttl_s <= 0:
+            raise ConfigError("busy_timeout_s" if self.busy_timeout_s < 0 else "lease_ttl_s", "must be positive")
+
+
+def _config(thread_id: str) -> dict[str, Any]:
+    return {"configurable": {"thread_id": thread_id}}
+
+
 def _durability(graph: CompiledStateGraph) -> dict[str, Any]:
     # "sync": each step's checkpoint is on disk before the next step starts, so a
     # SIGKILL never loses a finished node. (Only valid with a checkpointer.)
     return {"durability": "sync"} if graph.checkpointer is not None else {}
 
 
-class RunsMixin:
-    """The durable-run half of :class:`~slmgraph.SLMGraph`: starting, resuming and
-    recovering runs. It relies on the graph's ``spec``, ``checkpoint``, ``_nodes``,
-    ``_store``, ``_compiled()``, ``_config()``, ``validate_request()`` and ``_result()``."""
+def _recorded(request: Any) -> str:
+    """The request as the runs table stores it (text; structured input as JSON)."""
+    if isinstance(request, str):
+        return request
+    return json.dumps(request, ensure_ascii=False, default=str)
 
-    spec: Any
-    checkpoint: Any
-    _nodes: Any
-    _store: RunStore | None
-    _pg: Any
+
+def _annotate(exc: BaseException, thread_id: str | None, run_id: str | None) -> None:
+    """Let a failed run's error say which run it was."""
+    if isinstance(exc, SlmGraphError):
+        if not getattr(exc, "thread_id", None):
+            exc.thread_id = thread_id
+        if not getattr(exc, "run_id", None):
+            exc.run_id = run_id or None
+
+
+class Runner:
+    """Runs a graph durably: records each request, holds its thread, checkpoints
+    each step, and finishes what a crash left.
+
+    Args:
+        builder: the graph, not yet compiled.
+        checkpoint: SQLite file path, a PostgreSQL DSN, a LangGraph checkpointer, or ``None``.
+        name: the compiled graph's name.
+        policy: thread sharing (wait or reject, timeouts, lease).
+        result: turns a final state into the run's :class:`RunResult`.
+        validate: checks (and may normalise) a request before it is recorded.
+    """
+
+    def __init__(
+        self, builder: StateGraph, *, checkpoint: Checkpoint, name: str, policy: RunPolicy,
+        result: ResultOf, validate: Callable[[Any], Any] = lambda r: r,
+    ) -> None:
+        self.builder, self.checkpoint, self.name, self.policy = builder, checkpoint, name, policy
+        self.result_of, self.validate = result, validate
+        self._store: RunStore | None = None
+        self._plain: CompiledStateGraph | None = None
+        from ..storage._pg import is_postgres  # a DSN: the shared PostgreSQL store
+
+        #: The PostgreSQL saver and runs store when ``checkpoint`` is a DSN.
+        self.pg: Any = None
+        if is_postgres(checkpoint):
+            from ..storage._postgres import PostgresStore
+
+            self.pg = PostgresStore(str(checkpoint))
+        elif checkpoint is None:
+            self._plain = builder.compile(name=name)
+        elif isinstance(checkpoint, BaseCheckpointSaver):
+            self._plain = builder.compile(checkpointer=GuardedSaver(checkpoint), name=name)
+
+    # -- wiring ---------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _compiled(self) -> AsyncIterator[CompiledStateGraph]:
+        if self._plain is not None:
+            yield self._plain
+            return
+        if self.pg is not None:
+            async with self.pg.session() as saver:
+                yield self.builder.compile(checkpointer=GuardedSaver(saver), name=self.name)
+            return
+        path = Path(self.checkpoint)  # type: ignore[arg-type]
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                # Probe synchronously first: a failed aiosqlite connect leaves a worker
+                # thread that later reports into a closed event loop.
+                sqlite3.connect(path).close()
+                saver = await stack.enter_async_context(AsyncSqliteSaver.from_conn_string(str(path)))
+                await setup_saver(saver)
+            except (OSError, sqlite3.Error) as exc:
+                raise ConfigError(
+                    "checkpoint", f"cannot open the SQLite checkpoint file {str(path)!r} ({exc}); "
+                    "choose a writable path, or checkpoint=None to run without persistence"
+                ) from None
+            yield self.builder.compile(checkpointer=GuardedSaver(saver), name=self.name)
 
     @contextlib.asynccontextmanager
     async def _session(self) -> AsyncIterator[tuple[CompiledStateGraph, RunStore]]:
         """The compiled graph and the runs store in the same SQLite file.
 
-        The store's connection closes with the last open session, so that, as
-        before, closing the graph's connections folds the WAL back into the file."""
+        The store's connection closes with the last open session, so that closing
+        the graph's connections folds the WAL back into the file."""
         try:
-            async with self._compiled() as graph:
-                if self._store is None:
-                    from ..storage._postgres import postgres_store_of
-
-                    path: Path | None = None
-                    shared: RunStore | None = None
-                    if self._pg is not None:  # a PostgreSQL DSN
-                        shared = self._pg.store
-                    elif isinstance(self.checkpoint, (str, Path)):
-                        path = Path(self.checkpoint)
-                    elif isinstance(self.checkpoint, BaseCheckpointSaver):
-                        shared = postgres_store_of(self.checkpoint)
-                        path = None if shared else await sqlite_file_of(self.checkpoint)
-                    self._store = shared or (SqliteRunStore(path) if path is not None else MemoryRunStore())
-                    self._nodes.store = self._store
-                self._store.sessions += 1
-                try:
-                    yield graph, self._store
-                finally:
-                    self._store.sessions -= 1
+            if self._plain is not None:  # compiled once: no connection to open per run
+                async with self._with_store(self._plain) as pair:
+                    yield pair
+            else:
+                async with self._compiled() as graph, self._with_store(graph) as pair:
+                    yield pair
         finally:
             if self._store is not None and self._store.durable and self._store.sessions == 0:
                 await settle(self._store.close())
 
+    @contextlib.asynccontextmanager
+    async def _with_store(self, graph: CompiledStateGraph) -> AsyncIterator[tuple[CompiledStateGraph, RunStore]]:
+        if self._store is None:
+            from ..storage._postgres import postgres_store_of
 
-    async def _events(
-        self, request: str | None, thread_id: str | None, *, nodes: bool, idempotency_key: str | None = None,
+            path: Path | None = None
+            shared: RunStore | None = self.pg.store if self.pg is not None else None
+            if shared is None and isinstance(self.checkpoint, (str, Path)):
+                path = Path(self.checkpoint)
+            elif shared is None and isinstance(self.checkpoint, BaseCheckpointSaver):
+                shared = postgres_store_of(self.checkpoint)
+                path = None if shared else await sqlite_file_of(self.checkpoint)
+            self._store = shared or (SqliteRunStore(path) if path is not None else MemoryRunStore())
+        store = self._store
+        store.sessions += 1
+        token = RUN_EFFECTS.set(self._effects)
+        try:
+            yield graph, store
+        finally:
+            try:
+                RUN_EFFECTS.reset(token)
+            except ValueError:  # closed from another context (a collected generator)
+                pass
+            store.sessions -= 1
+
+    def _effects(self, thread_id: str, run_id: str) -> StoredEffects | None:
+        return StoredEffects(self._store, thread_id, run_id) if self._store is not None else None
+
+    # -- runs -----------------------------------------------------------------
+
+    async def events(
+        self, request: Any, thread_id: str | None, *, nodes: bool, idempotency_key: str | None = None,
     ) -> AsyncIterator[NodeEvent]:
-        if request is None:
-            if thread_id is None:
-                raise UserError("resuming needs the thread id of the run")
-            async for event in self._resume(thread_id, nodes=nodes):
+        """Start a run (or, with ``request=None``, resume ``thread_id``'s), yielding
+        a :class:`NodeEvent` per finished node (with ``nodes``), then the result;
+        with ``idempotency_key``, the run already recorded under it if any."""
+        run_id: str | None = None
+        try:
+            if request is None:
+                if thread_id is None:
+                    raise UserError("resuming needs the thread id of the run")
+                async for event in self._resume(thread_id, nodes=nodes):
+                    yield event
+                return
+            request = self.validate(request)
+            if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key):
+                raise UserError("an idempotency key must be a non-empty string")
+            thread_id = thread_id or uuid.uuid4().hex
+            run_id = uuid.uuid4().hex
+            async for event in self._start(request, thread_id, run_id, nodes, idempotency_key):
                 yield event
-            return
-        self.validate_request(request)
-        if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key):
-            raise UserError("an idempotency key must be a non-empty string")
-        thread_id = thread_id or uuid.uuid4().hex
-        run_id = uuid.uuid4().hex
+        except BaseException as exc:
+            _annotate(exc, thread_id, run_id)
+            raise
+
+    async def _start(
+        self, request: Any, thread_id: str, run_id: str, nodes: bool, key: str | None,
+    ) -> AsyncIterator[NodeEvent]:
         async with self._session() as (graph, store):
-            lease = ThreadLease(store, thread_id, run_id, ttl_s=self.spec.lease_ttl_s)
-            lease.keep_result = idempotency_key is not None
+            lease = ThreadLease(store, thread_id, run_id, ttl_s=self.policy.lease_ttl_s)
+            lease.keep_result = key is not None and graph.checkpointer is None
             # Recorded (and, if the thread is free, started) before the graph runs;
             # shielded, so a cancellation cannot leave it half-known.
-            if idempotency_key is None:
-                record = asyncio.ensure_future(
-                    store.begin(run_id, thread_id, request, self.spec.lease_ttl_s, lease.holder))
+            text = _recorded(request)
+            if key is None:
+                record = asyncio.ensure_future(store.begin(run_id, thread_id, text, self.policy.lease_ttl_s, lease.holder))
             else:
-                record = asyncio.ensure_future(store.accept(run_id, thread_id, request, idempotency_key=idempotency_key))
+                record = asyncio.ensure_future(store.accept(run_id, thread_id, text, idempotency_key=key))
             try:
                 first = await settle(record)
-                if idempotency_key is not None:
-                    if first is not None:  # a retry: follow the run already recorded under the key
-                        existing: RunRecord = first  # type: ignore[assignment]
-                        async for event in self._follow(store, existing, nodes):
+                if key is not None:
+                    if first is not None:  # a retry: the run already recorded under the key
+                        async for event in self._follow(graph, store, first, nodes):  # type: ignore[arg-type]
                             yield event
                         return
                     first = ""
-                await lease.acquire(self.spec.on_busy, self.spec.busy_timeout_s, new=True, holder=first)  # type: ignore[arg-type]
+                await lease.acquire(self.policy.on_busy, self.policy.busy_timeout_s, new=True, holder=first)  # type: ignore[arg-type]
             except BaseException as exc:
-                if record.done() and not record.cancelled() and record.exception() is None and not lease.released:
-                    if record.result() is None or idempotency_key is None:  # this request recorded a run
-                        await self._not_started(lease, exc)
+                recorded = record.done() and not record.cancelled() and record.exception() is None
+                if recorded and (key is None or record.result() is None) and not lease.released:
+                    await _not_started(lease, exc)
                 raise
             async with lease.held():
-                payload = new_run(request, run_id)
-                async for event in self._drive(graph, store, lease, payload, thread_id, run_id, nodes):
+                async for event in self._drive(graph, lease, new_run(request, run_id), thread_id, run_id, nodes):
                     yield event
 
-    @staticmethod
-    async def _not_started(lease: ThreadLease, exc: BaseException) -> None:
-        """Record a run that ended before its graph started: rejected (thread busy),
-        cancelled (its caller went away) or failed."""
-        if isinstance(exc, ThreadBusyError):
-            try:
-                await lease.finish("rejected", str(exc))
-            except Exception as also:
-                log.error("run %s was rejected and could not be recorded: %s", lease.run_id, also)
-        else:
-            await lease.end(exc)
-
-    async def _follow(self, store: RunStore, run: RunRecord, nodes: bool) -> AsyncIterator[NodeEvent]:
-        """The result of the run recorded under an idempotency key: stored when it is
-        done; waited for while a live process runs it; else it is resumed as the
+    async def _follow(
+        self, graph: CompiledStateGraph, store: RunStore, run: RunRecord, nodes: bool,
+    ) -> AsyncIterator[NodeEvent]:
+        """The result of the run recorded under an idempotency key: its own when it
+        is done; waited for while a live process runs it; else it is resumed as the
         same run (failed, cancelled or orphaned: finished nodes and effects kept)."""
         waited, delay = 0.0, 0.02
         while True:
             now = await store.get(run.run_id) or run
             if now.status == "done":
-                if now.result is not None:
-                    yield NodeEvent(node="end", result=RunResult.model_validate_json(now.result))
-                    return
-                raise CheckpointError(now.thread_id, f"run {now.run_id} is done but its result was not kept")
+                yield NodeEvent(node="end", result=await self._result_of_run(graph, now))
+                return
             if now.status in UNFINISHED and await store.owner_alive(now):
-                if waited >= self.spec.busy_timeout_s:
+                if waited >= self.policy.busy_timeout_s:
                     raise ThreadBusyError(now.thread_id, now.run_id, waited_s=waited)
                 await asyncio.sleep(delay)
                 waited += delay
@@ -185,44 +306,52 @@ class RunsMixin:
             if got:
                 return
 
-    async def _resume(
-        self, thread_id: str, run: RunRecord | None = None, *, nodes: bool = True,
-    ) -> AsyncIterator[NodeEvent]:
+    async def _result_of_run(self, graph: CompiledStateGraph, run: RunRecord) -> RunResult:
+        """A finished run's result: from its final checkpoint (the thread may have
+        moved on since), or as kept in the runs table by a graph without one."""
+        if run.result is not None:
+            return RunResult.model_validate_json(run.result)
+        if graph.checkpointer is not None:
+            config = _config(run.thread_id)
+            async for snapshot in graph.aget_state_history(config):
+                if snapshot.values.get("run_id") == run.run_id and not snapshot.next:
+                    return self.result_of(run.thread_id, snapshot.values, True)
+        raise CheckpointError(run.thread_id, f"run {run.run_id} is done but its final state is not in the checkpoint")
+
+    async def _resume(self, thread_id: str, run: RunRecord | None = None, *, nodes: bool = True) -> AsyncIterator[NodeEvent]:
         async with self._session() as (graph, store):
             if graph.checkpointer is None:
                 raise UserError("this graph has no checkpointer, so there is nothing to resume")
             run = run or await store.latest_open(thread_id)
             run_id = run.run_id if run is not None else uuid.uuid4().hex
-            lease = ThreadLease(store, thread_id, run_id, ttl_s=self.spec.lease_ttl_s)
-            lease.keep_result = run is not None and run.idempotency_key is not None
-            await lease.acquire(self.spec.on_busy, self.spec.busy_timeout_s)
+            lease = ThreadLease(store, thread_id, run_id, ttl_s=self.policy.lease_ttl_s)
+            await lease.acquire(self.policy.on_busy, self.policy.busy_timeout_s)
             async with lease.held():
                 if run is not None:
                     now = await store.get(run.run_id)
                     if now is None or now.status != "running":
                         return  # another process finished (or superseded) it meanwhile
-                config = self._config(thread_id)
-                values = (await graph.aget_state(config)).values
+                values = (await graph.aget_state(_config(thread_id))).values
+                payload: dict[str, Any] | None
                 if run is None:
                     if not values:
                         raise UserError(f"no run is checkpointed under thread id {thread_id!r}; nothing to resume")
-                    payload: GraphState | None = None
+                    payload = None
                     run_id = ""  # a run from before the runs table: resume it untracked
                 elif values.get("run_id") == run.run_id:
                     payload = None  # continue from this run's last checkpoint
                 else:
                     payload = new_run(run.request, run.run_id)  # crashed before its first checkpoint
-                async for event in self._drive(graph, store, lease, payload, thread_id, run_id, nodes):
+                async for event in self._drive(graph, lease, payload, thread_id, run_id, nodes):
                     yield event
 
     async def _drive(
-        self, graph: CompiledStateGraph, store: RunStore, lease: ThreadLease,
-        payload: GraphState | None, thread_id: str, run_id: str, nodes: bool,
+        self, graph: CompiledStateGraph, lease: ThreadLease, payload: dict[str, Any] | None,
+        thread_id: str, run_id: str, nodes: bool,
     ) -> AsyncIterator[NodeEvent]:
-        """Execute (or continue) one run and keep its row in the runs table true;
-        yields a NodeEvent per finished node (with ``nodes``), then the result."""
-        config = self._config(thread_id)
-        state: GraphState = {}
+        """Execute (or continue) one run and keep its row in the runs table true."""
+        config = _config(thread_id)
+        state: dict[str, Any] = {}
         try:
             modes = ["updates", "values"] if nodes else ["values"]
             async for mode, data in graph.astream(payload, config, stream_mode=modes, **_durability(graph)):
@@ -235,23 +364,27 @@ class RunsMixin:
                     yield NodeEvent(node=node, update=dict(update or {}))
             if graph.checkpointer is not None:
                 # Report only what is on disk: the result is read back from the checkpoint.
-                state = (await graph.aget_state(config)).values
-                if (run_id and state.get("run_id") != run_id) or state.get("status", "running") == "running":
+                snapshot = await graph.aget_state(config)
+                state = snapshot.values
+                if (run_id and state.get("run_id") != run_id) or snapshot.next:
                     raise CheckpointError(thread_id, "the run ended but its final state is not in the checkpoint")
         except BaseException as exc:
+            _annotate(exc, thread_id, run_id)
             if run_id:  # failed, cancelled (the caller went away) or, at shutdown, left recoverable
                 await lease.end(exc)
             raise
-        result = self._result(thread_id, state)
+        result = self.result_of(thread_id, state, True)
         if run_id:
             await lease.finish("done", result=result.model_dump_json() if lease.keep_result else None)
         yield NodeEvent(node="end", result=result)
 
-    def pending_runs(self, *, include_failed: bool = False, thread_prefix: str = "") -> list[RunRecord]:
-        """Accepted runs that never finished because their process died, oldest first
-        (with ``include_failed``, runs that raised too; with ``thread_prefix``, only
-        the threads whose id starts with it)."""
-        return run_sync(self.apending_runs(include_failed=include_failed, thread_prefix=thread_prefix))
+    async def aget_result(self, thread_id: str) -> RunResult | None:
+        """The result as checkpointed for ``thread_id``, or ``None`` if unknown."""
+        async with self._compiled() as graph:
+            if graph.checkpointer is None:
+                return None
+            snapshot = await graph.aget_state(_config(thread_id))
+        return self.result_of(thread_id, snapshot.values, not snapshot.next) if snapshot.values else None
 
     async def apending_runs(self, *, include_failed: bool = False, thread_prefix: str = "") -> list[RunRecord]:
         async with self._session() as (_, store):
@@ -259,14 +392,7 @@ class RunsMixin:
         return [r for r in runs if r.thread_id.startswith(thread_prefix)]
 
     async def arecover(self, *, include_failed: bool = False, thread_prefix: str = "") -> list[RunResult]:
-        """Finish every accepted run whose process died: from its last checkpoint, or
-        from the start when it crashed before one. Call it at startup, before taking
-        new requests. A run whose thread is held by a live run is left for later; a
-        run that fails again stays ``failed`` in the runs table.
-
-        Returns:
-            The results of the runs finished now, oldest first.
-        """
+        """Finish every accepted run whose process died (see :meth:`SLMGraph.arecover`)."""
         results = []
         for run in await self.apending_runs(include_failed=include_failed, thread_prefix=thread_prefix):
             try:
@@ -279,5 +405,21 @@ class RunsMixin:
                 log.warning("run %s on thread %s failed again: %s", run.run_id, run.thread_id, exc)
         return results
 
-    def recover(self, *, include_failed: bool = False, thread_prefix: str = "") -> list[RunResult]:
-        return run_sync(self.arecover(include_failed=include_failed, thread_prefix=thread_prefix))
+
+async def _not_started(lease: ThreadLease, exc: BaseException) -> None:
+    """Record a run that ended before its graph started: rejected (its thread was
+    busy), cancelled (its caller went away) or failed."""
+    if isinstance(exc, ThreadBusyError):
+        try:
+            await lease.finish("rejected", str(exc))
+        except Exception as also:
+            log.error("run %s was rejected and could not be recorded: %s", lease.run_id, also)
+    else:
+        await lease.end(exc)
+
+
+def as_input(request: Any) -> Any:
+    """A request as the graph's state holds it: text, or structured input as JSON."""
+    if isinstance(request, BaseModel):
+        return request.model_dump(mode="json")
+    return request

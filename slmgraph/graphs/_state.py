@@ -1,11 +1,26 @@
-"""The typed graph state and the typed result of a run.
+"""slmgraph's state fields, their reducers, and the routed graph's typed state.
 
 State values stay plain JSON (dicts, lists, strings) plus langchain-core messages,
-so every checkpoint serialises without custom types.
+so every checkpoint serialises without custom types; the typed views are
+:meth:`~slmgraph.graphs.SkillNode.read` and :class:`~slmgraph.RunResult`.
+
+Add slmgraph's fields to a state of your own by inheriting the mixin::
+
+    class MyState(SLMState):            # a TypedDict (total=False)
+        contract: str
+        clauses: dict | None
+
+    class MyModelState(SLMStateModel):  # or a pydantic state
+        contract: str = ""
+
+Each field's reducer is declared once, here: ``ledger`` and ``escalations``
+append what nodes write, and a node that starts a run writes :data:`NEW_RUN`
+first, which clears what the thread's earlier runs left (:func:`run_reset`).
 """
 
 from __future__ import annotations
 
+import typing
 from typing import Annotated, Any, Literal
 
 from typing_extensions import TypedDict  # pydantic needs it for JSON schemas on 3.11
@@ -14,9 +29,10 @@ from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 from pydantic import BaseModel, Field
 
-from ..ledger import LedgerEntry, RunTotals
-
-__all__ = ["GraphState", "RunResult", "Status", "NO_LARGE_MODEL", "new_run"]
+__all__ = [
+    "SLMState", "SLMStateModel", "GraphState", "Status", "NO_LARGE_MODEL", "NEW_RUN",
+    "add_run_list", "run_reset", "new_run", "status_of", "RunResult",
+]
 
 #: Where a run ended.
 #: ``answered``: a specialist's answer was accepted.
@@ -27,18 +43,51 @@ Status = Literal["running", "answered", "escalated", "escalation_needed", "escal
 
 NO_LARGE_MODEL = "escalation needed; no large model configured"
 
-_NEW_RUN = "__new_run__"
+#: Written first into a run-scoped list by the node that starts a run: the reducer
+#: then drops what earlier runs on the thread left.
+NEW_RUN = "__new_run__"
 
 
-def add_ledger(left: list[dict[str, Any]] | None, right: list[Any] | None) -> list[dict[str, Any]]:
-    """Append a node's ledger entries; a new run on the thread starts a fresh ledger."""
-    if right and right[0] == _NEW_RUN:
+def add_run_list(left: list[Any] | None, right: list[Any] | None) -> list[Any]:
+    """Append a node's entries; a write that begins with :data:`NEW_RUN` starts afresh."""
+    if right and right[0] == NEW_RUN:
         return list(right[1:])
-    return [*(left or []), *(right or [])]
+    if not right:
+        return left if left is not None else []
+    return [*(left or []), *right]
 
 
-class GraphState(TypedDict, total=False):
-    """State of one slmgraph run (one LangGraph thread)."""
+class SLMState(TypedDict, total=False):
+    """slmgraph's fields, to mix into a TypedDict state of your own.
+
+    Attributes:
+        ledger: one entry per model call of this run (see :class:`~slmgraph.LedgerEntry`).
+        escalations: one record per rejected sub-task of this run: ``node``,
+            ``skill``, ``reason``, ``detail``, ``draft`` and ``status`` (``escalated``,
+            ``escalation_needed``, ``escalation_failed``, or ``rejected`` when it
+            was handed to another node).
+        run_id: the id of the run in the durable runs table (empty outside one).
+    """
+
+    ledger: Annotated[list[dict[str, Any]], add_run_list]
+    escalations: Annotated[list[dict[str, Any]], add_run_list]
+    run_id: str
+
+
+class SLMStateModel(BaseModel):
+    """slmgraph's fields, to mix into a pydantic state of your own (same reducers)."""
+
+    ledger: Annotated[list[dict[str, Any]], add_run_list] = Field(default_factory=list)
+    escalations: Annotated[list[dict[str, Any]], add_run_list] = Field(default_factory=list)
+    run_id: str = ""
+
+
+class GraphState(SLMState, total=False):
+    """State of the routed graph (:func:`~slmgraph.build_graph`) and the ready graphs.
+
+    ``request`` and ``messages`` (the conversation) last across the runs on a
+    thread; every other field belongs to one run and is reset when it starts.
+    """
 
     request: str
     messages: Annotated[list[AnyMessage], add_messages]
@@ -52,60 +101,60 @@ class GraphState(TypedDict, total=False):
     tool_calls: list[dict[str, Any]]
     answer: str | None
     status: Status
-    ledger: Annotated[list[dict[str, Any]], add_ledger]
-    run_id: str
     error: str | None
 
 
-def new_run(request: str, run_id: str = "") -> GraphState:
-    """The input of a new run: the request, and every per-run field cleared, so a
-    thread that already ran keeps its conversation (``messages``) but nothing else."""
-    return {
-        "request": request,
-        "route": None,
-        "route_confidence": None,
-        "output": None,
-        "draft": None,
-        "confidence": None,
-        "escalation_reason": None,
-        "escalation_detail": None,
-        "tool_calls": [],
-        "answer": None,
-        "status": "running",
-        "ledger": [_NEW_RUN],
-        "run_id": run_id,
-        "error": None,
-    }
+#: Fields that outlive a run: its input, the conversation, and the run's id (set by the input).
+THREAD_FIELDS = frozenset({"request", "messages", "run_id"})
+
+_DEFAULTS: dict[str, Any] = {"status": "running", "tool_calls": []}
 
 
-class RunResult(BaseModel):
-    """The outcome of one run, read from the final graph state.
+def _reducer(hint: Any) -> Any:
+    if typing.get_origin(hint) is Annotated:
+        for meta in hint.__metadata__:
+            if callable(meta):
+                return meta
+    return None
 
-    Attributes:
-        answer: the final answer as text (the accepted output as JSON, or the
-            large model's answer); ``None`` when escalation was needed but missing.
-        output: the accepted specialist output, when a skill answered.
-        draft: the specialist's draft when the request escalated; kept even when
-            no large model is configured.
-        message: a human-readable line about the outcome.
-        run_id: the id of this run in the durable runs table.
-        error: the class name of the typed error that ended an escalation
-            (e.g. ``"StepLimitError"``), when it ended with ``escalation_failed``.
+
+def run_reset(schema: type = SLMState, *, keep: frozenset[str] = THREAD_FIELDS, lists_only: bool = False) -> dict[str, Any]:
+    """The update that starts a run on a state of type ``schema``.
+
+    Run-scoped lists (reducer :func:`add_run_list`) get :data:`NEW_RUN`; plain
+    fields get their empty value (unless ``lists_only``: a state of your own keeps
+    its input fields); fields in ``keep`` and fields with any other reducer (e.g.
+    ``messages``) are left alone. The lists in the result are shared: copy before
+    mutating.
     """
+    hints = typing.get_type_hints(schema, include_extras=True)
+    out: dict[str, Any] = {}
+    for name, hint in hints.items():
+        if name in keep:
+            continue
+        reducer = _reducer(hint)
+        if reducer is add_run_list:
+            out[name] = [NEW_RUN]
+        elif reducer is None and not lists_only:
+            out[name] = _DEFAULTS.get(name)
+    return out
 
-    thread_id: str
-    status: Status
-    route: str | None = None
-    route_confidence: float | None = None
-    answer: str | None = None
-    output: dict[str, Any] | None = None
-    confidence: float | None = None
-    draft: Any = None
-    escalation_reason: str | None = None
-    escalation_detail: str | None = None
-    tool_calls: list[dict[str, Any]] = Field(default_factory=list)
-    message: str = ""
-    ledger: list[LedgerEntry] = Field(default_factory=list)
-    totals: RunTotals = Field(default_factory=RunTotals)
-    run_id: str | None = None
-    error: str | None = None
+
+def new_run(request: Any, run_id: str = "") -> dict[str, Any]:
+    """The input of a new run: the request and its run id. The graph's first node
+    clears what earlier runs left (see :func:`run_reset`)."""
+    return {"request": request, "run_id": run_id}
+
+
+def status_of(escalations: list[dict[str, Any]]) -> Status:
+    """A run's status from its escalation records, for states without ``status``."""
+    seen = {e.get("status") for e in escalations}
+    for status in ("escalation_needed", "escalation_failed", "escalated"):
+        if status in seen:
+            return status  # type: ignore[return-value]
+    return "answered"
+
+
+# The result type is derived from this state; it lives in _result and is re-exported
+# here for the modules that import it from the state.
+from ._result import RunResult  # noqa: E402

@@ -7,12 +7,14 @@ falls back to yielding the whole reply as one chunk. Everything else in slmgraph
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 from .._errors import InvalidModelOutputError
 from .._sync import run_sync
@@ -27,6 +29,8 @@ __all__ = [
     "Model",
     "parse_json_reply",
     "try_parse_json",
+    "is_local_endpoint",
+    "estimate_tokens",
 ]
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -146,6 +150,30 @@ class StreamChunk:
     reply: ModelReply | None = None
 
 
+def estimate_tokens(text: str) -> int:
+    """One token per 3 bytes of UTF-8, rounded up: more than any real tokenizer counts."""
+    n = len(text)
+    if not text.isascii():
+        n = len(text.encode("utf-8"))
+    return max(1, -(-n // 3))
+
+
+def is_local_endpoint(url: str | None) -> bool:
+    """``True`` for the embedded engine (``"embedded"``) and this machine's addresses
+    (``localhost``, ``127.0.0.0/8``, ``::1``, and ``0.0.0.0``, which connects here);
+    every other host, LAN addresses included, is remote."""
+    if url is None or url == "embedded":
+        return url == "embedded"
+    host = (urlparse(url if "://" in url else f"http://{url}").hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_unspecified
+
+
 class Model(ABC):
     """A chat model behind one async method.
 
@@ -153,13 +181,48 @@ class Model(ABC):
         name: the model identifier the backend knows it by.
         provider: short backend name, recorded in the ledger.
         context_window: tokens the model accepts (prompt plus reply).
-        local: ``True`` when calls stay on this machine (prices default to zero).
+        endpoints: where calls go (URLs, or ``"embedded"`` for in-process engines).
+        endpoint: the one endpoint to name in messages (see :attr:`endpoint`).
+        local: ``True`` when every call stays on this machine, derived from
+            :attr:`endpoints` (see :attr:`local`).
     """
 
     name: str
     provider: str
     context_window: int = 4096
-    local: bool = True
+    #: An explicit claim about locality. ``False`` marks a model remote whatever its
+    #: endpoint; ``True`` or ``None`` leave it to the endpoints, and a model with no
+    #: known endpoint (a test double, a LangChain model) is then local unless it sets
+    #: ``False``. A claim can never make a remote URL local.
+    _local: bool | None = None
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """Where this model's calls go: URLs, ``("embedded",)`` for an in-process
+        engine, ``()`` when unknown. Backends override this."""
+        return ()
+
+    @property
+    def endpoint(self) -> str | None:
+        """The endpoint to name in messages: the first remote one, else the first
+        one, else ``None`` (unknown)."""
+        urls = self.endpoints
+        remote = [u for u in urls if not is_local_endpoint(u)]
+        return (remote or list(urls) or [None])[0]
+
+    @property
+    def local(self) -> bool:
+        """Whether every call stays on this machine: all :attr:`endpoints` are local
+        (and the model does not say otherwise). The privacy gate, :func:`~slmgraph.harden`
+        and the ledger's machine price all read this one property."""
+        if self._local is False:
+            return False
+        urls = self.endpoints
+        return all(is_local_endpoint(u) for u in urls) if urls else True
+
+    @local.setter
+    def local(self, value: bool | None) -> None:
+        self._local = value
 
     @abstractmethod
     async def complete(
@@ -185,11 +248,8 @@ class Model(ABC):
 
     def count_tokens(self, text: str) -> int:
         """Tokens in ``text``. Backends without a tokenizer over-estimate on purpose
-        (one token per 3 bytes of UTF-8), so a size check errs towards refusing."""
-        n = len(text)
-        if not text.isascii():
-            n = len(text.encode("utf-8"))
-        return max(1, -(-n // 3))
+        (:func:`estimate_tokens`), so a size check errs towards refusing."""
+        return estimate_tokens(text)
 
     async def aclose(self) -> None:
         """Release connections. Safe to call more than once."""

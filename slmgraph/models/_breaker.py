@@ -27,6 +27,7 @@ from .._errors import (
     ModelUnavailableError,
 )
 from ._base import Model, ModelReply
+from ._wrapper import WrapperModel
 
 __all__ = ["CircuitBreaker", "ConcurrencyLimit", "GuardedModel", "is_health_failure", "endpoint_of"]
 
@@ -43,8 +44,8 @@ def is_health_failure(exc: BaseException) -> bool:
 
 
 def endpoint_of(model: Model) -> str:
-    """A printable name of where ``model``'s calls go."""
-    return str(getattr(model, "host", None) or getattr(model, "display_url", None) or model.name)
+    """A printable name of where ``model``'s calls go (its endpoint, else its name)."""
+    return model.endpoint or model.name
 
 
 class CircuitBreaker:
@@ -147,7 +148,7 @@ class ConcurrencyLimit:
             self.in_flight -= 1
 
 
-class GuardedModel(Model):
+class GuardedModel(WrapperModel):
     """One endpoint behind a :class:`CircuitBreaker` and a :class:`ConcurrencyLimit`.
 
     Share one breaker and one limit between models that call the same server.
@@ -156,14 +157,9 @@ class GuardedModel(Model):
     def __init__(
         self, inner: Model, *, breaker: CircuitBreaker | None = None, limit: ConcurrencyLimit | None = None
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.breaker = breaker or CircuitBreaker(name=endpoint_of(inner))
         self.limit = limit or ConcurrencyLimit(None)
-        self.name, self.provider = inner.name, inner.provider
-        self.context_window, self.local = inner.context_window, inner.local
-
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
 
     def _admit(self) -> None:
         if not self.breaker.allow():
@@ -200,9 +196,3 @@ class GuardedModel(Model):
             self._verdict(exc)
             raise
         self._verdict(None)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    def __getattr__(self, name: str):
-        return getattr(self.inner, name)

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 
 from .._errors import CircuitOpenError, ModelError, ModelNotFoundError, UserError
 from ._base import Model, ModelReply
+from ._wrapper import WrapperModel
 
 __all__ = ["FallbackModel", "should_fall_back"]
 
@@ -18,7 +19,7 @@ def should_fall_back(exc: BaseException) -> bool:
     return isinstance(exc, ModelError) and exc.transient
 
 
-class FallbackModel(Model):
+class FallbackModel(WrapperModel):
     """Tries ``models`` in order until one answers.
 
     Put each member behind its own :class:`~slmgraph.RetryingModel` (retries happen
@@ -37,17 +38,11 @@ class FallbackModel(Model):
     def __init__(self, models: Sequence[Model], *, fallback_on: Callable[[BaseException], bool] = should_fall_back) -> None:
         if not models:
             raise UserError("FallbackModel needs at least one model")
+        super().__init__(*models)
         self.models = list(models)
         self.fallback_on = fallback_on
-        first = self.models[0]
-        self.name, self.provider = first.name, first.provider
-        self.context_window = min(m.context_window for m in self.models)
-        self.local = all(m.local for m in self.models)
         #: index of the member that answered each call, for tests and metrics
         self.served_by: list[int] = []
-
-    def count_tokens(self, text: str) -> int:
-        return max(m.count_tokens(text) for m in self.models)
 
     async def complete(self, messages, *, schema=None, settings=None) -> ModelReply:
         for i, model in enumerate(self.models):
@@ -75,10 +70,3 @@ class FallbackModel(Model):
             async for chunk in chunks:
                 yield chunk
             return
-
-    async def aclose(self) -> None:
-        for model in self.models:
-            await model.aclose()
-
-    def __repr__(self) -> str:
-        return f"FallbackModel({', '.join(repr(m) for m in self.models)})"

@@ -110,7 +110,7 @@ class LlamaCppModel(Model):
     """
 
     provider = "llamacpp"
-    local = True
+    endpoints = ("embedded",)
 
     def __init__(
         self,

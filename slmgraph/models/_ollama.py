@@ -21,10 +21,12 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import ollama
+
+if TYPE_CHECKING:  # the SDK loads on the first call, not on import
+    import ollama
 
 from .._errors import (
     IncompleteStreamError,
@@ -97,7 +99,6 @@ class OllamaModel(Model):
     """
 
     provider = PROVIDER
-    local = True
 
     def __init__(
         self,
@@ -123,11 +124,17 @@ class OllamaModel(Model):
         self._client: ollama.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
 
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        return (self.host,)
+
     # ------------------------------------------------------------------ client
 
     def _get_client(self) -> ollama.AsyncClient:
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop:
+            import ollama
+
             # A client made on another (probably closed) loop is dropped, not closed:
             # closing it would need that loop.
             self._client = ollama.AsyncClient(
@@ -183,6 +190,8 @@ class OllamaModel(Model):
     @contextlib.contextmanager
     def _translated(self, *, model_call: bool = True) -> Iterator[None]:
         """Turn ollama/httpx failures raised inside the block into slmgraph errors."""
+        import ollama
+
         who = dict(model=self.name, provider=PROVIDER)
         box: dict[str, float] = {}
         token = _RETRY_AFTER.set(box)

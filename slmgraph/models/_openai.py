@@ -76,12 +76,16 @@ class OpenAIModel(Model):
         api_key: defaults to ``$OPENAI_API_KEY``. Required unless ``base_url`` is a
             loopback address, where a placeholder is sent.
         timeout: seconds per call (to the first chunk when streaming). The SDK's own
-            retries are off: slmgraph retries.
+            retries are off; this class does not retry either. Retries, a circuit
+            breaker and the privacy gate come from :func:`~slmgraph.harden`, which
+            ``build_graph`` and ``models_from_config`` apply; a bare instance used on
+            its own gets none of them.
         connect_timeout: seconds to open the TCP connection.
         idle_timeout: longest gap between two streamed chunks; defaults to ``timeout``.
         context_window: tokens the model accepts.
-        local: whether calls stay on this machine; defaults to ``True`` exactly when
-            ``base_url`` is a loopback address.
+        local: ``False`` marks even a loopback server remote; by default calls
+            count as local exactly when ``base_url`` is a loopback address (see
+            :attr:`Model.local`).
         schema_mode: how a JSON schema is sent (see the module docstring).
 
     Raises:
@@ -120,7 +124,7 @@ class OpenAIModel(Model):
         self.connect_timeout = connect_timeout
         self.idle_timeout = timeout if idle_timeout is None else idle_timeout
         self.context_window = context_window
-        self.local = loopback if local is None else local
+        self.local = local
         self.schema_mode: SchemaMode = schema_mode
         self._stream_usage = True  # whether to send stream_options
         # One client per event loop: an HTTP client must not outlive or cross loops.
@@ -132,6 +136,10 @@ class OpenAIModel(Model):
     def display_url(self) -> str:
         """The API root calls go to."""
         return self.base_url or _OPENAI_URL
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        return (self.display_url,)
 
     def _client(self) -> openai.AsyncOpenAI:
         loop = asyncio.get_running_loop()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from .._errors import CircuitOpenError, UserError
 from ._base import Model, ModelReply
 from ._breaker import CircuitBreaker, ConcurrencyLimit, endpoint_of, is_health_failure
+from ._wrapper import WrapperModel
 
 __all__ = ["PooledModel"]
 
@@ -36,7 +37,7 @@ class _Host:
         return endpoint_of(self.model)
 
 
-class PooledModel(Model):
+class PooledModel(WrapperModel):
     """One model served by several hosts.
 
     Args:
@@ -64,19 +65,13 @@ class PooledModel(Model):
     ) -> None:
         if not members:
             raise UserError("PooledModel needs at least one host")
+        super().__init__(*members)
         self.hosts = [
             _Host(m, CircuitBreaker(failures, cooldown_s, name=endpoint_of(m), clock=clock), ConcurrencyLimit(max_parallel))
             for m in members
         ]
-        first = members[0]
-        self.name, self.provider = first.name, first.provider
-        self.context_window = min(m.context_window for m in members)
-        self.local = all(m.local for m in members)
         self.probe_timeout_s = probe_timeout_s
         self._turn = itertools.count()
-
-    def count_tokens(self, text: str) -> int:
-        return self.hosts[0].model.count_tokens(text)
 
     def status(self) -> list[dict[str, object]]:
         """Per host: endpoint, breaker state, calls in flight, calls served."""
@@ -176,10 +171,6 @@ class PooledModel(Model):
         if host is None:
             raise self._unavailable()
         return await host.model.list_models()
-
-    async def aclose(self) -> None:
-        for host in self.hosts:
-            await host.model.aclose()
 
     def __repr__(self) -> str:
         return f"PooledModel(name={self.name!r}, hosts={[h.breaker.name for h in self.hosts]!r})"

@@ -16,6 +16,7 @@ from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_ran
 
 from .._errors import ConfigError, MalformedResponseError, SlmGraphError
 from ._base import Model, ModelReply
+from ._wrapper import WrapperModel
 
 __all__ = ["RetryPolicy", "RetryingModel"]
 
@@ -77,7 +78,7 @@ class RetryPolicy:
         return backoff
 
 
-class RetryingModel(Model):
+class RetryingModel(WrapperModel):
     """Wraps a model so that transient faults are retried under ``policy``.
 
     Args:
@@ -93,13 +94,9 @@ class RetryingModel(Model):
         *,
         sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.policy = policy or RetryPolicy()
         self._sleep = sleep or asyncio.sleep
-        self.name = inner.name
-        self.provider = inner.provider
-        self.context_window = inner.context_window
-        self.local = inner.local
 
     def _attempts(self) -> AsyncRetrying:
         p = self.policy
@@ -121,9 +118,6 @@ class RetryingModel(Model):
             stop=stop_after_attempt(p.attempts), wait=wait, retry=retry, reraise=True, sleep=self._sleep
         )
 
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
-
     async def complete(self, messages, *, schema=None, settings=None) -> ModelReply:
         async for attempt in self._attempts():
             with attempt:
@@ -140,10 +134,3 @@ class RetryingModel(Model):
         yield first
         async for chunk in chunks:
             yield chunk
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    def __getattr__(self, name: str):
-        # list_models(), embed() and other backend extras pass through.
-        return getattr(self.inner, name)

@@ -15,16 +15,15 @@ value) in :attr:`PrivacyGate.audit_log`, and on the ``slmgraph.privacy`` logger.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import logging
 import re
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import urlparse
 
 from .._errors import DetectorUnavailableError, PrivacyBlockedError
-from ..models._base import Message, Model, ModelReply, StreamChunk
+from ..models._base import Message, Model, ModelReply, StreamChunk, is_local_endpoint
+from ..models._wrapper import WrapperModel
 from ._detectors import Detector, Finding, GazetteerNameDetector, NameDetector, default_detectors, find_pii
 from ._policy import PrivacyPolicy
 from ._redact import AuditRecord, Redaction, redact_texts
@@ -36,54 +35,18 @@ logger = logging.getLogger("slmgraph.privacy")
 _PARTIAL = re.compile(r"<\s*[A-Z0-9_]*\s*$")
 
 
-def is_local_endpoint(url: str | None) -> bool:
-    """``True`` for the embedded engine and this machine's addresses (``localhost``,
-    ``127.0.0.0/8``, ``::1``, and ``0.0.0.0``, which connects here); every other
-    host, LAN addresses included, is remote."""
-    if url is None or url == "embedded":
-        return url == "embedded"
-    host = (urlparse(url if "://" in url else f"http://{url}").hostname or "").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return ip.is_loopback or ip.is_unspecified  # 0.0.0.0 connects to this machine
-
-
-def _endpoints(model: Model) -> list[str]:
-    while isinstance(getattr(model, "inner", None), Model):
-        model = model.inner  # type: ignore[attr-defined]
-    if model.provider == "llamacpp":
-        return ["embedded"]
-    pool = getattr(model, "hosts", None)  # a pool of hosts: every one must be local
-    if isinstance(pool, (list, tuple)) and pool:
-        urls = [h if isinstance(h, str) else getattr(h, "url", None) or getattr(h, "host", None) for h in pool]
-        return [u if isinstance(u, str) else "unknown://" for u in urls]
-    for attr in ("display_url", "host", "base_url"):
-        value = getattr(model, attr, None)
-        if isinstance(value, str) and value:
-            return [value]
-    return []
-
-
 def endpoint_of(model: Model) -> str | None:
     """Where ``model``'s calls go: a URL (the first remote one of a pool),
-    ``"embedded"``, or ``None`` when unknown."""
-    urls = _endpoints(model)
-    remote = [u for u in urls if not is_local_endpoint(u)]
-    return (remote or urls or [None])[0]
+    ``"embedded"``, or ``None`` when unknown (:attr:`Model.endpoint`)."""
+    return model.endpoint
 
 
 def is_local_model(model: Model) -> bool:
-    """Whether calls to ``model`` stay on this machine, judged by its endpoint URLs
-    (the model's own ``local`` flag only when it has no known endpoint)."""
-    urls = _endpoints(model)
-    return all(is_local_endpoint(u) for u in urls) if urls else bool(model.local)
+    """Whether calls to ``model`` stay on this machine (:attr:`Model.local`)."""
+    return model.local
 
 
-class PrivacyGate(Model):
+class PrivacyGate(WrapperModel):
     """Wraps a model so that no call leaves the machine with PII the policy refuses.
 
     Args:
@@ -110,13 +73,9 @@ class PrivacyGate(Model):
         endpoint: str | None = None,
         on_audit: Callable[[AuditRecord], None] | None = None,
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.policy = policy
-        self.name = inner.name
-        self.provider = inner.provider
-        self.context_window = inner.context_window
-        self.local = inner.local
-        self.endpoint = endpoint or endpoint_of(inner) or inner.provider
+        self._where = endpoint or inner.endpoint or inner.provider
         self.detectors: list[Detector] = list(detectors if detectors is not None else default_detectors())
         if policy.names == "builtin" and name_detector is None:
             name_detector = GazetteerNameDetector()
@@ -125,6 +84,11 @@ class PrivacyGate(Model):
         self.name_detector = name_detector if policy.names != "off" else None
         self.on_audit = on_audit
         self.audit_log: deque[AuditRecord] = deque(maxlen=256)
+
+    @property
+    def endpoint(self) -> str:
+        """Where calls go, as audit records and errors name it."""
+        return self._where
 
     # -- checking -----------------------------------------------------------------------
 
@@ -207,15 +171,6 @@ class PrivacyGate(Model):
                 yield StreamChunk(delta=red.restore(ready))
         if pending:
             yield StreamChunk(delta=red.restore(pending))
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    def __getattr__(self, name: str) -> Any:
-        # list_models() and other backend extras pass through.
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
     def __repr__(self) -> str:
         return f"PrivacyGate({self.inner!r}, action={self.policy.action!r}, endpoint={self.endpoint!r})"

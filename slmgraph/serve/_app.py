@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import json
 import time
@@ -21,6 +22,7 @@ from starlette.routing import Route
 from starlette.types import Send
 
 from .._errors import ConfigError
+from .._watchdog import LoopWatchdog
 from ..graphs._graph import NodeEvent, SLMGraph
 from ..graphs._state import RunResult
 from ._config import ServeConfig, check_bind
@@ -106,6 +108,11 @@ class _Server:
         limiter = self.host.limiter
         metrics.gauges["slmgraph_runs_in_progress"] = ("Graph runs holding a slot.", lambda: limiter.active)
         metrics.gauges["slmgraph_runs_queued"] = ("Requests waiting for a run slot.", lambda: limiter.waiting)
+        self.watchdog = LoopWatchdog(interval_s=0.05)
+        metrics.gauges["slmgraph_event_loop_stall_max_seconds"] = (
+            "Longest delay of the event loop seen since start.", lambda: round(self.watchdog.longest_stall_s, 4))
+        metrics.gauges["slmgraph_event_loop_stall_recent_seconds"] = (
+            "Longest delay of the event loop in the last 10 s.", lambda: round(self.watchdog.recent_stall_s(), 4))
 
     # -- guards ---------------------------------------------------------------
 
@@ -135,6 +142,18 @@ class _Server:
         if not isinstance(body, dict):
             raise Refused(400, "invalid_request", "the request body must be a JSON object")
         return body
+
+    def idempotency_key(self, request: Request, name: str) -> str | None:
+        """The request's ``Idempotency-Key``, scoped to the graph and the caller's API
+        key, so two callers' keys never meet."""
+        key = request.headers.get("idempotency-key")
+        if key is None:
+            return None
+        if not 0 < len(key) <= 255 or not key.isascii() or not key.isprintable():
+            raise Refused(400, "invalid_request", "an Idempotency-Key must be 1 to 255 printable ASCII characters")
+        token = request.headers.get("authorization", "").partition(" ")[2].strip()
+        caller = hashlib.sha256(token.encode()).hexdigest()[:16] if token and self.cfg.api_keys else "-"
+        return f"{name}/{caller}/{key}"
 
     def failure(self, exc: BaseException) -> Failure:
         if isinstance(exc, Refused):
@@ -194,6 +213,7 @@ class _Server:
             call = wire.parse(await self.body(request), request.headers, self.cfg)
             name = label = self.host.resolve(call.model)
             self.host.graph(name).validate_request(call.text)
+            idempotency_key = self.idempotency_key(request, name)
             self.host.limiter.admit()
         except Exception as exc:  # noqa: BLE001 - every refusal gets the protocol's error shape
             f = self.failure(exc)
@@ -201,7 +221,7 @@ class _Server:
             return wire.error(f, self._auth_headers(f))
         conversation_id = call.conversation_id or uuid.uuid4().hex
         thread_id = GraphHost.thread_id(name, conversation_id)
-        events = self._tracked(wire.name, name, self.host.events(name, call.text, thread_id), started)
+        events = self._tracked(wire.name, name, self.host.events(name, call.text, thread_id, idempotency_key), started)
         if call.stream:
             media = "text/event-stream" if wire is self.openai else "application/x-ndjson"
             headers = {"X-Conversation-Id": conversation_id, "X-Slmgraph-Thread-Id": thread_id, "Cache-Control": "no-cache"}
@@ -212,6 +232,8 @@ class _Server:
             return Response(status_code=499)  # nobody is listening
         except Exception as exc:  # noqa: BLE001
             return wire.error(self.failure(exc))
+        if idempotency_key is not None:  # a retry answers with the conversation of its first run
+            conversation_id = result.thread_id.partition("/")[2] or conversation_id
         return wire.reply(name, result, conversation_id, started)
 
     @staticmethod
@@ -271,9 +293,11 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await server.host.start()
+        server.watchdog.start()
         try:
             yield
         finally:
+            await server.watchdog.stop()
             await server.host.aclose()
 
     async def not_found(request: Request, exc: HTTPException) -> Response:

@@ -34,6 +34,7 @@ from .._errors import (
     SlmGraphError,
     UserError,
 )
+from ..graphs._durable import SHUTDOWN
 from ..graphs._graph import NodeEvent, SLMGraph
 from ..graphs._state import RunResult
 
@@ -109,7 +110,7 @@ def extension(result: RunResult, conversation_id: str | None) -> dict[str, Any]:
         "escalation_reason": result.escalation_reason,
         "escalation_detail": result.escalation_detail,
         "message": result.message,
-        "output": result.output,
+        "output": result.output_json,
         "draft": result.draft,
         "totals": t.model_dump(),
         "cost_usd": t.cost_usd,
@@ -190,8 +191,8 @@ class GraphHost:
         for name, g in self.configured.items():
             if g.checkpoint is None or isinstance(g.checkpoint, BaseCheckpointSaver):
                 continue
-            if getattr(g, "_pg", None) is not None:  # PostgreSQL: one pool for the server's life
-                await self._stack.enter_async_context(g._pg.session())
+            if g.runner.pg is not None:  # PostgreSQL: one pool for the server's life
+                await self._stack.enter_async_context(g.runner.pg.session())
                 continue
             path = Path(g.checkpoint).resolve()
             if path not in savers:
@@ -208,7 +209,7 @@ class GraphHost:
         the search repeats every half lease, and the lease decides who finishes a
         dead process's run, once."""
         finished = await self._recover_once()
-        shared = [g for g in self.graphs.values() if getattr(g, "_pg", None) is not None]
+        shared = [g for g in self.graphs.values() if g.runner.pg is not None]
         if not shared:
             return finished
         every = max(0.5, min(g.spec.lease_ttl_s for g in shared) / 2)
@@ -244,7 +245,7 @@ class GraphHost:
 
     async def aclose(self) -> None:
         if self.recovery is not None:
-            self.recovery.cancel()
+            self.recovery.cancel(SHUTDOWN)  # a run it was finishing stays recoverable
             with contextlib.suppress(asyncio.CancelledError):
                 await self.recovery
             self.recovery = None
@@ -275,13 +276,17 @@ class GraphHost:
         """The graph thread of a conversation; a new one when there is no id."""
         return f"{name}/{conversation_id}" if conversation_id else f"{name}/{uuid.uuid4().hex}"
 
-    async def events(self, name: str, text: str, thread_id: str) -> AsyncIterator[NodeEvent]:
+    async def events(
+        self, name: str, text: str, thread_id: str, idempotency_key: str | None = None,
+    ) -> AsyncIterator[NodeEvent]:
         """Stream a run's node events from a queued slot.
 
         The run executes in its own task, after any earlier run on the same thread
         has finished. Closing this iterator early (the client went away) cancels
         that task and waits for it, so the run stops at a step boundary and its last
-        checkpoint is whole before anything else touches the thread.
+        checkpoint is whole before anything else touches the thread; the run is
+        marked ``cancelled``. With ``idempotency_key`` (already scoped to the
+        caller), a retry maps to the run recorded under it.
         """
         graph = self.graphs[name]
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -289,7 +294,7 @@ class GraphHost:
         async def produce() -> None:
             try:
                 async with self._one_run_per_thread(thread_id), self.limiter.slot():
-                    async for event in graph.astream(text, thread_id=thread_id):
+                    async for event in graph.astream(text, thread_id=thread_id, idempotency_key=idempotency_key):
                         queue.put_nowait(event)
             except Exception as exc:  # noqa: BLE001 - handed to the consumer
                 queue.put_nowait(exc)

@@ -18,6 +18,7 @@ from ._transactions import (
     render_transaction_report,
 )
 from ._skill import (
+    DEFAULT_MIN_CONFIDENCE,
     AcceptancePolicy,
     Accepted,
     EscalationReason,
@@ -29,6 +30,7 @@ from ._skill import (
 )
 
 __all__ = [
+    "DEFAULT_MIN_CONFIDENCE",
     "Skill",
     "Example",
     "AcceptancePolicy",

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from .._context import RunContext
 from .._errors import InvalidModelOutputError, RequestTooLargeError
 from ..models._base import Message, ModelReply, ModelSettings
-from ._skill import Accepted, EscalationReason, Rejected, Skill
+from ._skill import DEFAULT_MIN_CONFIDENCE, Accepted, EscalationReason, Rejected, Skill
 
 __all__ = ["run_skill", "skill_messages"]
 
@@ -106,9 +106,10 @@ async def run_skill(
             messages = _repair(messages, reply, f"That reply fails a check: {problem}.")
             continue
         confidence = await _confidence(skill, messages, reply, output, ctx, node)
-        if policy.min_confidence is not None and (confidence is None or confidence < policy.min_confidence):
+        bar = _bar(policy.min_confidence, confidence)
+        if bar is not None and (confidence is None or confidence < bar):
             why = (
-                f"confidence {confidence:.2f} is below the threshold {policy.min_confidence:.2f}"
+                f"confidence {confidence:.2f} is below the threshold {bar:.2f}"
                 if confidence is not None
                 else "confidence cannot be measured: the model gives no logprobs and samples=1; "
                 "set AcceptancePolicy(samples=3) or use a backend with logprobs"
@@ -116,6 +117,14 @@ async def run_skill(
             return Rejected(EscalationReason.LOW_CONFIDENCE, why, output.model_dump(mode="json"), attempt, confidence)
         return Accepted(output, confidence, attempt)
     return Rejected(reason, detail, draft, policy.max_repairs + 1)
+
+
+def _bar(min_confidence: float | str | None, confidence: float | None) -> float | None:
+    """The bar a reply must clear: ``"auto"`` is the default bar when a confidence
+    was measured and no bar otherwise."""
+    if min_confidence == "auto":
+        return DEFAULT_MIN_CONFIDENCE if confidence is not None else None
+    return min_confidence  # type: ignore[return-value]
 
 
 def _problems(exc: ValidationError) -> str:
@@ -141,7 +150,7 @@ async def _confidence(
     policy = skill.acceptance
     if first.logprobs:
         return first.confidence()
-    if policy.min_confidence is None or policy.samples <= 1:
+    if policy.min_confidence in (None, "auto") or policy.samples <= 1:
         return None
     key = policy.agree_on or (lambda o: json.dumps(o.model_dump(mode="json"), sort_keys=True))
     votes = Counter([key(output)])

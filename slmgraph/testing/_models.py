@@ -14,7 +14,7 @@ from typing import Any, Union
 from pydantic import BaseModel
 
 from .._errors import UserError
-from ._base import Message, Model, ModelReply, ModelSettings, TokenLogprob, Usage, try_parse_json
+from ..models._base import Message, Model, ModelReply, ModelSettings, TokenLogprob, Usage, try_parse_json
 
 __all__ = ["ScriptedModel", "FunctionModel", "ModelCall", "Reply"]
 
@@ -35,8 +35,11 @@ class ModelCall:
 class _RecordingModel(Model):
     provider = "test"
 
-    def __init__(self, name: str, *, context_window: int, latency_s: float, logprob: float | None) -> None:
+    def __init__(
+        self, name: str, *, context_window: int, latency_s: float, logprob: float | None, local: bool = True
+    ) -> None:
         self.name = name
+        self.local = local
         self.context_window = context_window
         self.latency_s = latency_s
         self.logprob = logprob
@@ -91,6 +94,8 @@ class ScriptedModel(_RecordingModel):
         latency_s: simulated latency per call (``asyncio.sleep``).
         logprob: when set, each reply carries this per-token logprob, as a backend
             with logprobs would; ``None`` gives replies without logprobs.
+        local: ``False`` makes the double count as a model off this machine (for
+            privacy and ledger tests); it still runs in-process.
 
     Example:
         >>> model = ScriptedModel([{"label": "refund"}, TimeoutError()])
@@ -105,8 +110,9 @@ class ScriptedModel(_RecordingModel):
         context_window: int = 8192,
         latency_s: float = 0.0,
         logprob: float | None = None,
+        local: bool = True,
     ) -> None:
-        super().__init__(name, context_window=context_window, latency_s=latency_s, logprob=logprob)
+        super().__init__(name, context_window=context_window, latency_s=latency_s, logprob=logprob, local=local)
         self._queue: deque[Reply] = deque(replies)
         self._last: Reply | None = None
         self.repeat_last = repeat_last
@@ -151,8 +157,9 @@ class FunctionModel(_RecordingModel):
         context_window: int = 8192,
         latency_s: float = 0.0,
         logprob: float | None = None,
+        local: bool = True,
     ) -> None:
-        super().__init__(name, context_window=context_window, latency_s=latency_s, logprob=logprob)
+        super().__init__(name, context_window=context_window, latency_s=latency_s, logprob=logprob, local=local)
         self.fn = fn
 
     async def complete(self, messages, *, schema=None, settings=None) -> ModelReply:
