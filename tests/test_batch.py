@@ -85,7 +85,9 @@ def test_batch_killed_halfway_and_rerun_has_every_row_once_and_reruns_none(tmp_p
     assert all(len(k) == 1 for k in scale_graph.keys(tmp_path).values())
     assert summary["rows"] == 60 and summary["statuses"] == {"answered": 45, "escalated": 15}
     assert summary["escalation_rate"] == pytest.approx(0.25)
-    assert summary["saved_usd"] > 0 and summary["cost_usd"] > 0
+    assert summary["cost_usd"] > 0 and summary["baseline_usd"] > 0
+    assert summary["saved_usd"] == pytest.approx(summary["baseline_usd"] - summary["cost_usd"])
+    assert summary["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in rows))
 
 
 def test_bad_rows_are_reported_by_number_and_never_stop_the_job(tmp_path):

@@ -63,7 +63,7 @@ def record_of(row: BatchRow, id_col: str, result: RunResult) -> dict[str, Any]:
         "calls": t.calls,
         "large_calls": t.large_calls,
         "cost_usd": t.cost_usd,
-        "all_large_cost_usd": t.all_large_cost_usd,
+        "baseline_usd": t.baseline_usd,
         "thread_id": result.thread_id,
         "error": result.error,
     }

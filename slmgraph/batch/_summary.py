@@ -23,7 +23,7 @@ class BatchSummary:
         skipped: rows already in the output when it started.
         statuses: rows by final status (``bad_input`` and ``error`` included).
         escalation_rate: escalated rows / rows that ran to a status.
-        cost_usd / all_large_cost_usd / saved_usd: from the rows' ledgers.
+        cost_usd / baseline_usd / saved_usd: from the rows' ledgers.
         bad_rows: ``"row N: why"`` for each bad or failed row.
         seconds: wall time of this invocation.
     """
@@ -34,7 +34,7 @@ class BatchSummary:
     statuses: dict[str, int] = field(default_factory=dict)
     escalation_rate: float = 0.0
     cost_usd: float = 0.0
-    all_large_cost_usd: float = 0.0
+    baseline_usd: float = 0.0
     saved_usd: float = 0.0
     bad_rows: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -48,7 +48,7 @@ class BatchSummary:
             f"rows:       {self.rows} ({self.ran} run now, {self.skipped} already done) in {self.seconds:.1f}s",
             f"statuses:   {status or '(none)'}",
             f"escalated:  {self.escalation_rate:.1%}",
-            f"cost:       ${self.cost_usd:.6f} vs ${self.all_large_cost_usd:.6f} all-large "
+            f"cost:       ${self.cost_usd:.6f} vs ${self.baseline_usd:.6f} direct to the large model "
             f"(saved ${self.saved_usd:.6f})",
         ]
         if self.bad_rows:
@@ -67,11 +67,11 @@ def summarize(records: Iterable[dict[str, Any]], *, ran: int = 0, skipped: int =
         status = str(r.get("status"))
         statuses[status] += 1
         s.cost_usd += float(r.get("cost_usd") or 0.0)
-        s.all_large_cost_usd += float(r.get("all_large_cost_usd") or 0.0)
+        s.baseline_usd += float(r.get("baseline_usd") or 0.0)
         if status in ("bad_input", "error"):
             s.bad_rows.append(str(r.get("error")))
     s.statuses = dict(statuses)
     finished = s.rows - statuses["bad_input"] - statuses["error"]
     s.escalation_rate = sum(statuses[k] for k in ESCALATED) / finished if finished else 0.0
-    s.saved_usd = s.all_large_cost_usd - s.cost_usd
+    s.saved_usd = s.baseline_usd - s.cost_usd
     return s
