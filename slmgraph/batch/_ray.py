@@ -11,6 +11,7 @@ writes the output file.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,8 @@ from ._input import BatchRow
 from ._job import held_graph, run_rows
 
 __all__ = ["RayExecutor"]
+
+log = logging.getLogger("slmgraph.batch")
 
 
 def _ray() -> Any:
@@ -92,7 +95,13 @@ class RayExecutor:
                 running.append(task.remote(source, pending.pop(0), job, id_col, per_worker))
             ready, running = await asyncio.to_thread(ray.wait, running, num_returns=1)
             for ref in ready:
-                for record in await asyncio.to_thread(ray.get, ref):
+                try:
+                    records = await asyncio.to_thread(ray.get, ref)
+                except Exception as exc:  # noqa: BLE001 - retries used up: its rows stay for a rerun
+                    log.error("a shard failed after %d retries (%s); rerun the job to finish its rows",
+                              self.max_retries, exc)
+                    continue
+                for record in records:
                     result = emit(record)
                     if result is not None:
                         await result

@@ -154,4 +154,6 @@ async def run_batch(
     ordered = [done[r] for r in first_of if r in done]
     summary = summarize(ordered, ran=len(todo) + len(fresh), skipped=skipped, seconds=time.perf_counter() - started)
     summary.bad_rows += duplicates
+    summary.bad_rows += [f"row {r.n}: not finished (its worker failed); run the same command again"
+                         for r in todo if r.id not in done]
     return summary
