@@ -62,6 +62,16 @@ def echo_graph(models, *, config=None, prices=None):
     return build_graph([ECHO], models=models, prices=prices, checkpoint=config.checkpoint, name="echo")
 
 
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` and its children (Linux /proc)."""
+    total = 0.0
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    for p in [str(pid), *children]:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def peak_mb(who: int = resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024
 
@@ -117,7 +127,8 @@ def part_serve(args, pg) -> None:
     limit = p / lat
     print(f"\n1. serve on one PostgreSQL: fault server P={p} slots, L={lat:g} s, P/L = {limit:g} runs/s; "
           f"{n} concurrent requests per run")  # fmt: skip
-    print(f"{'processes':>9} {'runs/s':>8} {'ratio':>6} {'errors':>6} {'lost':>5} {'duplicated':>10}")
+    print(f"   load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"{'processes':>9} {'runs/s':>8} {'ratio':>6} {'errors':>6} {'lost':>5} {'duplicated':>10} {'server CPU ms/run':>17}")
     with FaultServer.start(latency=lat, parallel=p, max_queue=4096, reply='{"text": "$USER"}') as fault:
         for k in args.processes:
             dsn = pg.createdb(f"serve_{k}_{int(time.time())}")
@@ -142,7 +153,9 @@ def part_serve(args, pg) -> None:
                     time.sleep(0.2)
                 asyncio.run(_load(port, 4 * p * k, f"warm{k}"))  # every process opens its pool
                 fault.reset()
+                cpu0 = tree_cpu_s(proc.pid)
                 wall, errors, good = asyncio.run(_load(port, n, f"k{k}"))
+                cpu_ms = (tree_cpu_s(proc.pid) - cpu0) / n * 1000
                 with psycopg.connect(dsn) as conn:
                     rows = conn.execute(
                         "SELECT thread_id, status FROM slmgraph_runs WHERE thread_id LIKE %s", (f"echo/k{k}-%",)
@@ -159,7 +172,7 @@ def part_serve(args, pg) -> None:
                 dup_runs = sum(1 for v in done.values() if v > 1)
                 dup_calls = sum(1 for v in sent.values() if v > 1)
                 tput = len(good) / wall
-                print(f"{k:>9} {tput:>8.2f} {tput / limit:>6.3f} {errors:>6} {lost:>5} {dup_runs + dup_calls:>10}")
+                print(f"{k:>9} {tput:>8.2f} {tput / limit:>6.3f} {errors:>6} {lost:>5} {dup_runs + dup_calls:>10} {cpu_ms:>17.1f}")
             finally:
                 proc.terminate()
                 proc.wait(timeout=60)
