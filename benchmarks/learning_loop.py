@@ -7,9 +7,9 @@ model (it answers the gold intent, at $0.001 a call). With learning on, every
 escalation is captured and a learning cycle (curate -> memory strategy -> shadow
 evaluation -> promote) runs every ``--every`` requests; 5 % of accepted answers
 are spot-checked. The small tier is the classify skill with a stand-in chooser
-that takes the best-retrieved candidate (``first_candidate_model``: the skill
-then behaves as retrieval alone, instantly and deterministically; a real small
-model adds its own errors and latency). Prints the escalation rate per window,
+that takes the best candidate (``first_candidate_model``: the skill then
+answers with its trained head's / retrieval's top label, instantly and
+deterministically; a real small model adds its own errors and latency). Prints the escalation rate per window,
 quality with a paired bootstrap CI, cost, labels adopted and promotions.
 
 Part 2 (``--part lora``): LoRA on the sentiment skill. The data are generated

@@ -9,8 +9,8 @@ __all__ = ["first_candidate_model"]
 
 def first_candidate_model(new_label: str = "new_topic", *, name: str = "first-candidate") -> Any:
     """A small model that picks the first (best-retrieved) candidate a classify skill
-    offers, and names a new topic ``new_label``: the classify skill then behaves
-    like retrieval alone, deterministically and instantly. A
+    offers, and names a new topic ``new_label``: the classify skill then answers
+    with its best-ranked label, deterministically and instantly. A
     :class:`~slmgraph.testing.FunctionModel` (imported on use: product modules
     never import the test kit)."""
     from ..testing import FunctionModel
