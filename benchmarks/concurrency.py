@@ -50,7 +50,7 @@ from slmgraph import (  # noqa: E402
     SlmGraphError,
     build_graph,
 )
-from slmgraph.fault_server import FaultServer  # noqa: E402
+from slmgraph.testing import FaultServer  # noqa: E402
 
 
 class Echo(BaseModel):

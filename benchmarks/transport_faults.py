@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from slmgraph import Message, OllamaModel, OpenAIModel, RetryingModel, RetryPolicy, SlmGraphError  # noqa: E402
-from slmgraph.fault_server import FaultServer  # noqa: E402
+from slmgraph.testing import FaultServer  # noqa: E402
 
 HI = [Message("user", "hi")]
 CHAT = {"ollama": "/api/chat", "openai": "/v1/chat/completions"}

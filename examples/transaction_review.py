@@ -23,7 +23,8 @@ import sys
 from pathlib import Path
 
 from slmgraph import load_config, models_from_config, prices_from_config
-from slmgraph.graphs.transactions import ANOMALY_KINDS, synthetic_transaction_log, transaction_review_graph
+from slmgraph.graphs.transactions import transaction_review_graph
+from slmgraph.testing import ANOMALY_KINDS, synthetic_transaction_log
 
 
 def main() -> None:

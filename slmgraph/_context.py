@@ -106,8 +106,14 @@ class EffectLog:
     them in memory for one context (a graph run uses a store in its SQLite file)."""
 
     def __init__(self, scope: str = "") -> None:
-        self.scope = scope or uuid.uuid4().hex
+        self._scope = scope
         self._results: dict[str, Any] = {}
+
+    @property
+    def scope(self) -> str:
+        if not self._scope:  # drawn on first use: most runs declare no side effect
+            self._scope = uuid.uuid4().hex
+        return self._scope
 
     def idempotency_key(self, key: str) -> str:
         return f"{self.scope}:{key}"

@@ -7,11 +7,13 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import RequestError, SlmGraphError
 from .config import Config, load_config
-from .graphs._state import RunResult
+
+if TYPE_CHECKING:  # `slmgraph --help` loads no graph, backend or LangChain module
+    from .graphs._state import RunResult
 
 __all__ = ["main"]
 

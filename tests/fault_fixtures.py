@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from slmgraph.fault_server import FaultServer
+from slmgraph.testing import FaultServer
 
 
 @pytest.fixture(scope="session")

@@ -16,14 +16,12 @@ from slmgraph.privacy import (
     PrivacyGate,
     PrivacyPolicy,
     default_detectors,
-    evaluate,
     find_pii,
     iban_ok,
     is_local_endpoint,
     luhn_ok,
-    synthetic_pii_corpus,
 )
-from slmgraph.testing import FunctionModel, ScriptedModel
+from slmgraph.testing import FunctionModel, ScriptedModel, evaluate, synthetic_pii_corpus
 
 
 def kinds(text, names=False):

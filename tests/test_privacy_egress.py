@@ -17,7 +17,8 @@ from werkzeug import Request, Response
 from slmgraph import RulesRouter, Skill, build_graph, load_config, models_from_config
 from slmgraph.models._base import Message
 from slmgraph.models._openai import OpenAIModel
-from slmgraph.privacy import PrivacyBlockedError, PrivacyGate, synthetic_pii_corpus
+from slmgraph.privacy import PrivacyBlockedError, PrivacyGate
+from slmgraph.testing import synthetic_pii_corpus
 from slmgraph.testing import ScriptedModel
 from pydantic import BaseModel
 

@@ -23,10 +23,9 @@ from slmgraph.privacy import (
     default_detectors,
     find_pii,
     scrub,
-    synthetic_pii_corpus,
 )
 from slmgraph.privacy._normalize import fold
-from slmgraph.testing import FunctionModel
+from slmgraph.testing import FunctionModel, synthetic_pii_corpus
 
 from test_privacy_egress import Cloud, gated_large
 

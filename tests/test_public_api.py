@@ -39,7 +39,10 @@ def test_subpackage_exports_resolve():
     for mod in (slmgraph.agents, slmgraph.graphs, slmgraph.models, slmgraph.skills, slmgraph.testing):
         for name in mod.__all__:
             assert hasattr(mod, name), f"{mod.__name__}.{name}"
-    assert set(slmgraph.testing.__all__) == {"ScriptedModel", "FunctionModel", "ModelCall", "Reply"}
+    assert set(slmgraph.testing.__all__) == {
+        "ScriptedModel", "FunctionModel", "ModelCall", "Reply", "FaultServer",
+        "LabelledText", "synthetic_pii_corpus", "evaluate", "SyntheticLog", "synthetic_transaction_log", "ANOMALY_KINDS", "LoopWatchdog",
+    }  # fmt: skip
 
 
 def test_error_tree_is_rooted():

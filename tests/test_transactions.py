@@ -12,7 +12,7 @@ import pytest
 from slmgraph import Accepted, Config, ConfigError, EscalationReason, Rejected, RunContext, run_skill
 from slmgraph._context import DEFAULT_REPLY_RESERVE
 from slmgraph.graphs.transactions import transaction_review_graph
-from slmgraph.skills._synthetic_transactions import ANOMALY_KINDS, synthetic_transaction_log
+from slmgraph.testing import ANOMALY_KINDS, synthetic_transaction_log
 from slmgraph.skills._transaction_rules import (
     LogFormatError,
     RuleHit,

@@ -9,12 +9,10 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigError
 from ..config import Config, load_config
-from ..graphs._graph import SLMGraph
-from ..graphs._thresholds import ALL_SKILLS, apply_config_thresholds, with_thresholds
 from ..ledger import Price
 from ..models._base import Model
 from ._calibrate import sweep_thresholds, write_thresholds
@@ -24,6 +22,9 @@ from ._plot import plot_cost_quality
 from ._report import routing_summary, summarize, to_markdown
 from ._runner import run_eval
 from ._scoring import load_scorer
+
+if TYPE_CHECKING:
+    from ..graphs._graph import SLMGraph
 
 __all__ = ["add_eval_commands", "build_eval_graph"]
 
@@ -43,6 +44,7 @@ def build_eval_graph(graph: str, config: Config, large: Model | None) -> SLMGrap
     the config's thresholds applied and no checkpointing."""
     from .._factory import models_from_config, prices_from_config
     from ..graphs._blueprints import GRAPHS, _factory, register_graph
+    from ..graphs._thresholds import apply_config_thresholds, with_thresholds
 
     if graph not in GRAPHS:
         if ":" not in graph:
@@ -123,6 +125,8 @@ def _cmd_eval(args: argparse.Namespace, config_of: Callable[[argparse.Namespace]
 
 
 def _cmd_calibrate(args: argparse.Namespace, config_of: Callable[[argparse.Namespace], Config]) -> int:
+    from ..graphs._thresholds import ALL_SKILLS, with_thresholds
+
     config, large, scorer, rows = _prepare(args, config_of)
     if large is None:
         raise ConfigError("large_answers", "calibrate needs the large model's answer for every row: use oracle or recorded:FILE")

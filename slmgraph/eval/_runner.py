@@ -16,13 +16,15 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .._errors import SlmGraphError
-from ..graphs._graph import SLMGraph
 from ._data import EvalRow
 from ._large import OfflineLargeModel, current_row
 from ._scoring import Scorer, predictions
+
+if TYPE_CHECKING:
+    from ..graphs._graph import SLMGraph
 
 __all__ = ["ResultsFile", "Progress", "run_eval", "FORCED_REASONS", "source_of"]
 

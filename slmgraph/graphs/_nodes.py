@@ -13,11 +13,10 @@ ledger entries of the model calls it made to the state's ``ledger`` (see
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import dataclasses
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -35,7 +34,7 @@ from ..ledger import PriceTable
 from ..models._base import Message, Model
 from ..skills._run import run_skill
 from ..skills._skill import Accepted, EscalationReason, Rejected, Skill
-from ._state import GraphState, SLMState, run_reset
+from ._state import NEW_RUN, GraphState, SLMState, run_reset
 
 __all__ = ["Bindings", "SkillNode", "RouterNode", "EscalationNode", "skill_node", "router_node", "escalation_node", "fan_out"]
 
@@ -74,7 +73,7 @@ class Bindings:
 
 def _get(state: Any, key: str, default: Any = None) -> Any:
     """A field of a TypedDict (dict) or pydantic state."""
-    if isinstance(state, Mapping):
+    if type(state) is dict or isinstance(state, Mapping):
         return state.get(key, default)
     return getattr(state, key, default)
 
@@ -88,15 +87,21 @@ def _effects(state: Any, config: RunnableConfig | None) -> EffectLog | None:
     return source(str(thread_id), str(run_id))
 
 
-@contextlib.contextmanager
-def _metered(ctx: RunContext) -> Iterator[None]:
+class _metered:
     """On a typed error, attach the calls made so far, so a failed node's spend is
     not lost with its state update."""
-    try:
-        yield
-    except SlmGraphError as exc:
-        exc.ledger = ctx.recorder.dump()
-        raise
+
+    __slots__ = ("ctx",)
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        if isinstance(exc, SlmGraphError):
+            exc.ledger = self.ctx.recorder.dump()
 
 
 def as_text(request: Any) -> str:
@@ -195,7 +200,8 @@ class SkillNode(Generic[OutT]):
         function of the state such as :func:`fan_out`)."""
         rejected = self.on_reject
 
-        def route(state: Any) -> Any:
+        # Async, so LangGraph runs it on the loop rather than in a worker thread.
+        async def route(state: Any) -> Any:
             if rejected != "escalate" and self.rejected(state):
                 return rejected
             return then(state) if callable(then) else then
@@ -323,7 +329,7 @@ def fan_out(
     ``empty`` when there is none. The models' concurrency limits
     (:class:`~slmgraph.ConcurrencyLimit`) bound how many calls run at once."""
 
-    def send(state: Any) -> list[Send] | str:
+    async def send(state: Any) -> list[Send] | str:
         found = items(state) if callable(items) else _get(state, items)
         sends = [Send(to, {key: item, "run_id": _get(state, "run_id", "")}) for item in found or ()]
         return sends or empty
@@ -353,8 +359,9 @@ class RouterNode:
             decision = await self.router.route(text, self.skills, ctx)
         if decision.skill is not None and decision.skill not in self.names:
             raise UnknownSkillError(decision.skill, sorted(self.names))
-        update = {**self.reset, "messages": [HumanMessage(text)], "route": decision.skill,
-                  "route_confidence": decision.confidence, "ledger": [*self.reset["ledger"], *ctx.recorder.dump()]}
+        update = self._stale(state)
+        update.update(messages=[HumanMessage(text)], route=decision.skill, route_confidence=decision.confidence)
+        update["ledger"] = [*update.get("ledger", ()), *ctx.recorder.dump()]
         if decision.skill is None:
             update["escalation_reason"] = EscalationReason.NONE_FITS.value
             update["escalation_detail"] = "the router found no skill that fits the request"
@@ -366,11 +373,22 @@ class RouterNode:
             )
         return update
 
+    def _stale(self, state: Any) -> dict[str, Any]:
+        """The reset, for the fields an earlier run on the thread left set (a fresh
+        thread needs none of it)."""
+        out = {}
+        for key, empty in self.reset.items():
+            now = _get(state, key)
+            if now is None or now == empty or (empty == [NEW_RUN] and not now):
+                continue
+            out[key] = empty
+        return out
+
     def branch(self, to: str | Mapping[str, str] = "specialist", otherwise: str = "escalation") -> Callable[[Any], str]:
         """A conditional edge: to ``otherwise`` when no skill fits confidently, else to
         ``to`` (one node, or the node of each skill by name)."""
 
-        def route(state: Any) -> str:
+        async def route(state: Any) -> str:
             if _get(state, "escalation_reason"):
                 return otherwise
             return to if isinstance(to, str) else to[_get(state, "route")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
@@ -77,7 +78,10 @@ class RunResult(BaseModel, Generic[OutT]):
             output_key: the state field holding the run's output as JSON.
             large: the large model, whose tokenizer counts the direct-large baseline.
         """
-        values = {k: state[k] for k in cls.model_fields if k not in _DERIVED and state.get(k) is not None}
+        values = {k: v for k in _copied(cls) if (v := state.get(k)) is not None}
+        for k, factory in _factories(cls):
+            if k not in values:  # filled here: pydantic inspects the factory on every call
+                values[k] = factory()
         # Entries come from slmgraph's own Recorder, already well-formed.
         entries = [LedgerEntry.model_construct(**e) for e in state.get("ledger") or ()]
         raw = state.get(output_key)
@@ -102,6 +106,18 @@ class RunResult(BaseModel, Generic[OutT]):
             ),
             run_id=state.get("run_id") or None,
         )
+
+
+@functools.cache
+def _copied(cls: type[RunResult]) -> tuple[str, ...]:
+    """The result's fields that are the state's fields of the same name."""
+    return tuple(k for k in cls.model_fields if k not in _DERIVED)
+
+
+@functools.cache
+def _factories(cls: type[RunResult]) -> tuple[tuple[str, Any], ...]:
+    return tuple((k, f.default_factory) for k, f in cls.model_fields.items()
+                 if k in _copied(cls) and f.default_factory is not None)
 
 
 def outcome_message(state: Mapping[str, Any], status: str | None = None) -> str:

@@ -19,12 +19,11 @@ from ..config import Config
 from ..ledger import PriceTable
 from ..models._base import Model
 from ..skills._skill import Skill
-from ..skills._synthetic_transactions import ANOMALY_KINDS, SyntheticLog, synthetic_transaction_log
 from ..skills._transaction_rules import TransactionRules
 from ..skills._transactions import flag_transactions_skill
 from ._graph import SLMGraph, build_graph
 
-__all__ = ["transaction_review_graph", "TransactionEscalation", "synthetic_transaction_log", "SyntheticLog", "ANOMALY_KINDS"]
+__all__ = ["transaction_review_graph", "TransactionEscalation"]
 
 _REVIEW_INSTRUCTIONS = (
     "You are a senior fraud analyst. Automatic rules and a small model reviewed a transaction log; the rows "

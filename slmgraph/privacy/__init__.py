@@ -26,7 +26,6 @@ from ._logs import PiiLogFilter, redact_logs, scrub
 from ._gate import PrivacyGate, endpoint_of, is_local_endpoint, is_local_model
 from ._policy import Action, PrivacyPolicy
 from ._redact import AuditRecord, Redaction, redact_texts
-from ._synthetic import LabelledText, evaluate, synthetic_pii_corpus
 
 __all__ = [
     "PrivacyGate",
@@ -49,9 +48,6 @@ __all__ = [
     "is_local_endpoint",
     "is_local_model",
     "endpoint_of",
-    "LabelledText",
-    "synthetic_pii_corpus",
-    "evaluate",
     "PiiLogFilter",
     "redact_logs",
     "scrub",

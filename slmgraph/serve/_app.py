@@ -23,6 +23,7 @@ from starlette.routing import Route
 from starlette.types import Send
 
 from .._errors import ConfigError
+from .._watchdog import LoopWatchdog
 from ..graphs._graph import NodeEvent, SLMGraph
 from ..graphs._state import RunResult
 from ._config import ServeConfig, check_bind
@@ -118,6 +119,9 @@ class _Server:
         limiter = self.host.limiter
         metrics.gauges["slmgraph_runs_in_progress"] = ("Graph runs holding a slot.", lambda: limiter.active)
         metrics.gauges["slmgraph_runs_queued"] = ("Requests waiting for a run slot.", lambda: limiter.waiting)
+        self.watchdog = LoopWatchdog(interval_s=0.05)
+        metrics.gauges["slmgraph_event_loop_stall_max_seconds"] = (
+            "Longest delay of the event loop seen since start.", lambda: round(self.watchdog.longest_stall_s, 4))
 
     # -- guards ---------------------------------------------------------------
 
@@ -150,6 +154,16 @@ class _Server:
             raise Refused(408, "request_timeout",
                           f"the request body did not arrive within {self.cfg.body_timeout:g}s") from None
         return parse_json(bytes(raw), self.cfg.max_json_depth)
+
+    def idempotency_key(self, request: Request, name: str, tenant: str | None) -> str | None:
+        """The request's ``Idempotency-Key``, scoped to the graph and the caller's API
+        key (its tenant), so two callers' keys never meet."""
+        key = request.headers.get("idempotency-key")
+        if key is None:
+            return None
+        if not 0 < len(key) <= 255 or not key.isascii() or not key.isprintable():
+            raise Refused(400, "invalid_request", "an Idempotency-Key must be 1 to 255 printable ASCII characters")
+        return f"{name}/{tenant or '-'}/{key}"
 
     def failure(self, exc: BaseException) -> Failure:
         if isinstance(exc, Refused):
@@ -221,6 +235,7 @@ class _Server:
             call = wire.parse(await self.body(request), request.headers, self.cfg)
             name = label = self.host.resolve(call.model)
             self.host.graph(name).validate_request(call.text)
+            idempotency_key = self.idempotency_key(request, name, tenant)
             ticket = self.host.limiter.admit()
         except Exception as exc:  # noqa: BLE001 - every refusal gets the protocol's error shape
             f = self.failure(exc)
@@ -230,7 +245,8 @@ class _Server:
         try:
             conversation_id = call.conversation_id or secrets.token_hex(16)
             thread_id = GraphHost.thread_id(name, conversation_id, tenant)
-            events = self._tracked(wire.name, name, self.host.events(name, call.text, thread_id, ticket), started)
+            events = self._tracked(wire.name, name, self.host.events(name, call.text, thread_id, ticket, idempotency_key),
+                                 started)
             if call.stream:
                 media = "text/event-stream" if wire is self.openai else "application/x-ndjson"
                 headers = {"X-Conversation-Id": conversation_id, "X-Slmgraph-Thread-Id": thread_id,
@@ -246,6 +262,10 @@ class _Server:
             except Exception as exc:  # noqa: BLE001
                 f = self.failure(exc)
                 return wire.error(f, self._auth_headers(f))
+            if idempotency_key is not None:  # a retry answers with the conversation of its first run
+                prefix = f"{name}/{tenant}/" if tenant else f"{name}/"
+                if result.thread_id.startswith(prefix):
+                    conversation_id = result.thread_id[len(prefix):] or conversation_id
             return wire.reply(name, result, conversation_id, started)
         finally:
             if not handed:
@@ -312,9 +332,11 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await server.host.start()
+        server.watchdog.start()
         try:
             yield
         finally:
+            await server.watchdog.stop()
             await server.host.aclose()
 
     async def not_found(request: Request, exc: HTTPException) -> Response:

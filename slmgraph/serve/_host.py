@@ -288,13 +288,17 @@ class GraphHost:
         self.last_storage_fault = time.monotonic()
         log.error("storage fault in a served run: %s: %s", type(exc).__name__, exc)
 
-    async def events(self, name: str, text: str, thread_id: str, ticket: Ticket) -> AsyncIterator[NodeEvent]:
+    async def events(
+        self, name: str, text: str, thread_id: str, ticket: Ticket, idempotency_key: str | None = None,
+    ) -> AsyncIterator[NodeEvent]:
         """Stream a run's node events from a queued slot.
 
         The run executes in its own task, after any earlier run on the same thread
         has finished. Closing this iterator early (the client went away) cancels
         that task and waits for it, so the run stops at a step boundary and its last
-        checkpoint is whole before anything else touches the thread.
+        checkpoint is whole before anything else touches the thread; the run is
+        marked ``cancelled``. With ``idempotency_key`` (already scoped to the
+        caller), a retry maps to the run recorded under it.
         """
         graph = self.graphs[name]
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -302,7 +306,7 @@ class GraphHost:
         async def produce() -> None:
             try:
                 async with self._one_run_per_thread(thread_id), self.limiter.slot(ticket):
-                    async for event in graph.astream(text, thread_id=thread_id):
+                    async for event in graph.astream(text, thread_id=thread_id, idempotency_key=idempotency_key):
                         queue.put_nowait(event)
             except Exception as exc:  # noqa: BLE001 - handed to the consumer
                 queue.put_nowait(exc)

@@ -61,9 +61,10 @@ class Example(Generic[InT, OutT]):
 #: The confidence bar ``AcceptancePolicy(min_confidence="auto")``, the default, applies
 #: when the backend returns token logprobs: a reply whose geometric-mean token
 #: probability is below it escalates. 0.5 means the model gave its own tokens less
-#: than even odds on average: a guess. On the embedded SmolLM2-135M, 8 refund
-#: extractions scored 0.17-0.43 and every one had a wrong field
-#: (``benchmarks/confidence_default.py``), so the bar sends them all to escalation.
+#: than even odds on average: a guess. On the embedded SmolLM2-135M (with logprobs),
+#: 8 refund extractions scored 0.17-0.43 and 6 of them had a wrong amount or
+#: currency (``benchmarks/confidence_default.py``): the bar escalates all 8, where
+#: no bar accepted all 8.
 #: Without logprobs the default measures nothing and accepts; set a number to
 #: sample for agreement instead.
 DEFAULT_MIN_CONFIDENCE = 0.5

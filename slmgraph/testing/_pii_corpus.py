@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from ._detectors import luhn_ok
+from ..privacy._detectors import luhn_ok
 
 __all__ = ["LabelledText", "synthetic_pii_corpus", "evaluate"]
 

@@ -1,4 +1,4 @@
-"""``python -m slmgraph.fault_server --port N``: run the fault-injection model server.
+"""``python -m slmgraph.testing.fault_server --port N``: run the fault-injection model server.
 
 Prints one line, ``READY <api url> <control url>``, once both ports listen, then
 serves until killed.
@@ -13,7 +13,7 @@ from ._app import FaultApp
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m slmgraph.fault_server", description=(__doc__ or "").split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m slmgraph.testing.fault_server", description=(__doc__ or "").split("\n")[0])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="API port (0: any free port)")
     p.add_argument("--control-port", type=int, default=0, help="control port (0: any free port)")

@@ -4,7 +4,7 @@ It speaks the Ollama (``/api/chat`` JSON and NDJSON, ``/api/tags``, ``/api/embed
 OpenAI (``/v1/models``, ``/v1/chat/completions`` JSON and SSE) wire protocols, takes
 scripted faults over a control port, and logs every request body it receives::
 
-    from slmgraph.fault_server import FaultServer
+    from slmgraph.testing.fault_server import FaultServer
 
     with FaultServer.start(latency=0.05, parallel=1) as server:
         server.faults(queue=[{"kind": "status", "status": 503, "retry_after": 1}])
@@ -12,8 +12,8 @@ scripted faults over a control port, and logs every request body it receives::
         ...
         assert len(server.log()) == 2
 
-Run it by hand with ``python -m slmgraph.fault_server --port 11435``. The fault kinds
-are listed in :mod:`slmgraph.fault_server._server`.
+Run it by hand with ``python -m slmgraph.testing.fault_server --port 11435``. The fault kinds
+are listed in :mod:`slmgraph.testing.fault_server._server`.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class FaultServer:
         reply: str = "ok",
         models: tuple[str, ...] = ("fault-model",),
     ) -> FaultServer:
-        """Start ``python -m slmgraph.fault_server`` and wait until it listens."""
+        """Start ``python -m slmgraph.testing.fault_server`` and wait until it listens."""
         # Import this package as a top-level one, so the child skips importing all of
         # slmgraph (langgraph and friends take seconds); it needs only the stdlib.
         here = Path(__file__).resolve().parent

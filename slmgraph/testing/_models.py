@@ -14,7 +14,7 @@ from typing import Any, Union
 from pydantic import BaseModel
 
 from .._errors import UserError
-from ._base import Message, Model, ModelReply, ModelSettings, TokenLogprob, Usage, try_parse_json
+from ..models._base import Message, Model, ModelReply, ModelSettings, TokenLogprob, Usage, try_parse_json
 
 __all__ = ["ScriptedModel", "FunctionModel", "ModelCall", "Reply"]
 
