@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from types import TracebackType
 
 __all__ = ["LoopWatchdog"]
@@ -34,11 +35,20 @@ class LoopWatchdog:
         self.longest_stall_s = 0.0
         self.samples = 0
         self._total = 0.0
+        self._recent: deque[tuple[float, float]] = deque()  # (when, stall) of notable stalls
         self._task: asyncio.Task[None] | None = None
 
     @property
     def mean_stall_s(self) -> float:
         return self._total / self.samples if self.samples else 0.0
+
+    def recent_stall_s(self, window_s: float = 10.0) -> float:
+        """The longest stall of the last ``window_s`` seconds (of those longer than
+        ``interval_s``), so a server's gauge shows the present, not its start-up."""
+        horizon = time.perf_counter() - window_s
+        while self._recent and self._recent[0][0] < horizon:
+            self._recent.popleft()
+        return max((stall for _, stall in self._recent), default=0.0)
 
     def stalls_over(self, threshold_s: float) -> bool:
         """Whether any stall reached ``threshold_s``."""
@@ -61,12 +71,18 @@ class LoopWatchdog:
 
     def reset(self) -> None:
         self.longest_stall_s, self.samples, self._total = 0.0, 0, 0.0
+        self._recent.clear()
 
     async def _watch(self) -> None:
         while True:
             asked = time.perf_counter()
             await asyncio.sleep(self.interval_s)
-            late = max(0.0, time.perf_counter() - asked - self.interval_s)
+            now = time.perf_counter()
+            late = max(0.0, now - asked - self.interval_s)
+            if late > self.interval_s:
+                self._recent.append((now, late))
+                if len(self._recent) > 10_000:
+                    self._recent.popleft()
             self.samples += 1
             self._total += late
             if late > self.longest_stall_s:

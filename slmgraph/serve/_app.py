@@ -122,6 +122,8 @@ class _Server:
         self.watchdog = LoopWatchdog(interval_s=0.05)
         metrics.gauges["slmgraph_event_loop_stall_max_seconds"] = (
             "Longest delay of the event loop seen since start.", lambda: round(self.watchdog.longest_stall_s, 4))
+        metrics.gauges["slmgraph_event_loop_stall_recent_seconds"] = (
+            "Longest delay of the event loop in the last 10 s.", lambda: round(self.watchdog.recent_stall_s(), 4))
 
     # -- guards ---------------------------------------------------------------
 
@@ -155,9 +157,10 @@ class _Server:
                           f"the request body did not arrive within {self.cfg.body_timeout:g}s") from None
         return parse_json(bytes(raw), self.cfg.max_json_depth)
 
-    def idempotency_key(self, request: Request, name: str, tenant: str | None) -> str | None:
-        """The request's ``Idempotency-Key``, scoped to the graph and the caller's API
-        key (its tenant), so two callers' keys never meet."""
+    @staticmethod
+    def idempotency_key(request: Request, name: str, tenant: str | None) -> str | None:
+        """The request's ``Idempotency-Key``, scoped to the graph and the caller's
+        tenant (its API key), so two callers' keys never meet."""
         key = request.headers.get("idempotency-key")
         if key is None:
             return None
@@ -245,8 +248,7 @@ class _Server:
         try:
             conversation_id = call.conversation_id or secrets.token_hex(16)
             thread_id = GraphHost.thread_id(name, conversation_id, tenant)
-            events = self._tracked(wire.name, name, self.host.events(name, call.text, thread_id, ticket, idempotency_key),
-                                 started)
+            events = self._tracked(wire.name, name, self.host.events(name, call.text, thread_id, ticket, idempotency_key), started)
             if call.stream:
                 media = "text/event-stream" if wire is self.openai else "application/x-ndjson"
                 headers = {"X-Conversation-Id": conversation_id, "X-Slmgraph-Thread-Id": thread_id,
@@ -263,9 +265,7 @@ class _Server:
                 f = self.failure(exc)
                 return wire.error(f, self._auth_headers(f))
             if idempotency_key is not None:  # a retry answers with the conversation of its first run
-                prefix = f"{name}/{tenant}/" if tenant else f"{name}/"
-                if result.thread_id.startswith(prefix):
-                    conversation_id = result.thread_id[len(prefix):] or conversation_id
+                conversation_id = result.thread_id.rpartition("/")[2] or conversation_id
             return wire.reply(name, result, conversation_id, started)
         finally:
             if not handed:

@@ -161,9 +161,13 @@ def serve(
     config: ServeConfig | None = None,
     *,
     log_level: str = "info",
+    workers: int = 1,
 ) -> None:
     """Serve ``graphs`` on uvicorn until interrupted (Ctrl-C / SIGTERM), then drain
     for at most ``config.drain_seconds`` (see the module docstring).
+
+    With ``workers > 1``, that many processes accept on one port; they share
+    state through the graphs' store (PostgreSQL for several machines).
 
     Raises:
         ConfigError: a non-loopback host without API keys, or a checkpoint file that
@@ -171,11 +175,28 @@ def serve(
     """
     cfg = config or ServeConfig()
     served = _graphs(graphs)
-    app = create_app(served, cfg)
     check_checkpoints(served)
-    server = _bounded_server(uvicorn_config(app, cfg, log_level=log_level), cfg.drain_seconds)
-    try:
-        server.run()
-    finally:
-        if server._deadline is not None:  # drained in time
-            server._deadline.cancel()
+    if workers <= 1:
+        app = create_app(served, cfg)
+        server = _bounded_server(uvicorn_config(app, cfg, log_level=log_level), cfg.drain_seconds)
+        try:
+            server.run()
+        finally:
+            if server._deadline is not None:  # drained in time
+                server._deadline.cancel()
+        return
+    from ._config import check_bind
+    from ._workers import run_workers
+
+    check_bind(cfg)
+
+    def child(sock) -> None:  # in each forked process: its own app, loop and pools
+        app = create_app(served, cfg)
+        server = _bounded_server(uvicorn_config(app, cfg, log_level=log_level), cfg.drain_seconds)
+        try:
+            server.run(sockets=[sock])
+        finally:
+            if server._deadline is not None:
+                server._deadline.cancel()
+
+    run_workers(workers, cfg.host, cfg.port, child)
