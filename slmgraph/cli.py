@@ -238,6 +238,9 @@ def _parser() -> argparse.ArgumentParser:
     from .batch._cli import add_batch_commands
 
     add_batch_commands(sub, common, _config)  # `slmgraph batch`, `slmgraph prune`
+    from .learn._cli import add_learning_commands
+
+    add_learning_commands(sub, common, _config)  # `slmgraph data ...`, `slmgraph learn ...`
     return p
 
 

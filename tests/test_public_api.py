@@ -75,3 +75,26 @@ def test_scale_out_exports_are_pinned():
                 slmgraph.storage.StorageNotFoundError):
         assert issubclass(err, slmgraph.storage.StorageError) and issubclass(err, slmgraph.SlmGraphError)
     assert slmgraph.storage.StorageUnavailableError.transient
+
+
+LEARN_EXPECTED = {
+    "CachedEmbedder", "Capture", "CorruptSnapshotError", "CycleResult", "DEFAULT_LEARNING_STORE", "DriftMonitor",
+    "EmptySnapshotError", "Event", "Learner", "LearningError", "LearningRecord", "LearningStore", "MemoryStrategy",
+    "SchemaMismatchError", "ShadowReport", "Snapshot", "SqliteLearningStore", "Strategy", "TrainingInterruptedError",
+    "UnknownVersionError", "Version", "VersionCache", "VersionedRunner", "apply_version", "bootstrap", "cached",
+    "compare", "curate", "decide", "label_balance", "load_corrections", "record_key", "redactor",
+    "register_strategy", "shadow_run", "teacher_output", "with_learning",
+    "LoraStrategy", "LoraSettings", "train_lora", "peft_to_gguf", "write_modelfile", "HeadStrategy",
+    "LearningConfig", "write_report", "first_candidate_model",
+}
+
+
+def test_learning_exports_are_pinned_and_its_errors_rooted():
+    import slmgraph.learn as learn
+
+    assert set(learn.__all__) == LEARN_EXPECTED
+    for name in learn.__all__:
+        obj = getattr(learn, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, slmgraph.SlmGraphError), name
+    assert issubclass(learn.EmptySnapshotError, learn.LearningError)

@@ -6,10 +6,16 @@ checkpoints. Executors: :class:`LocalExecutor` (asyncio, the default) and
 :class:`RayExecutor` (the ``ray`` extra).
 """
 
-from ._input import BatchRow, read_rows
-from ._ray import RayExecutor
-from ._run import Executor, GraphSource, LocalExecutor, capacity, run_batch
-from ._summary import BatchSummary
+from .._lazy import lazy_exports
+
+# Lazy (PEP 562): `slmgraph --help` builds this package's parser without loading
+# the graph runtime.
+_EXPORTS = {
+    "BatchRow": "._input", "read_rows": "._input", "RayExecutor": "._ray",
+    "Executor": "._run", "GraphSource": "._run", "LocalExecutor": "._run", "capacity": "._run",
+    "run_batch": "._run", "BatchSummary": "._summary",
+}  # fmt: skip
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "run_batch",

@@ -64,10 +64,12 @@ class GraphSpec:
     shape: Callable[[GraphSpec], StateGraph] | None = None
     output_skill: str | None = None
     request_skills: tuple[str, ...] | None = None
+    #: The learning loop's capture hook (set by :func:`slmgraph.learn.with_learning`).
+    capture: Any = None
 
     @property
     def bindings(self) -> Bindings:
-        return Bindings(self.models, self.prices, self.large_keys)
+        return Bindings(self.models, self.prices, self.large_keys, self.capture)
 
 
 def routed_graph(spec: GraphSpec) -> StateGraph:
