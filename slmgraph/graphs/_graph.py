@@ -247,6 +247,8 @@ class SLMGraph(Generic[OutT]):
             state, thread_id=thread_id, prices=self.spec.prices, output_type=self.output_type_of(state),
             large=self.spec.models.get(self.spec.escalation.model),
         )
+        if self.spec.shape is None and not state.get("status"):
+            finished = False  # the routed graph's terminal nodes always set a status
         if not finished and result.status != "running":
             result.status = "running"
         return result  # type: ignore[return-value]
@@ -261,10 +263,10 @@ class SLMGraph(Generic[OutT]):
         ``request`` is text, a dict, or the skill's input model. It is recorded
         as accepted before the graph starts, so a crash at any point leaves it
         for :meth:`arecover`. With ``idempotency_key``, a retry with the same key
-        gets the same run and its result (waiting while it runs, resuming it if it
-        ended without one) instead of a new run; the key is global to the
-        checkpoint, so scope it (e.g. by user) yourself. Cancelling the call
-        cancels the run: it is marked ``cancelled`` and never recovered.
+        gets the same run and its result (waiting for it while it runs, resuming it
+        if it ended without a result) instead of a new run; the key is global to the
+        checkpoint, so scope it (e.g. by user) yourself. Cancelling the call cancels
+        the run: it is marked ``cancelled``.
 
         Raises:
             ThreadBusyError: another run holds ``thread_id`` (``on_busy="reject"``,
