@@ -178,6 +178,7 @@ def serve(
     served = _graphs(graphs)
     app = create_app(served, cfg)
     check_checkpoints(served)
+    _check_databases(served)
     if workers > 1:
         from ._workers import run_workers
 
@@ -187,6 +188,20 @@ def serve(
         run_workers(workers, cfg.host, cfg.port, child)
         return
     _run(app, cfg, log_level)
+
+
+def _check_databases(graphs: Mapping[str, SLMGraph]) -> None:
+    """Connect once to each PostgreSQL store before binding, so a bad database is
+    one typed error (``StorageError``) instead of a failed server start-up."""
+    import asyncio
+
+    from ..storage._pg import pg_connect
+
+    async def probe(dsn: str) -> None:
+        await (await pg_connect(dsn)).close()
+
+    for dsn in dict.fromkeys(str(g.checkpoint) for g in graphs.values() if g.runner.pg is not None):
+        asyncio.run(probe(dsn))
 
 
 def _run(app: Any, cfg: ServeConfig, log_level: str, sockets: list | None = None) -> None:
