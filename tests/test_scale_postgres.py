@@ -77,6 +77,14 @@ def test_bad_databases_each_get_one_typed_error(pg, pg_dsn, tmp_path, monkeypatc
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("slmgraph: error: StorageNotFoundError:") and "Traceback" not in proc.stderr
+    # A server on a wrong password never starts, and says why in one line.
+    serve = subprocess.run(
+        [sys.executable, "-c", _SERVE, "serve", "scale", "--port", str(_free_port()), "--checkpoint",
+         pg.dsn("postgres", password="wrong")],
+        capture_output=True, text=True, env=_env(tmp_path), timeout=120,
+    )
+    assert serve.returncode == 2 and "Traceback" not in serve.stderr
+    assert serve.stderr.strip().splitlines()[-1].startswith("slmgraph: error: StorageAuthError:")
 
 
 def test_runs_on_postgres_survive_a_server_restart(pg, pg_dsn, tmp_path, monkeypatch):

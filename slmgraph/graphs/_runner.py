@@ -325,7 +325,6 @@ class Runner:
             run = run or await store.latest_open(thread_id)
             run_id = run.run_id if run is not None else uuid.uuid4().hex
             lease = ThreadLease(store, thread_id, run_id, ttl_s=self.policy.lease_ttl_s)
-            lease.keep_result = run is not None and run.idempotency_key is not None
             await lease.acquire(self.policy.on_busy, self.policy.busy_timeout_s)
             async with lease.held():
                 if run is not None:

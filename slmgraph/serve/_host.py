@@ -22,7 +22,6 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from .._errors import ConfigError
-from ..graphs._durable import SHUTDOWN
 from ..graphs._graph import NodeEvent, SLMGraph
 from ..graphs._state import RunResult
 from ._failures import Failure, ServerBusy, UnknownModel, failure_of, is_storage_fault
@@ -247,7 +246,7 @@ class GraphHost:
 
     async def aclose(self) -> None:
         if self.recovery is not None:
-            self.recovery.cancel(SHUTDOWN)  # a run it was finishing stays recoverable
+            self.recovery.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.recovery
             self.recovery = None

@@ -24,7 +24,6 @@ from .._watchdog import LoopWatchdog
 from ._models import FunctionModel, ModelCall, Reply, ScriptedModel
 from ._pii_corpus import LabelledText, evaluate, synthetic_pii_corpus
 from ._transaction_log import ANOMALY_KINDS, SyntheticLog, synthetic_transaction_log
-from .._watchdog import LoopWatchdog
 from .fault_server import FaultServer
 
 __all__ = [
