@@ -206,7 +206,8 @@ def run_seed(seed: int, setup: str, args: argparse.Namespace, embedder: Any, sto
     legacy = EmbeddingRouter(bank, vectors, scoring="centroid", cache=False)
     asyncio.run(legacy.fit(fit_x, fit_y))
     picks, secs = timed(lambda v: legacy.decide(v).label, qv)
-    record(f"slmgraph EmbeddingRouter (retrieval {legacy.scoring}, fitted)", picks, secs, time.perf_counter() - t)
+    record("slmgraph EmbeddingRouter (retrieval scorings, fitted)", picks, secs, time.perf_counter() - t)
+    out[-1]["scoring"] = legacy.scoring
     e2e[out[-1]["router"]] = legacy.choose
 
     t = time.perf_counter()
@@ -347,6 +348,8 @@ def main() -> None:
     for setup in setups:
         for seed in [int(x) for x in args.seeds.split(",")]:
             allrows += run_seed(seed, setup, args, embedder, store)
+            if args.json:  # written as the seeds finish, so a late failure loses nothing
+                Path(args.json).write_text(json.dumps(allrows, indent=2))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     cols = ["inscope_acc", "oos_precision", "oos_recall", "oos_f1"]
@@ -358,8 +361,9 @@ def main() -> None:
         print("| router | " + " | ".join(f"seed {s}" for s in seeds) + " |")
         print("|---|" + "---|" * len(seeds))
         for n in names:
-            cells = [next(r for r in rs if r["router"] == n and r["seed"] == s) for s in seeds]
-            print(f"| {n} | " + " | ".join(f"{c['inscope_acc']:.3f} / {c['oos_f1']:.3f}" for c in cells) + " |")
+            cells = [next((r for r in rs if r["router"] == n and r["seed"] == s), None) for s in seeds]
+            print(f"| {n} | " + " | ".join("n/a" if c is None else f"{c['inscope_acc']:.3f} / {c['oos_f1']:.3f}"
+                                           for c in cells) + " |")
         print(f"\n### setup {setup}: mean over seeds {','.join(map(str, seeds))}\n")
         print("| router | in-scope acc | OOS precision | OOS recall | OOS F1 | decision p50 / p95 | end to end p50 / p95 | fit |")
         print("|---|---|---|---|---|---|---|---|")
@@ -375,8 +379,6 @@ def main() -> None:
                 ahead = sum(o["inscope_acc"] > theirs[o["seed"]]["inscope_acc"] and o["oos_f1"] > theirs[o["seed"]]["oos_f1"] for o in ours)
                 print(f"\nhead (fitted) ahead of {rival} on both in-scope accuracy and OOS F1: {ahead} of {len(ours)} seeds")
     print(f"\npeak memory (maxrss) {peak:.0f} MiB")
-    if args.json:
-        Path(args.json).write_text(json.dumps(allrows, indent=2))
 
 
 if __name__ == "__main__":
