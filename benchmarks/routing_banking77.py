@@ -322,36 +322,7 @@ def decision_speed(args: argparse.Namespace) -> None:
     print(f"(the head's fit includes 5 folds for calibration: 6 fits on {len(y)} examples)")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--setup", choices=["few", "full", "both"], default="both")
-    ap.add_argument("--seeds", default="0,1,2,3,4")
-    ap.add_argument("--test", type=int, default=600, help="test requests per seed (seeded sample of the test split)")
-    ap.add_argument("--per-label", type=int, default=12, help="bank examples per route (setup few)")
-    ap.add_argument("--fit-per-label", type=int, default=3, help="fitting-set messages per route")
-    ap.add_argument("--fit-oos-per-label", type=int, default=8, help="fitting-set messages per fitting-only OOS intent")
-    ap.add_argument("--latency-sample", type=int, default=20, help="requests encoded afresh per seed, for end-to-end latency")
-    ap.add_argument("--cache", default=".slmgraph/embeddings", help="the embedding cache folder")
-    ap.add_argument("--sr-path", help="a --target directory where semantic-router is installed")
-    ap.add_argument("--no-sr", action="store_true", help="skip semantic-router")
-    ap.add_argument("--json", help="also write every row as JSON here")
-    ap.add_argument("--decision-speed", action="store_true", help="only the 150-label, 15,000-example latency check")
-    args = ap.parse_args()
-    if args.decision_speed:
-        return decision_speed(args)
-
-    embedder = default_embedder()
-    store = EmbeddingCache(args.cache)
-    print("Banking77 (Casanueva et al. 2020, PolyAI, CC BY 4.0); encoder", embedder.name)
-    setups = ["few", "full"] if args.setup == "both" else [args.setup]
-    allrows: list[dict[str, Any]] = []
-    for setup in setups:
-        for seed in [int(x) for x in args.seeds.split(",")]:
-            allrows += run_seed(seed, setup, args, embedder, store)
-            if args.json:  # written as the seeds finish, so a late failure loses nothing
-                Path(args.json).write_text(json.dumps(allrows, indent=2))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
+def report(allrows: list[dict[str, Any]], setups: list[str]) -> None:
     cols = ["inscope_acc", "oos_precision", "oos_recall", "oos_f1"]
     for setup in setups:
         rs = [r for r in allrows if r["setup"] == setup]
@@ -378,6 +349,43 @@ def main() -> None:
             if theirs:
                 ahead = sum(o["inscope_acc"] > theirs[o["seed"]]["inscope_acc"] and o["oos_f1"] > theirs[o["seed"]]["oos_f1"] for o in ours)
                 print(f"\nhead (fitted) ahead of {rival} on both in-scope accuracy and OOS F1: {ahead} of {len(ours)} seeds")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--setup", choices=["few", "full", "both"], default="both")
+    ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--test", type=int, default=600, help="test requests per seed (seeded sample of the test split)")
+    ap.add_argument("--per-label", type=int, default=12, help="bank examples per route (setup few)")
+    ap.add_argument("--fit-per-label", type=int, default=3, help="fitting-set messages per route")
+    ap.add_argument("--fit-oos-per-label", type=int, default=8, help="fitting-set messages per fitting-only OOS intent")
+    ap.add_argument("--latency-sample", type=int, default=20, help="requests encoded afresh per seed, for end-to-end latency")
+    ap.add_argument("--cache", default=".slmgraph/embeddings", help="the embedding cache folder")
+    ap.add_argument("--sr-path", help="a --target directory where semantic-router is installed")
+    ap.add_argument("--no-sr", action="store_true", help="skip semantic-router")
+    ap.add_argument("--json", help="also write every row as JSON here")
+    ap.add_argument("--decision-speed", action="store_true", help="only the 150-label, 15,000-example latency check")
+    ap.add_argument("--report", help="only print the tables of rows saved earlier with --json")
+    args = ap.parse_args()
+    if args.report:
+        saved = json.loads(Path(args.report).read_text())
+        return report(saved, [s for s in ("few", "full") if any(r["setup"] == s for r in saved)])
+    if args.decision_speed:
+        return decision_speed(args)
+
+    embedder = default_embedder()
+    store = EmbeddingCache(args.cache)
+    print("Banking77 (Casanueva et al. 2020, PolyAI, CC BY 4.0); encoder", embedder.name)
+    setups = ["few", "full"] if args.setup == "both" else [args.setup]
+    allrows: list[dict[str, Any]] = []
+    for setup in setups:
+        for seed in [int(x) for x in args.seeds.split(",")]:
+            allrows += run_seed(seed, setup, args, embedder, store)
+            if args.json:  # written as the seeds finish, so a late failure loses nothing
+                Path(args.json).write_text(json.dumps(allrows, indent=2))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    report(allrows, setups)
     print(f"\npeak memory (maxrss) {peak:.0f} MiB")
 
 
