@@ -319,7 +319,7 @@ def decision_speed(args: argparse.Namespace) -> None:
         p50s[scoring] = p50
         print(f"| {scoring} | {p50:.3f} ms | {ms(secs, 0.95):.3f} ms | {fit_s:.1f} s |")
     print(f"\nhead / pre-head loop: p50 ratio {p50s['head'] / p50s['pre-head loop (centroid)']:.4f}")
-    print(f"(the head's fit includes 5 folds for calibration: 6 fits on {len(y)} examples)")
+    print(f"(the head's fit includes one held-out fold for calibration: 2 fits on {len(y)} examples)")
 
 
 def report(allrows: list[dict[str, Any]], setups: list[str]) -> None:
