@@ -7,8 +7,15 @@ transaction, all before the graph starts. The run then streams through LangGraph
 with ``durability="sync"`` (each step's checkpoint is on disk before the next step
 starts); its result is read back from the checkpoint, and the run is marked
 ``done`` and the thread released in one write. A typed error marks it ``failed``
-(and carries ``thread_id`` and ``run_id``); a dead process leaves it ``running``
-for :meth:`Runner.arecover`.
+(and carries ``thread_id`` and ``run_id``); a cancelled run (its caller went away)
+is marked ``cancelled``, atomically with releasing its thread, and recovery never
+starts it again; a dead process (or a shutdown) leaves it ``running`` for
+:meth:`Runner.arecover`. Every store call is awaited off the event loop, and the
+writes a cancellation must not cut short are shielded (``settle``).
+
+A request with an ``idempotency_key`` maps to the run recorded under that key:
+its result when done, a wait while it runs elsewhere, a resume (same run id,
+finished nodes and effects kept) when it ended without a result.
 
 What a run *means* (its reset, its status, its result) is the graph's: the runner
 passes only ``{"request", "run_id"}`` in, so ``compile().ainvoke`` and LangGraph's
@@ -21,6 +28,7 @@ up) and :meth:`Runner.apending_runs`; leases and effects go through ``_durable``
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -38,11 +46,12 @@ from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel
 
 from .._errors import CheckpointError, ConfigError, SlmGraphError, ThreadBusyError, UserError
-from ._durable import GuardedSaver, OnBusy, StoredEffects, ThreadLease, setup_saver, sqlite_file_of
+from ._durable import GuardedSaver, OnBusy, StoredEffects, ThreadLease, settle, setup_saver, sqlite_file_of
 from ._nodes import RUN_EFFECTS
 from ._result import RunResult
-from ._runs import RunRecord, RunStore
+from ._runs import UNFINISHED, RunRecord, RunStore
 from ._runs_memory import MemoryRunStore
+from ._runs_sqlite import SqliteRunStore
 from ._state import new_run
 
 __all__ = ["NodeEvent", "Runner", "RunPolicy", "Checkpoint"]
@@ -111,7 +120,7 @@ class Runner:
 
     Args:
         builder: the graph, not yet compiled.
-        checkpoint: SQLite file path, a LangGraph checkpointer, or ``None``.
+        checkpoint: SQLite file path, a PostgreSQL DSN, a LangGraph checkpointer, or ``None``.
         name: the compiled graph's name.
         policy: thread sharing (wait or reject, timeouts, lease).
         result: turns a final state into the run's :class:`RunResult`.
@@ -126,7 +135,15 @@ class Runner:
         self.result_of, self.validate = result, validate
         self._store: RunStore | None = None
         self._plain: CompiledStateGraph | None = None
-        if checkpoint is None:
+        from ..storage._pg import is_postgres  # a DSN: the shared PostgreSQL store
+
+        #: The PostgreSQL saver and runs store when ``checkpoint`` is a DSN.
+        self.pg: Any = None
+        if is_postgres(checkpoint):
+            from ..storage._postgres import PostgresStore
+
+            self.pg = PostgresStore(str(checkpoint))
+        elif checkpoint is None:
             self._plain = builder.compile(name=name)
         elif isinstance(checkpoint, BaseCheckpointSaver):
             self._plain = builder.compile(checkpointer=GuardedSaver(checkpoint), name=name)
@@ -137,6 +154,10 @@ class Runner:
     async def _compiled(self) -> AsyncIterator[CompiledStateGraph]:
         if self._plain is not None:
             yield self._plain
+            return
+        if self.pg is not None:
+            async with self.pg.session() as saver:
+                yield self.builder.compile(checkpointer=GuardedSaver(saver), name=self.name)
             return
         path = Path(self.checkpoint)  # type: ignore[arg-type]
         async with contextlib.AsyncExitStack() as stack:
@@ -169,17 +190,21 @@ class Runner:
                     yield pair
         finally:
             if self._store is not None and self._store.durable and self._store.sessions == 0:
-                self._store.close()
+                await settle(self._store.close())
 
     @contextlib.asynccontextmanager
     async def _with_store(self, graph: CompiledStateGraph) -> AsyncIterator[tuple[CompiledStateGraph, RunStore]]:
         if self._store is None:
+            from ..storage._postgres import postgres_store_of
+
             path: Path | None = None
-            if isinstance(self.checkpoint, (str, Path)):
+            shared: RunStore | None = self.pg.store if self.pg is not None else None
+            if shared is None and isinstance(self.checkpoint, (str, Path)):
                 path = Path(self.checkpoint)
-            elif isinstance(self.checkpoint, BaseCheckpointSaver):
-                path = await sqlite_file_of(self.checkpoint)
-            self._store = RunStore(path) if path is not None else MemoryRunStore()
+            elif shared is None and isinstance(self.checkpoint, BaseCheckpointSaver):
+                shared = postgres_store_of(self.checkpoint)
+                path = None if shared else await sqlite_file_of(self.checkpoint)
+            self._store = shared or (SqliteRunStore(path) if path is not None else MemoryRunStore())
         store = self._store
         store.sessions += 1
         token = RUN_EFFECTS.set(self._effects)
@@ -197,9 +222,12 @@ class Runner:
 
     # -- runs -----------------------------------------------------------------
 
-    async def events(self, request: Any, thread_id: str | None, *, nodes: bool) -> AsyncIterator[NodeEvent]:
+    async def events(
+        self, request: Any, thread_id: str | None, *, nodes: bool, idempotency_key: str | None = None,
+    ) -> AsyncIterator[NodeEvent]:
         """Start a run (or, with ``request=None``, resume ``thread_id``'s), yielding
-        a :class:`NodeEvent` per finished node (with ``nodes``), then the result."""
+        a :class:`NodeEvent` per finished node (with ``nodes``), then the result;
+        with ``idempotency_key``, the run already recorded under it if any."""
         run_id: str | None = None
         try:
             if request is None:
@@ -209,39 +237,98 @@ class Runner:
                     yield event
                 return
             request = self.validate(request)
+            if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key):
+                raise UserError("an idempotency key must be a non-empty string")
             thread_id = thread_id or uuid.uuid4().hex
             run_id = uuid.uuid4().hex
-            async for event in self._start(request, thread_id, run_id, nodes):
+            async for event in self._start(request, thread_id, run_id, nodes, idempotency_key):
                 yield event
         except BaseException as exc:
             _annotate(exc, thread_id, run_id)
             raise
 
-    async def _start(self, request: Any, thread_id: str, run_id: str, nodes: bool) -> AsyncIterator[NodeEvent]:
+    async def _start(
+        self, request: Any, thread_id: str, run_id: str, nodes: bool, key: str | None,
+    ) -> AsyncIterator[NodeEvent]:
         async with self._session() as (graph, store):
-            # Recorded (and, if the thread is free, started) before the graph runs.
             lease = ThreadLease(store, thread_id, run_id, ttl_s=self.policy.lease_ttl_s)
-            holder = await store.call(store.begin, run_id, thread_id, _recorded(request), self.policy.lease_ttl_s, lease.holder)
+            lease.keep_result = key is not None and graph.checkpointer is None
+            # Recorded (and, if the thread is free, started) before the graph runs;
+            # shielded, so a cancellation cannot leave it half-known.
+            text = _recorded(request)
+            if key is None:
+                record = asyncio.ensure_future(store.begin(run_id, thread_id, text, self.policy.lease_ttl_s, lease.holder))
+            else:
+                record = asyncio.ensure_future(store.accept(run_id, thread_id, text, idempotency_key=key))
             try:
-                await lease.acquire(self.policy.on_busy, self.policy.busy_timeout_s, new=True, holder=holder)
-            except ThreadBusyError as exc:
-                store.set_status(run_id, "rejected", str(exc))
+                first = await settle(record)
+                if key is not None:
+                    if first is not None:  # a retry: the run already recorded under the key
+                        async for event in self._follow(graph, store, first, nodes):  # type: ignore[arg-type]
+                            yield event
+                        return
+                    first = ""
+                await lease.acquire(self.policy.on_busy, self.policy.busy_timeout_s, new=True, holder=first)  # type: ignore[arg-type]
+            except BaseException as exc:
+                recorded = record.done() and not record.cancelled() and record.exception() is None
+                if recorded and (key is None or record.result() is None) and not lease.released:
+                    await _not_started(lease, exc)
                 raise
             async with lease.held():
                 async for event in self._drive(graph, lease, new_run(request, run_id), thread_id, run_id, nodes):
                     yield event
 
+    async def _follow(
+        self, graph: CompiledStateGraph, store: RunStore, run: RunRecord, nodes: bool,
+    ) -> AsyncIterator[NodeEvent]:
+        """The result of the run recorded under an idempotency key: its own when it
+        is done; waited for while a live process runs it; else it is resumed as the
+        same run (failed, cancelled or orphaned: finished nodes and effects kept)."""
+        waited, delay = 0.0, 0.02
+        while True:
+            now = await store.get(run.run_id) or run
+            if now.status == "done":
+                yield NodeEvent(node="end", result=await self._result_of_run(graph, now))
+                return
+            if now.status in UNFINISHED and await store.owner_alive(now):
+                if waited >= self.policy.busy_timeout_s:
+                    raise ThreadBusyError(now.thread_id, now.run_id, waited_s=waited)
+                await asyncio.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, 0.25)
+                continue
+            if now.status not in (*UNFINISHED, "failed"):  # cancelled, rejected, superseded: retried now
+                await settle(store.set_status(now.run_id, "failed", f"retried after it was {now.status}"))
+            got = False
+            async for event in self._resume(now.thread_id, now, nodes=nodes):
+                got = got or event.result is not None
+                yield event
+            if got:
+                return
+
+    async def _result_of_run(self, graph: CompiledStateGraph, run: RunRecord) -> RunResult:
+        """A finished run's result: from its final checkpoint (the thread may have
+        moved on since), or as kept in the runs table by a graph without one."""
+        if run.result is not None:
+            return RunResult.model_validate_json(run.result)
+        if graph.checkpointer is not None:
+            config = _config(run.thread_id)
+            async for snapshot in graph.aget_state_history(config):
+                if snapshot.values.get("run_id") == run.run_id and not snapshot.next:
+                    return self.result_of(run.thread_id, snapshot.values, True)
+        raise CheckpointError(run.thread_id, f"run {run.run_id} is done but its final state is not in the checkpoint")
+
     async def _resume(self, thread_id: str, run: RunRecord | None = None, *, nodes: bool = True) -> AsyncIterator[NodeEvent]:
         async with self._session() as (graph, store):
             if graph.checkpointer is None:
                 raise UserError("this graph has no checkpointer, so there is nothing to resume")
-            run = run or await store.call(store.latest_open, thread_id)
+            run = run or await store.latest_open(thread_id)
             run_id = run.run_id if run is not None else uuid.uuid4().hex
             lease = ThreadLease(store, thread_id, run_id, ttl_s=self.policy.lease_ttl_s)
             await lease.acquire(self.policy.on_busy, self.policy.busy_timeout_s)
             async with lease.held():
                 if run is not None:
-                    now = await store.call(store.get, run.run_id)
+                    now = await store.get(run.run_id)
                     if now is None or now.status != "running":
                         return  # another process finished (or superseded) it meanwhile
                 values = (await graph.aget_state(_config(thread_id))).values
@@ -283,15 +370,13 @@ class Runner:
                     raise CheckpointError(thread_id, "the run ended but its final state is not in the checkpoint")
         except BaseException as exc:
             _annotate(exc, thread_id, run_id)
-            if run_id:
-                try:  # synchronous: this also runs while the task is being cancelled
-                    lease.finish("failed", f"{type(exc).__name__}: {exc}"[:2000])
-                except Exception as also:  # never hide the run's own error behind this one
-                    log.error("run %s failed (%s) and could not be marked failed: %s", run_id, exc, also)
+            if run_id:  # failed, cancelled (the caller went away) or, at shutdown, left recoverable
+                await lease.end(exc)
             raise
+        result = self.result_of(thread_id, state, True)
         if run_id:
-            await lease.afinish("done")
-        yield NodeEvent(node="end", result=self.result_of(thread_id, state, True))
+            await lease.finish("done", result=result.model_dump_json() if lease.keep_result else None)
+        yield NodeEvent(node="end", result=result)
 
     async def aget_result(self, thread_id: str) -> RunResult | None:
         """The result as checkpointed for ``thread_id``, or ``None`` if unknown."""
@@ -303,7 +388,7 @@ class Runner:
 
     async def apending_runs(self, *, include_failed: bool = False, thread_prefix: str = "") -> list[RunRecord]:
         async with self._session() as (_, store):
-            runs = await store.call(store.orphaned, include_failed=include_failed)
+            runs = await store.orphaned(include_failed=include_failed)
         return [r for r in runs if r.thread_id.startswith(thread_prefix)]
 
     async def arecover(self, *, include_failed: bool = False, thread_prefix: str = "") -> list[RunResult]:
@@ -319,6 +404,18 @@ class Runner:
             except SlmGraphError as exc:
                 log.warning("run %s on thread %s failed again: %s", run.run_id, run.thread_id, exc)
         return results
+
+
+async def _not_started(lease: ThreadLease, exc: BaseException) -> None:
+    """Record a run that ended before its graph started: rejected (its thread was
+    busy), cancelled (its caller went away) or failed."""
+    if isinstance(exc, ThreadBusyError):
+        try:
+            await lease.finish("rejected", str(exc))
+        except Exception as also:
+            log.error("run %s was rejected and could not be recorded: %s", lease.run_id, also)
+    else:
+        await lease.end(exc)
 
 
 def as_input(request: Any) -> Any:
