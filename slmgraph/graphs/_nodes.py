@@ -433,6 +433,12 @@ class EscalationNode:
         reason = _get(state, "escalation_reason") or ""
         record = {"node": "escalation", "skill": _get(state, "route"), "reason": reason,
                   "detail": _get(state, "escalation_detail") or "", "draft": _get(state, "draft")}
+        if not reason:  # handed off by a skill node of the user's own graph: its record says why
+            handed = next((e for e in reversed(_get(state, "escalations") or ()) if e.get("status") == "rejected"), None)
+            if handed is not None:
+                reason = handed.get("reason") or ""
+                record.update(skill=record["skill"] or handed.get("skill"), reason=reason,
+                              detail=handed.get("detail") or "", draft=handed.get("draft"))
         update = await self._run(state, config, reason, record)
         if self.bind.capture is not None:  # the learning loop records the escalation
             update = await self.bind.capture.after_escalation(self, state, update, config)

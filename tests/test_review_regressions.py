@@ -1,0 +1,49 @@
+"""Regressions found by the new-user review: each test failed before its fix."""
+
+from __future__ import annotations
+
+import json
+
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import END, START, StateGraph
+from pydantic import BaseModel
+
+from slmgraph import GraphState, Rule, RulesRouter, Skill, escalation_node, router_node, skill_node
+from slmgraph.testing import FunctionModel
+
+
+class Rating(BaseModel):
+    score: int
+
+
+RATE = Skill(name="rate", description="rate an item", instructions="Rate it from 1 to 5.", output_type=Rating)
+
+
+async def test_a_skill_node_handing_off_to_an_escalation_node_passes_its_reason_and_detail():
+    """``skill_node(on_reject="escalation")`` in a user's own graph: the escalation node
+    used to show the large model an empty reason and detail (they live only in the
+    skill node's ``escalations`` record there)."""
+    small = FunctionModel(lambda msgs, schema: "not json", logprob=-0.01)
+    large = FunctionModel(lambda msgs, schema: {"action": "final", "answer": "done"}, name="big")
+    models = {"small": small, "large": large}
+    builder = StateGraph(GraphState)
+    router = router_node(RulesRouter([], default="rate"), [RATE], models=models)
+    rate = skill_node({"rate": RATE}, models=models, on_reject="escalation", output="output")
+    builder.add_node("router", router)
+    builder.add_node("rate", rate)
+    builder.add_node("escalation", escalation_node(None, [RATE], models=models))
+    builder.add_edge(START, "router")
+    builder.add_conditional_edges("router", router.branch("rate"), ["rate", "escalation"])
+    builder.add_conditional_edges("rate", rate.branch(), ["escalation", END])
+    builder.add_edge("escalation", END)
+    graph = builder.compile(checkpointer=InMemorySaver())
+
+    out = await graph.ainvoke({"request": "rate this"}, {"configurable": {"thread_id": "t"}})
+
+    assert out["status"] == "escalated" and out["answer"] == "done"
+    sent = json.loads([m.content for m in large.calls[0].messages if m.role == "user"][0])
+    assert sent["escalation_reason"] == "invalid_output"
+    assert "not JSON" in sent["detail"]
+    assert [(e["node"], e["status"], e["reason"]) for e in out["escalations"]] == [
+        ("specialist", "rejected", "invalid_output"), ("escalation", "escalated", "invalid_output"),
+    ]
