@@ -47,3 +47,17 @@ async def test_a_skill_node_handing_off_to_an_escalation_node_passes_its_reason_
     assert [(e["node"], e["status"], e["reason"]) for e in out["escalations"]] == [
         ("specialist", "rejected", "invalid_output"), ("escalation", "escalated", "invalid_output"),
     ]
+
+
+def test_the_readmes_scripted_model_example_runs_as_written():
+    """The README's test-double snippet used to run out of replies (agreement samples)
+    and compare the typed output with a dict."""
+    import re
+    from pathlib import Path
+
+    blocks = re.findall(r"```python\n(.*?)```", (Path(__file__).resolve().parent.parent / "README.md").read_text(), re.S)
+    skill = next(b for b in blocks if "class Sentiment" in b)
+    double = next(b for b in blocks if "ScriptedModel" in b and "assert" in b)
+    namespace: dict = {}
+    for code in (skill.split("\ngraph = ")[0], double):  # the skill, without its config-built graph
+        exec(compile(code, "README.md", "exec", dont_inherit=True), namespace)
