@@ -61,3 +61,15 @@ def test_the_readmes_scripted_model_example_runs_as_written():
     namespace: dict = {}
     for code in (skill.split("\ngraph = ")[0], double):  # the skill, without its config-built graph
         exec(compile(code, "README.md", "exec", dont_inherit=True), namespace)
+
+
+def test_harden_on_a_hand_built_remote_model_names_it_once():
+    """``harden(model)`` with no ``key=`` used to say "the model model's endpoint"."""
+    import pytest
+
+    from slmgraph import ConfigError, OpenAIModel, harden
+
+    with pytest.raises(ConfigError, match=r"the model's endpoint https://api\.example\.com/v1 is not on this machine"):
+        harden(OpenAIModel("gpt-x", base_url="https://api.example.com/v1", api_key="k"))
+    with pytest.raises(ConfigError, match=r"the large model's endpoint"):
+        harden(OpenAIModel("gpt-x", base_url="https://api.example.com/v1", api_key="k"), key="large")
