@@ -73,3 +73,19 @@ def test_harden_on_a_hand_built_remote_model_names_it_once():
         harden(OpenAIModel("gpt-x", base_url="https://api.example.com/v1", api_key="k"))
     with pytest.raises(ConfigError, match=r"the large model's endpoint"):
         harden(OpenAIModel("gpt-x", base_url="https://api.example.com/v1", api_key="k"), key="large")
+
+
+def test_a_request_of_the_wrong_type_is_named_as_such_not_called_empty():
+    """``graph.invoke(42)`` used to raise ``EmptyRequestError`` ("the request is empty")."""
+    import pytest
+
+    from slmgraph import EmptyRequestError, RequestError, build_graph
+
+    graph = build_graph([RATE], models={"small": FunctionModel(lambda m, s: {"score": 3})}, checkpoint=None)
+    for bad in (42, ["a list"], b"bytes"):
+        with pytest.raises(RequestError, match=f"not {type(bad).__name__}") as info:
+            graph.invoke(bad)
+        assert not isinstance(info.value, EmptyRequestError)
+    with pytest.raises(EmptyRequestError):
+        graph.invoke({})
+    assert graph.invoke({"text": "rate it"}).output == Rating(score=3)
