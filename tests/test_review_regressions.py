@@ -89,3 +89,23 @@ def test_a_request_of_the_wrong_type_is_named_as_such_not_called_empty():
     with pytest.raises(EmptyRequestError):
         graph.invoke({})
     assert graph.invoke({"text": "rate it"}).output == Rating(score=3)
+
+
+def test_prune_help_offers_only_the_options_it_uses(tmp_path, capsys):
+    """``slmgraph prune --help`` used to list every model flag (``--small-provider``,
+    ``--threshold``, ...), none of which prune reads."""
+    import pytest
+
+    from slmgraph.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["prune", "--help"])
+    text = capsys.readouterr().out
+    assert "--checkpoint" in text and "--older-than" in text and "--json" in text
+    assert "--small-provider" not in text and "--threshold" not in text and "--large-model" not in text
+    ck = tmp_path / "ck.sqlite"
+    from slmgraph import build_graph
+
+    build_graph([RATE], models={"small": FunctionModel(lambda m, s: {"score": 3})}, checkpoint=str(ck)).invoke("rate it")
+    assert main(["prune", "--older-than", "30d", "--dry-run", "--json", "--checkpoint", str(ck)]) == 0
+    assert json.loads(capsys.readouterr().out)["dry_run"] is True
