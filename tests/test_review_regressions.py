@@ -109,3 +109,16 @@ def test_prune_help_offers_only_the_options_it_uses(tmp_path, capsys):
     build_graph([RATE], models={"small": FunctionModel(lambda m, s: {"score": 3})}, checkpoint=str(ck)).invoke("rate it")
     assert main(["prune", "--older-than", "30d", "--dry-run", "--json", "--checkpoint", str(ck)]) == 0
     assert json.loads(capsys.readouterr().out)["dry_run"] is True
+
+
+def test_batch_with_a_graph_factory_that_does_not_import_is_a_config_error(tmp_path, capsys):
+    """``slmgraph batch no_such_module:fn ...`` used to end in a ModuleNotFoundError traceback."""
+    from slmgraph.cli import main
+
+    rows = tmp_path / "in.jsonl"
+    rows.write_text('{"input": "hi"}\n')
+    common = [str(rows), "--out", str(tmp_path / "out.jsonl"), "--checkpoint", str(tmp_path / "ck.sqlite"), "--no-progress"]
+    assert main(["batch", "slmgraph_no_such_module:fn", *common]) == 2
+    assert "cannot import 'slmgraph_no_such_module'" in capsys.readouterr().err
+    assert main(["batch", "json:no_such_factory", *common]) == 2
+    assert "module 'json' has no graph factory 'no_such_factory'" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from .._errors import ConfigError
 from ..config import Config
 from ..eval._runner import ResultsFile
 from ..graphs._graph import SLMGraph
@@ -44,9 +45,26 @@ class GraphSource:
         from ..graphs._blueprints import GRAPHS, graph_from_config
 
         if ":" in self.name and self.name not in GRAPHS:
-            module, _, attr = self.name.partition(":")
-            GRAPHS[self.name] = getattr(importlib.import_module(module), attr)
+            GRAPHS[self.name] = _factory(self.name)
         return graph_from_config(self.name, self.config)
+
+
+def _factory(name: str) -> Callable[..., SLMGraph]:
+    """The graph factory ``module:function`` names.
+
+    Raises:
+        ConfigError: (field ``graph``) the module does not import, or has no such function.
+    """
+    module, _, attr = name.partition(":")
+    try:
+        found = getattr(importlib.import_module(module), attr, None)
+    except ImportError as exc:
+        raise ConfigError("graph", f"cannot import {module!r} for the graph {name!r}: {exc}; put the "
+                          "module's directory on PYTHONPATH (e.g. PYTHONPATH=.)") from None  # fmt: skip
+    if not callable(found):
+        raise ConfigError("graph", f"module {module!r} has no graph factory {attr!r} for the graph {name!r}; "
+                          "a factory is `def f(models, *, config=None, prices=None) -> SLMGraph`")  # fmt: skip
+    return found
 
 
 def capacity(config: Config) -> int:
