@@ -122,3 +122,16 @@ def test_batch_with_a_graph_factory_that_does_not_import_is_a_config_error(tmp_p
     assert "cannot import 'slmgraph_no_such_module'" in capsys.readouterr().err
     assert main(["batch", "json:no_such_factory", *common]) == 2
     assert "module 'json' has no graph factory 'no_such_factory'" in capsys.readouterr().err
+
+
+def test_run_help_lists_every_ready_graph(capsys):
+    """``slmgraph run --help`` named no graph; the list it shows now must match GRAPHS."""
+    import pytest
+
+    from slmgraph.cli import _READY, main
+    from slmgraph.graphs import GRAPHS
+
+    assert set(_READY.split(", ")) == set(GRAPHS)
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert "contract_pipeline" in " ".join(capsys.readouterr().out.split())
