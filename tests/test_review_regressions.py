@@ -135,3 +135,23 @@ def test_run_help_lists_every_ready_graph(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     assert "contract_pipeline" in " ".join(capsys.readouterr().out.split())
+
+
+async def test_the_compiled_graph_refuses_an_empty_request_as_slmgraph_does():
+    """``SLMGraph.compile().ainvoke`` used to send an empty request to the models and
+    answer it, where ``SLMGraph.ainvoke`` raises ``EmptyRequestError``."""
+    import pytest
+
+    from slmgraph import EmptyRequestError, build_graph
+
+    model = FunctionModel(lambda m, s: {"score": 3})
+    graph = build_graph([RATE], models={"small": model}, checkpoint=None)
+    compiled = graph.compile(InMemorySaver())
+    for i, empty in enumerate(["", "  \n", {}, None]):
+        with pytest.raises(EmptyRequestError):
+            await compiled.ainvoke({"request": empty}, {"configurable": {"thread_id": f"e{i}"}})
+    with pytest.raises(EmptyRequestError):
+        await compiled.ainvoke({}, {"configurable": {"thread_id": "no-request"}})
+    assert model.calls == []
+    out = await compiled.ainvoke({"request": "rate it"}, {"configurable": {"thread_id": "ok"}})
+    assert out["status"] == "answered" and out["output"] == {"score": 3}

@@ -27,7 +27,7 @@ from langgraph.types import Send
 from pydantic import BaseModel
 
 from .._context import EffectLog, RunContext
-from .._errors import ConfigError, EscalationError, SlmGraphError, UnknownSkillError
+from .._errors import ConfigError, EmptyRequestError, EscalationError, SlmGraphError, UnknownSkillError
 from ..agents._escalation import EscalationAgent
 from ..agents._router import Router
 from ..ledger import PriceTable
@@ -359,7 +359,10 @@ class RouterNode:
 
     async def __call__(self, state: Any, config: RunnableConfig) -> dict[str, Any]:
         ctx = self.bind.context(state, config)
-        text = as_text(_get(state, "request"))
+        request = _get(state, "request")
+        if not request or (isinstance(request, str) and not request.strip()):
+            raise EmptyRequestError()  # as SLMGraph refuses it, so the compiled graph does too
+        text = as_text(request)
         with _metered(ctx):
             decision = await self.router.route(text, self.skills, ctx)
         if decision.skill is not None and decision.skill not in self.names:
