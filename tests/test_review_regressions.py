@@ -155,3 +155,29 @@ async def test_the_compiled_graph_refuses_an_empty_request_as_slmgraph_does():
     assert model.calls == []
     out = await compiled.ainvoke({"request": "rate it"}, {"configurable": {"thread_id": "ok"}})
     assert out["status"] == "answered" and out["output"] == {"score": 3}
+
+
+def test_slmgraph_run_takes_a_graph_factory_of_your_own_as_module_function(tmp_path, monkeypatch, capsys):
+    """README: ``register_graph("mine", ...)`` then ``slmgraph run --graph mine`` cannot
+    work (the CLI never imports the user's script); ``run`` now takes ``module:function``
+    as ``batch`` did, and a module that does not import is a ConfigError."""
+    from slmgraph.cli import main
+
+    (tmp_path / "review_user_graphs.py").write_text(
+        "from pydantic import BaseModel\n"
+        "from slmgraph import Skill, build_graph\n"
+        "from slmgraph.testing import FunctionModel\n"
+        "class Priority(BaseModel):\n    priority: int\n"
+        "SKILL = Skill(name='priority', description='rate urgency', instructions='Rate it 1-5.', output_type=Priority)\n"
+        "def my_graph(models, *, config=None, prices=None):\n"
+        "    return build_graph([SKILL], models={'small': FunctionModel(lambda m, s: {'priority': 4})},\n"
+        "                       checkpoint=config.checkpoint if config else None)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ck = str(tmp_path / "ck.sqlite")
+    assert main(["run", "--json", "--checkpoint", ck, "--graph", "review_user_graphs:my_graph", "server down again"]) == 0
+    assert json.loads(capsys.readouterr().out)["output"] == {"priority": 4}
+    assert main(["run", "--checkpoint", ck, "--graph", "review_user_graphs:nope", "hi"]) == 2
+    assert "has no graph factory 'nope'" in capsys.readouterr().err
+    assert main(["run", "--checkpoint", ck, "--graph", "slmgraph_no_such_module:f", "hi"]) == 2
+    assert "cannot import 'slmgraph_no_such_module'" in capsys.readouterr().err

@@ -10,14 +10,12 @@ a line lost in a crash is rewritten from the checkpoint on the next run.
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from .._errors import ConfigError
 from ..config import Config
 from ..eval._runner import ResultsFile
 from ..graphs._graph import SLMGraph
@@ -42,29 +40,9 @@ class GraphSource:
     config: Config
 
     def build(self) -> SLMGraph:
-        from ..graphs._blueprints import GRAPHS, graph_from_config
+        from ..graphs._blueprints import graph_from_config
 
-        if ":" in self.name and self.name not in GRAPHS:
-            GRAPHS[self.name] = _factory(self.name)
         return graph_from_config(self.name, self.config)
-
-
-def _factory(name: str) -> Callable[..., SLMGraph]:
-    """The graph factory ``module:function`` names.
-
-    Raises:
-        ConfigError: (field ``graph``) the module does not import, or has no such function.
-    """
-    module, _, attr = name.partition(":")
-    try:
-        found = getattr(importlib.import_module(module), attr, None)
-    except ImportError as exc:
-        raise ConfigError("graph", f"cannot import {module!r} for the graph {name!r}: {exc}; put the "
-                          "module's directory on PYTHONPATH (e.g. PYTHONPATH=.)") from None  # fmt: skip
-    if not callable(found):
-        raise ConfigError("graph", f"module {module!r} has no graph factory {attr!r} for the graph {name!r}; "
-                          "a factory is `def f(models, *, config=None, prices=None) -> SLMGraph`")  # fmt: skip
-    return found
 
 
 def capacity(config: Config) -> int:
