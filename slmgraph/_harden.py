@@ -74,7 +74,7 @@ def harden(
         if privacy is None:
             raise ConfigError(
                 "privacy",
-                f"the {key} model's endpoint {out.endpoint or out.provider} is not on this machine, so it "
+                f"the {'' if key == 'model' else key + ' '}model's endpoint {out.endpoint or out.provider} is not on this machine, so it "
                 'needs a privacy policy: pass privacy=PrivacyPolicy(action="redact") (or "block" / "allow"), '
                 'add [privacy] with action = "redact" to the config, or point it at a local server',
             )

@@ -198,6 +198,11 @@ def _cmd_recover(args: argparse.Namespace) -> int:
     return 0 if not left else 1
 
 
+#: The ready graphs' names for --help, which must not import the graphs (a test keeps it
+#: in step with ``slmgraph.graphs.GRAPHS``).
+_READY = "quickstart, helpdesk, contract_review, contract_pipeline, transaction_review, assistant"
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="TOML config file")
@@ -215,7 +220,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", parents=[common], help="send one request through a graph")
     run.add_argument("request", nargs="*", help="the request text (read from stdin when absent)")
-    run.add_argument("--graph", default="quickstart", help="ready graph name (default: quickstart)")
+    run.add_argument("--graph", default="quickstart", help=f"ready graph name ({_READY}) or module:function (default: quickstart)")
     run.add_argument("--thread-id", help="thread id for the checkpoint (default: a new one)")
     run.add_argument("--resume", metavar="THREAD_ID", help="finish an interrupted run")
     run.set_defaults(fn=_cmd_run)
@@ -229,7 +234,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("doctor", parents=[common], help="check which backends are usable").set_defaults(fn=_cmd_doctor)
     sub.add_parser("models", parents=[common], help="list what each backend offers").set_defaults(fn=_cmd_models)
     rec = sub.add_parser("recover", parents=[common], help="finish the runs a crash interrupted")
-    rec.add_argument("--graph", default="quickstart", help="ready graph name (default: quickstart)")
+    rec.add_argument("--graph", default="quickstart", help=f"ready graph name ({_READY}) or module:function (default: quickstart)")
     rec.add_argument("--include-failed", action="store_true", help="also retry runs that failed with an error")
     rec.set_defaults(fn=_cmd_recover)
     from .eval._cli import add_eval_commands

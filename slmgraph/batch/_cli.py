@@ -62,7 +62,14 @@ def add_batch_commands(sub: Any, common: argparse.ArgumentParser, config_of: Cal
     b.add_argument("--shard-size", type=int, help="rows per Ray shard")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.set_defaults(fn=lambda a: _cmd_batch(a, config_of))
-    p = sub.add_parser("prune", parents=[common], help="remove the checkpoints and runs of old finished threads")
+    # prune touches storage only, so it takes no model options (the config still loads whole).
+    help_ = "remove the checkpoints and runs of old finished threads"
+    p = sub.add_parser("prune", help=help_, description=help_ + " (their learning records stay)")
+    p.add_argument("--config", help="TOML config file")
+    p.add_argument("--checkpoint", help="SQLite checkpoint file, or a postgresql:// DSN (default $SLMGRAPH_CHECKPOINT)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(**dict.fromkeys(("small_provider", "small_model", "ollama_host", "threshold",
+                                    "large_provider", "large_model", "large_base_url")))
     p.add_argument("--older-than", required=True, help="age bound, e.g. 30d, 12h")
     p.add_argument("--dry-run", action="store_true", help="show what would be removed, remove nothing")
     p.set_defaults(fn=lambda a: _cmd_prune(a, config_of))

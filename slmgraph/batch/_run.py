@@ -10,7 +10,6 @@ a line lost in a crash is rewritten from the checkpoint on the next run.
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -41,11 +40,8 @@ class GraphSource:
     config: Config
 
     def build(self) -> SLMGraph:
-        from ..graphs._blueprints import GRAPHS, graph_from_config
+        from ..graphs._blueprints import graph_from_config
 
-        if ":" in self.name and self.name not in GRAPHS:
-            module, _, attr = self.name.partition(":")
-            GRAPHS[self.name] = getattr(importlib.import_module(module), attr)
         return graph_from_config(self.name, self.config)
 
 

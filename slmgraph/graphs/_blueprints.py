@@ -125,13 +125,32 @@ def register_graph(name: str, factory: GraphFactory | str) -> None:
 
 
 def _factory(name: str) -> GraphFactory:
-    if name not in GRAPHS:
-        raise ConfigError("graph", f"unknown graph {name!r}; available: {', '.join(sorted(GRAPHS))}")
-    factory = GRAPHS[name]
+    """The factory of a registered graph, or of ``module:function`` (a graph of your own).
+
+    Raises:
+        ConfigError: (field ``graph``) unknown name, a module that does not import,
+            or no such function in it.
+    """
+    factory = GRAPHS.get(name, name if ":" in name else None)
+    if factory is None:
+        raise ConfigError("graph", f"unknown graph {name!r}; available: {', '.join(sorted(GRAPHS))}, "
+                          "or module:function for a graph factory of your own")  # fmt: skip
     if isinstance(factory, str):
-        module, _, attr = factory.partition(":")
-        factory = GRAPHS[name] = getattr(importlib.import_module(module), attr)
+        factory = GRAPHS[name] = _imported(name, factory)
     return factory
+
+
+def _imported(name: str, target: str) -> GraphFactory:
+    module, _, attr = target.partition(":")
+    try:
+        found = getattr(importlib.import_module(module), attr, None)
+    except ImportError as exc:
+        raise ConfigError("graph", f"cannot import {module!r} for the graph {name!r}: {exc}; put the "
+                          "module's directory on PYTHONPATH (e.g. PYTHONPATH=.)") from None  # fmt: skip
+    if not callable(found):
+        raise ConfigError("graph", f"module {module!r} has no graph factory {attr!r} for the graph {name!r}; "
+                          "a factory is `def f(models, *, config=None, prices=None) -> SLMGraph`")  # fmt: skip
+    return found
 
 
 def graph_from_config(name: str, config: Config) -> SLMGraph:

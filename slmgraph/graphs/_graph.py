@@ -14,7 +14,7 @@ from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel
 
 from .._context import check_fits
-from .._errors import ConfigError, EmptyRequestError, UnknownSkillError
+from .._errors import ConfigError, EmptyRequestError, RequestError, UnknownSkillError
 from .._harden import harden_models
 from .._sync import iterate_sync, run_sync
 from ..agents._escalation import EscalationAgent
@@ -225,13 +225,15 @@ class SLMGraph(Generic[OutT]):
         A pydantic input becomes its JSON form (what the state holds).
 
         Raises:
-            EmptyRequestError, RequestTooLargeError.
+            EmptyRequestError, RequestTooLargeError; RequestError for any other type.
         """
         request = as_input(request)
         if isinstance(request, str):
             if not request.strip():
                 raise EmptyRequestError()
-        elif not isinstance(request, dict) or not request:
+        elif not isinstance(request, dict):
+            raise RequestError(f"a request is text, a dict or a pydantic model, not {type(request).__name__}")
+        elif not request:
             raise EmptyRequestError()
         probe = [Message("user", as_text(request))]
         for model in self._small_models:

@@ -27,7 +27,7 @@ from langgraph.types import Send
 from pydantic import BaseModel
 
 from .._context import EffectLog, RunContext
-from .._errors import ConfigError, EscalationError, SlmGraphError, UnknownSkillError
+from .._errors import ConfigError, EmptyRequestError, EscalationError, SlmGraphError, UnknownSkillError
 from .._harden import harden_models
 from ..agents._escalation import EscalationAgent
 from ..agents._router import Router
@@ -366,7 +366,10 @@ class RouterNode:
 
     async def __call__(self, state: Any, config: RunnableConfig) -> dict[str, Any]:
         ctx = self.bind.context(state, config)
-        text = as_text(_get(state, "request"))
+        request = _get(state, "request")
+        if not request or (isinstance(request, str) and not request.strip()):
+            raise EmptyRequestError()  # as SLMGraph refuses it, so the compiled graph does too
+        text = as_text(request)
         with _metered(ctx):
             decision = await self.router.route(text, self.skills, ctx)
         if decision.skill is not None and decision.skill not in self.names:
@@ -440,6 +443,12 @@ class EscalationNode:
         reason = _get(state, "escalation_reason") or ""
         record = {"node": "escalation", "skill": _get(state, "route"), "reason": reason,
                   "detail": _get(state, "escalation_detail") or "", "draft": _get(state, "draft")}
+        if not reason:  # handed off by a skill node of the user's own graph: its record says why
+            handed = next((e for e in reversed(_get(state, "escalations") or ()) if e.get("status") == "rejected"), None)
+            if handed is not None:
+                reason = handed.get("reason") or ""
+                record.update(skill=record["skill"] or handed.get("skill"), reason=reason,
+                              detail=handed.get("detail") or "", draft=handed.get("draft"))
         update = await self._run(state, config, reason, record)
         if self.bind.capture is not None:  # the learning loop records the escalation
             update = await self.bind.capture.after_escalation(self, state, update, config)
