@@ -38,7 +38,7 @@ def test_run_json_on_the_embedded_default(tmp_path):
     assert all(e["prompt_tokens"] > 0 and e["completion_tokens"] > 0 for e in r["ledger"])
     assert r["totals"]["calls"] == len(r["ledger"]) and r["totals"]["large_calls"] == 0
     if r["status"] == "answered":
-        assert r["output"] is not None and json.loads(r["answer"]) == r["output"]
+        assert r["output_json"] is not None and json.loads(r["answer"]) == r["output_json"]
     else:
         assert NO_LARGE_MODEL in r["message"] and r["answer"] is None and r["escalation_reason"]
     # the run is in the checkpoint, and can be read back by thread id
