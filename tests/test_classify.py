@@ -21,6 +21,7 @@ EXAMPLES = [(t.format(w=w), f"intent_{w}") for w in WORDS for t in ("I need help
 
 def skill(**kw):
     kw.setdefault("embedder", HashingEmbedder())
+    kw.setdefault("decisive_margin", None)  # these tests look at what the model is asked
     return classify_skill(LABELS, EXAMPLES, **kw)
 
 
@@ -66,7 +67,7 @@ async def test_none_rejects_with_nearest_labels_and_a_proposed_label():
     assert out.draft["proposed_label"] == "pet_insurance_claims"
     nearest = out.draft["nearest"]
     assert len(nearest) == 5 and nearest[0]["label"] == "intent_" + WORDS[5]
-    assert all(a["score"] >= b["score"] for a, b in zip(nearest, nearest[1:]))
+    assert all(a["probability"] >= b["probability"] for a, b in zip(nearest, nearest[1:]))  # the head's ranking
     assert len(model.calls) == 2  # the choice, then the proposed name
 
 
@@ -111,7 +112,7 @@ async def test_a_decisive_retrieval_lead_is_accepted_without_a_model_call():
     out = await run_skill(skill(decisive_margin=0.1), clear, ctx(model))
     assert isinstance(out, Accepted) and out.output.label == "intent_" + WORDS[4]
     assert model.calls == [] and out.attempts == 0
-    out = await run_skill(skill(decisive_margin=0.99), clear, ctx(model))  # a lead that is not enough
+    out = await run_skill(skill(decisive_margin=1.01), clear, ctx(model))  # a lead no probability reaches
     assert out.output.label == "intent_" + WORDS[4] and len(model.calls) == 1
 
 

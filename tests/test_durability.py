@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 
 from slmgraph import ThreadBusyError
-from slmgraph.graphs._runs import RunStore
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -99,7 +98,7 @@ def test_sigkill_then_recover_loses_nothing_and_reruns_no_finished_node(tmp_path
     assert result.thread_id == thread and result.run_id == pending[0].run_id
     assert comparable(result) == reference  # parity with the uninterrupted run
     assert graph.pending_runs(include_failed=True) == []
-    assert [r.status for r in RunStore(tmp_path / dg.DB).runs()] == ["done"]
+    assert [r.status for r in dg.view(tmp_path / dg.DB).runs()] == ["done"]
     assert graph.get_result(thread) == result  # what recover returned is what is on disk
 
     nodes = dg.lines(tmp_path, "nodes.log")
@@ -121,7 +120,7 @@ def test_recover_twice_is_a_no_op_and_a_live_run_is_not_taken(tmp_path: Path) ->
     assert dg.lines(tmp_path, "nodes.log").count("router") == 1
 
     # A run accepted by a live process (this one) is not orphaned.
-    store = RunStore(tmp_path / dg.DB)
+    store = dg.view(tmp_path / dg.DB)
     store.accept("live-run", "live-thread", "x")
     assert [r.run_id for r in graph.pending_runs()] == []
 
@@ -156,7 +155,7 @@ async def test_a_busy_thread_is_rejected_with_a_typed_error(tmp_path: Path) -> N
         await rejecting.ainvoke(dg.REQUEST, thread_id="busy")
     assert info.value.transient
     assert (await running).status == "escalated"
-    statuses = sorted(r.status for r in RunStore(tmp_path / dg.DB).runs("busy"))
+    statuses = sorted(r.status for r in dg.view(tmp_path / dg.DB).runs("busy"))
     assert statuses == ["done", "rejected"]
     assert _interleavings(tmp_path, "busy") == 0
 
@@ -190,7 +189,7 @@ def test_two_processes_on_one_thread_never_interleave(tmp_path: Path) -> None:
     tags = [line.split()[1] for line in nodes]
     assert len(tags) == 6 and tags[:3] == [tags[0]] * 3 and tags[3:] == [tags[3]] * 3 and tags[0] != tags[3], nodes
     assert _interleavings(tmp_path, "shared") == 0
-    assert {r.status for r in RunStore(tmp_path / dg.DB).runs("shared")} == {"done"}
+    assert {r.status for r in dg.view(tmp_path / dg.DB).runs("shared")} == {"done"}
 
 
 def _interleavings(workdir: Path, thread: str) -> int:
@@ -230,7 +229,7 @@ def _run_in_thread(fn):
 
 
 def test_a_dead_processes_lease_is_freed_at_once(tmp_path: Path) -> None:
-    store = RunStore(tmp_path / "leases.sqlite")
+    store = dg.view(tmp_path / "leases.sqlite")
     child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(child.stdout)
     store.acquire("t", "mine", 60.0)
@@ -273,7 +272,7 @@ async def test_a_run_whose_lease_is_taken_over_stops_typed(tmp_path: Path) -> No
         c.execute("UPDATE slmgraph_leases SET run_id = 'intruder', expires = expires + 3600")
     with pytest.raises(ThreadBusyError, match="lease expired and taken over"):
         await run
-    (record,) = RunStore(tmp_path / dg.DB).runs("stolen")
+    (record,) = dg.view(tmp_path / dg.DB).runs("stolen")
     assert record.status == "failed" and "ThreadBusyError" in record.error
 
 
@@ -286,7 +285,7 @@ async def test_a_graph_on_a_shared_sqlite_saver_keeps_its_runs_in_that_file(tmp_
     async with AsyncSqliteSaver.from_conn_string(str(tmp_path / "shared.sqlite")) as saver:
         await saver.setup()
         result = await SLMGraph(spec, checkpoint=saver, name="served").ainvoke(dg.REQUEST, thread_id="s")
-    (record,) = RunStore(tmp_path / "shared.sqlite").runs()
+    (record,) = dg.view(tmp_path / "shared.sqlite").runs()
     assert (record.run_id, record.status, record.thread_id) == (result.run_id, "done", "s")
 
 
@@ -320,7 +319,7 @@ def test_two_processes_recovering_at_once_finish_each_run_exactly_once(tmp_path:
         assert p.returncode == 0, err[-2000:]
         finished += json.loads(out.strip().splitlines()[-1])
     assert sorted(finished) == sorted(points)  # each run finished once, by one of the two
-    assert {r.status for r in RunStore(tmp_path / dg.DB).runs()} == {"done"}
+    assert {r.status for r in dg.view(tmp_path / dg.DB).runs()} == {"done"}
     nodes = dg.lines(tmp_path, "nodes.log")
     assert nodes.count("router") == 5 and nodes.count("specialist") == 5 and nodes.count("escalation") == 4
     assert len(dg.lines(tmp_path, "effects.log")) == 4  # one charge per run
@@ -329,14 +328,14 @@ def test_two_processes_recovering_at_once_finish_each_run_exactly_once(tmp_path:
 def test_the_in_memory_run_store_stays_bounded_and_indexes_threads() -> None:
     from slmgraph.graphs._runs_memory import MemoryRunStore
 
-    store = MemoryRunStore()
-    store.keep_finished = 5
+    store = dg.StoreView(MemoryRunStore())
+    store._store.keep_finished = 5
     for i in range(40):
         thread = f"t{i % 3}"
         assert store.begin(f"r{i}", thread, "hello", ttl_s=30) is None
         store.finish(f"r{i}", thread, "done")
     assert store.begin("live", "t0", "still running", ttl_s=30) is None
-    assert len(store.runs()) <= 2 * store.keep_finished + 1
+    assert len(store.runs()) <= 2 * store._store.keep_finished + 1
     assert "live" in {r.run_id for r in store.runs("t0")}
     assert all(r.thread_id == "t1" for r in store.runs("t1"))
     assert store.get("r0") is None and store.get("r39").status == "done"
@@ -354,7 +353,7 @@ async def test_a_server_finishes_its_own_interrupted_runs_when_it_starts(tmp_pat
     try:
         assert host.recovery is not None
         assert await host.recovery == 1
-        status = {r.thread_id: r.status for r in RunStore(tmp_path / dg.DB).runs()}
+        status = {r.thread_id: r.status for r in dg.view(tmp_path / dg.DB).runs()}
         assert status["pay/conv-1"] == "done"
         assert status["other/conv-2"] == "running"  # not this graph's to finish
         result = await host.graph("pay").aget_result("pay/conv-1")

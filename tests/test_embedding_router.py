@@ -38,6 +38,16 @@ async def test_fit_learns_a_threshold_that_rejects_out_of_scope_requests():
     assert accuracy == 1.0
     picks = [c.label for c in await router.choose_many(fit_x)]
     assert picks == fit_y
+    assert router.rule.fitted_on == "validation" and router.rule.min_similarity > 0
+
+
+async def test_fit_of_the_retrieval_scorings_picks_scoring_margin_and_threshold():
+    router = EmbeddingRouter(EXAMPLES, HashingEmbedder(), scoring="centroid")
+    fit_x = ["my card still has not arrived", "refund my purchase please", "what is the weather like today",
+             "tell me a joke about cats", "card delivery is late", "I would like a refund"]
+    fit_y = ["card", "refund", None, None, "card", "refund"]
+    assert await router.fit(fit_x, fit_y) == 1.0
+    assert [c.label for c in await router.choose_many(fit_x)] == fit_y
     assert router.scoring in ("centroid", "nearest", "top3") and router.threshold > 0
 
 

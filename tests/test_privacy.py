@@ -78,7 +78,8 @@ def test_names_need_a_surname_or_an_honorific():
 
 
 def test_detector_figures_on_the_synthetic_set():
-    """Recall/precision on 600 synthetic labelled texts (1,158 PII values, hard negatives)."""
+    """Recall/precision on 600 synthetic labelled texts (1,199 PII values, about a third
+    of them in Unicode or formatting variants; hard negatives)."""
     corpus = synthetic_pii_corpus(600, seed=7)
     detectors = default_detectors() + [GazetteerNameDetector()]
     figures = evaluate(corpus, lambda t: find_pii(t, detectors))
@@ -90,7 +91,7 @@ def test_detector_figures_on_the_synthetic_set():
         assert figures[kind]["recall"] == 1.0, kind
         assert figures[kind]["precision"] == 1.0, kind
     assert figures["ipv4"]["recall"] == 1.0  # a 4-part build number is an address to a pattern
-    assert figures["name"]["recall"] > 0.6  # the gazetteer misses given names it does not know
+    assert figures["name"]["recall"] > 0.7  # the gazetteer misses given names it does not know
     assert figures["all"]["recall"] > 0.95 and figures["all"]["precision"] > 0.9
 
 

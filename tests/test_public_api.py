@@ -41,7 +41,7 @@ def test_subpackage_exports_resolve():
             assert hasattr(mod, name), f"{mod.__name__}.{name}"
     assert set(slmgraph.testing.__all__) == {
         "ScriptedModel", "FunctionModel", "ModelCall", "Reply", "FaultServer",
-        "LabelledText", "synthetic_pii_corpus", "evaluate", "SyntheticLog", "synthetic_transaction_log", "ANOMALY_KINDS",
+        "LabelledText", "synthetic_pii_corpus", "evaluate", "SyntheticLog", "synthetic_transaction_log", "ANOMALY_KINDS", "LoopWatchdog",
     }  # fmt: skip
 
 

@@ -222,7 +222,7 @@ def test_ollama_errors_use_the_ollama_shape(url):
     with pytest.raises(ollama.ResponseError) as e:
         client.chat(model="llama3", messages=[{"role": "user", "content": "hi"}], stream=False)
     assert e.value.status_code == 404 and "llama3" in e.value.error
-    r = httpx.post(f"{url}/api/chat", content=b"{oops")
+    r = httpx.post(f"{url}/api/chat", content=b"{oops", headers={"content-type": "application/json"})
     assert r.status_code == 400 and set(r.json()) == {"error"}
 
 
@@ -426,7 +426,7 @@ def test_an_oversized_body_is_rejected_with_413_in_each_protocol_shape():
                 yield b"y" * 500
             yield b'"}]}'
 
-        r = httpx.post(f"{base}/v1/chat/completions", content=chunked())
+        r = httpx.post(f"{base}/v1/chat/completions", content=chunked(), headers={"content-type": "application/json"})
         assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
         ok = oai(base).chat.completions.create(model="echo", messages=[{"role": "user", "content": "small"}])
         assert ok.choices[0].message.content

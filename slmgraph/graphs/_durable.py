@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
@@ -18,10 +19,73 @@ from .._context import EffectLog
 from .._errors import CheckpointError, ThreadBusyError
 from ._runs import RunStatus, RunStore, run_of
 
-__all__ = ["GuardedSaver", "StoredEffects", "ThreadLease", "sqlite_file_of", "setup_saver", "OnBusy"]
+__all__ = [
+    "GuardedSaver", "StoredEffects", "ThreadLease", "sqlite_file_of", "setup_saver", "OnBusy",
+    "SHUTDOWN", "begin_shutdown", "ending", "settle",
+]
+
+log = logging.getLogger("slmgraph.runs")
+T = TypeVar("T")
 
 #: What a run does when its thread is held by another run.
 OnBusy = Literal["wait", "reject"]
+
+
+#: The message of a cancellation that stops a run because the process shuts down:
+#: such a run stays recoverable instead of being marked ``cancelled``.
+SHUTDOWN = "slmgraph: the process is shutting down"
+_stopping = False
+
+
+def begin_shutdown() -> None:
+    """Declare that this process is shutting down: runs cancelled from now on are
+    interrupted (left for :meth:`~slmgraph.SLMGraph.arecover` after the restart),
+    not cancelled. A server calls this on SIGTERM before it cancels its runs."""
+    global _stopping
+    _stopping = True
+
+
+def shutting_down() -> bool:
+    return _stopping
+
+
+def ending(exc: BaseException) -> tuple[RunStatus | None, str]:
+    """How a run that raised ``exc`` ends: ``cancelled`` when its caller went away
+    (the task was cancelled, or the consumer closed the stream), ``None`` (left
+    recoverable) when the process is shutting down, else ``failed``."""
+    if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+        if _stopping or SHUTDOWN in exc.args:
+            return None, "interrupted: the process shut down"
+        return "cancelled", "cancelled: the caller went away before the run ended"
+    return "failed", f"{type(exc).__name__}: {exc}"[:2000]
+
+
+_settling: set[asyncio.Future[Any]] = set()
+
+
+async def settle(aw: Awaitable[T]) -> T:
+    """Await ``aw`` to its end even if the awaiting task is cancelled meanwhile
+    (then the cancellation is re-raised once ``aw`` is done).
+
+    For bookkeeping writes that must land: recording a run, marking it cancelled,
+    releasing its lease. ``aw`` runs in its own task, so a cancellation (asyncio's
+    or an anyio scope's, which repeats at every await) never interrupts it halfway.
+    """
+    task = asyncio.ensure_future(aw)
+    _settling.add(task)
+    task.add_done_callback(_settling.discard)
+    cancelled: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError as exc:
+            if task.cancelled():
+                raise
+            cancelled = exc
+    if cancelled is not None:
+        task.exception()  # retrieved: the cancellation wins, the write's outcome is logged by the caller
+        raise cancelled
+    return task.result()
 
 
 class StoredEffects(EffectLog):
@@ -32,10 +96,11 @@ class StoredEffects(EffectLog):
         self.store, self.thread_id, self.run_id = store, thread_id, run_id
 
     async def lookup(self, key: str) -> tuple[bool, Any]:
-        return await self.store.call(self.store.effect, self.thread_id, self.run_id, key)
+        return await self.store.effect(self.thread_id, self.run_id, key)
 
     async def save(self, key: str, result_json: str) -> None:
-        await self.store.call(self.store.record_effect, self.thread_id, self.run_id, key, result_json)
+        # Shielded: once the effect ran, its result must be stored even if the run is cancelled.
+        await settle(self.store.record_effect(self.thread_id, self.run_id, key, result_json))
 
 
 class ThreadLease:
@@ -48,6 +113,8 @@ class ThreadLease:
         self.holder = f"{run_id}/{uuid.uuid4().hex[:12]}"
         self.lost = False
         self.released = False
+        #: Keep the finished run's result in the runs table (a run with an idempotency key).
+        self.keep_result = False
 
     async def acquire(self, on_busy: OnBusy, timeout_s: float, *, new: bool = False, holder: str | None = "") -> None:
         """Take the thread and mark the run running, waiting up to ``timeout_s`` with
@@ -61,9 +128,7 @@ class ThreadLease:
         delay = 0.02
         while True:
             if holder == "":
-                holder = await self.store.call(
-                    self.store.acquire, self.thread_id, self.holder, self.ttl_s, start=True, new=new
-                )
+                holder = await settle(self.store.acquire(self.thread_id, self.holder, self.ttl_s, start=True, new=new))
             if holder is None:
                 return
             waited = time.monotonic() - started
@@ -78,33 +143,48 @@ class ThreadLease:
     @contextlib.asynccontextmanager
     async def held(self) -> AsyncIterator[ThreadLease]:
         """Renew the (already acquired) lease in the background; release on exit."""
-        # In-memory leases never expire, so only a file's lease needs renewing.
+        # In-memory leases never expire, so only a durable lease needs renewing.
         beat = asyncio.create_task(self._heartbeat(), name=f"slmgraph-lease-{self.thread_id}") \
             if self.store.durable else None
         try:
             yield self
         finally:
-            if beat is not None:
-                beat.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await beat
-            if not self.released:
-                # Synchronous on purpose: this also runs while a task is being cancelled.
-                self.store.release(self.thread_id, self.holder)
+            try:
+                if beat is not None:
+                    beat.cancel()
+                    await settle(asyncio.wait([beat]))
+            finally:
+                if not self.released:
+                    await self.release()
 
-    def finish(self, status: RunStatus, error: str | None = None) -> None:
-        """Record how the run ended and release the thread in one write (blocking)."""
-        self.store.finish(self.run_id, self.thread_id, status, error, self.holder)
+    async def release(self) -> None:
+        """Release the thread without recording an outcome (shielded)."""
+        await settle(self.store.release(self.thread_id, self.holder))
         self.released = True
 
-    async def afinish(self, status: RunStatus, error: str | None = None) -> None:
-        await self.store.call(self.store.finish, self.run_id, self.thread_id, status, error, self.holder)
+    async def finish(self, status: RunStatus, error: str | None = None, *, result: str | None = None) -> None:
+        """Record how the run ended and release the thread in one write; shielded,
+        so it lands even while the run's task is being cancelled."""
+        keep = result if self.keep_result and status == "done" else None
+        await settle(self.store.finish(self.run_id, self.thread_id, status, error, self.holder, result=keep))
         self.released = True
+
+    async def end(self, exc: BaseException) -> None:
+        """Record a run that raised ``exc`` (see :func:`ending`); a storage failure
+        here is logged, never raised over the run's own error."""
+        status, error = ending(exc)
+        try:
+            if status is None:
+                await self.release()
+            else:
+                await self.finish(status, error)
+        except Exception as also:
+            log.error("run %s ended (%s) and could not be recorded: %s", self.run_id, error, also)
 
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.ttl_s / 3)
-            if not await self.store.call(self.store.renew, self.thread_id, self.holder, self.ttl_s):
+            if not await self.store.renew(self.thread_id, self.holder, self.ttl_s):
                 self.lost = True
                 return
 

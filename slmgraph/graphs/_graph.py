@@ -245,18 +245,26 @@ class SLMGraph(Generic[OutT]):
             state, thread_id=thread_id, prices=self.spec.prices, output_type=self.output_type_of(state),
             large=self.spec.models.get(self.spec.escalation.model),
         )
+        if self.spec.shape is None and not state.get("status"):
+            finished = False  # the routed graph's terminal nodes always set a status
         if not finished and result.status != "running":
             result.status = "running"
         return result  # type: ignore[return-value]
 
     # -- runs -----------------------------------------------------------------
 
-    async def ainvoke(self, request: str | dict | BaseModel, *, thread_id: str | None = None) -> RunResult[OutT]:
+    async def ainvoke(
+        self, request: str | dict | BaseModel, *, thread_id: str | None = None, idempotency_key: str | None = None,
+    ) -> RunResult[OutT]:
         """Run one request to the end and return its :class:`RunResult`.
 
         ``request`` is text, a dict, or the skill's input model. It is recorded
         as accepted before the graph starts, so a crash at any point leaves it
-        for :meth:`arecover`.
+        for :meth:`arecover`. With ``idempotency_key``, a retry with the same key
+        gets the same run and its result (waiting for it while it runs, resuming it
+        if it ended without a result) instead of a new run; the key is global to the
+        checkpoint, so scope it (e.g. by user) yourself. Cancelling the call cancels
+        the run: it is marked ``cancelled``.
 
         Raises:
             ThreadBusyError: another run holds ``thread_id`` (``on_busy="reject"``,
@@ -267,18 +275,21 @@ class SLMGraph(Generic[OutT]):
                 ``thread_id`` and ``run_id``.
         """
         result: RunResult | None = None
-        async for event in self.runner.events(request, thread_id, nodes=False):
+        async for event in self.runner.events(request, thread_id, nodes=False, idempotency_key=idempotency_key):
             result = event.result
         assert result is not None
         return result
 
-    async def astream(self, request: str | dict | BaseModel | None, *, thread_id: str | None = None) -> AsyncIterator[NodeEvent]:
+    async def astream(
+        self, request: str | dict | BaseModel | None, *, thread_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> AsyncIterator[NodeEvent]:
         """Run one request, yielding a :class:`NodeEvent` as each node finishes.
 
         With ``request=None`` the run on ``thread_id`` resumes from its checkpoint.
         The last event is ``NodeEvent("end", result=...)``.
         """
-        async for event in self.runner.events(request, thread_id, nodes=True):
+        async for event in self.runner.events(request, thread_id, nodes=True, idempotency_key=idempotency_key):
             yield event
 
     async def aresume(self, thread_id: str) -> RunResult[OutT]:
@@ -307,8 +318,10 @@ class SLMGraph(Generic[OutT]):
         """
         return await self.runner.arecover(include_failed=include_failed, thread_prefix=thread_prefix)
 
-    def invoke(self, request: str | dict | BaseModel, *, thread_id: str | None = None) -> RunResult[OutT]:
-        return run_sync(self.ainvoke(request, thread_id=thread_id))
+    def invoke(
+        self, request: str | dict | BaseModel, *, thread_id: str | None = None, idempotency_key: str | None = None,
+    ) -> RunResult[OutT]:
+        return run_sync(self.ainvoke(request, thread_id=thread_id, idempotency_key=idempotency_key))
 
     def stream(self, request: str | dict | BaseModel | None, *, thread_id: str | None = None) -> Iterator[NodeEvent]:
         return iterate_sync(self.astream(request, thread_id=thread_id))

@@ -8,7 +8,15 @@ with ``durability="sync"`` (each step's checkpoint is on disk before the next st
 starts); its result is read back from the checkpoint, and the run is marked
 ``done`` and the thread released in one write. A typed error marks it ``failed``
 (and carries ``thread_id`` and ``run_id``); a dead process leaves it ``running``
-for :meth:`Runner.arecover`.
+for :meth:`Runner.arecover`. A cancelled run (its caller went away) is marked
+``cancelled``, atomically with releasing its thread, and recovery never starts it
+again; a shutdown leaves it ``running`` for recovery. Every store write is awaited
+off the event loop, and the ones a cancellation must not cut short are shielded
+(``settle``).
+
+A request with an ``idempotency_key`` maps to the run recorded under that key:
+its stored result when done, a wait while it runs elsewhere, a resume (same run
+id, finished nodes and effects kept) when it ended without a result.
 
 What a run *means* (its reset, its status, its result) is the graph's: the runner
 passes only ``{"request", "run_id"}`` in, so ``compile().ainvoke`` and LangGraph's
@@ -21,6 +29,7 @@ up) and :meth:`Runner.apending_runs`; leases and effects go through ``_durable``
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -38,11 +47,12 @@ from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel
 
 from .._errors import CheckpointError, ConfigError, SlmGraphError, ThreadBusyError, UserError
-from ._durable import GuardedSaver, OnBusy, StoredEffects, ThreadLease, setup_saver, sqlite_file_of
+from ._durable import GuardedSaver, OnBusy, StoredEffects, ThreadLease, settle, setup_saver, sqlite_file_of
 from ._nodes import RUN_EFFECTS
 from ._result import RunResult
-from ._runs import RunRecord, RunStore
+from ._runs import UNFINISHED, RunRecord, RunStore
 from ._runs_memory import MemoryRunStore
+from ._runs_sqlite import SqliteRunStore
 from ._state import new_run
 
 __all__ = ["NodeEvent", "Runner", "RunPolicy", "Checkpoint"]
@@ -169,7 +179,7 @@ class Runner:
                     yield pair
         finally:
             if self._store is not None and self._store.durable and self._store.sessions == 0:
-                self._store.close()
+                await settle(self._store.close())
 
     @contextlib.asynccontextmanager
     async def _with_store(self, graph: CompiledStateGraph) -> AsyncIterator[tuple[CompiledStateGraph, RunStore]]:
@@ -179,7 +189,7 @@ class Runner:
                 path = Path(self.checkpoint)
             elif isinstance(self.checkpoint, BaseCheckpointSaver):
                 path = await sqlite_file_of(self.checkpoint)
-            self._store = RunStore(path) if path is not None else MemoryRunStore()
+            self._store = SqliteRunStore(path) if path is not None else MemoryRunStore()
         store = self._store
         store.sessions += 1
         token = RUN_EFFECTS.set(self._effects)
@@ -197,7 +207,9 @@ class Runner:
 
     # -- runs -----------------------------------------------------------------
 
-    async def events(self, request: Any, thread_id: str | None, *, nodes: bool) -> AsyncIterator[NodeEvent]:
+    async def events(
+        self, request: Any, thread_id: str | None, *, nodes: bool, idempotency_key: str | None = None,
+    ) -> AsyncIterator[NodeEvent]:
         """Start a run (or, with ``request=None``, resume ``thread_id``'s), yielding
         a :class:`NodeEvent` per finished node (with ``nodes``), then the result."""
         run_id: str | None = None
@@ -209,39 +221,101 @@ class Runner:
                     yield event
                 return
             request = self.validate(request)
+            if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key):
+                raise UserError("an idempotency key must be a non-empty string")
             thread_id = thread_id or uuid.uuid4().hex
             run_id = uuid.uuid4().hex
-            async for event in self._start(request, thread_id, run_id, nodes):
+            async for event in self._start(request, thread_id, run_id, nodes, idempotency_key):
                 yield event
         except BaseException as exc:
             _annotate(exc, thread_id, run_id)
             raise
 
-    async def _start(self, request: Any, thread_id: str, run_id: str, nodes: bool) -> AsyncIterator[NodeEvent]:
+    async def _start(
+        self, request: Any, thread_id: str, run_id: str, nodes: bool, idempotency_key: str | None,
+    ) -> AsyncIterator[NodeEvent]:
         async with self._session() as (graph, store):
-            # Recorded (and, if the thread is free, started) before the graph runs.
             lease = ThreadLease(store, thread_id, run_id, ttl_s=self.policy.lease_ttl_s)
-            holder = await store.call(store.begin, run_id, thread_id, _recorded(request), self.policy.lease_ttl_s, lease.holder)
+            lease.keep_result = idempotency_key is not None
+            recorded = _recorded(request)
+            # Recorded (and, if the thread is free, started) before the graph runs;
+            # shielded, so a cancellation cannot leave it half-known.
+            if idempotency_key is None:
+                record = asyncio.ensure_future(
+                    store.begin(run_id, thread_id, recorded, self.policy.lease_ttl_s, lease.holder))
+            else:
+                record = asyncio.ensure_future(store.accept(run_id, thread_id, recorded, idempotency_key=idempotency_key))
             try:
-                await lease.acquire(self.policy.on_busy, self.policy.busy_timeout_s, new=True, holder=holder)
-            except ThreadBusyError as exc:
-                store.set_status(run_id, "rejected", str(exc))
+                first = await settle(record)
+                if idempotency_key is not None:
+                    if first is not None:  # a retry: follow the run already recorded under the key
+                        existing: RunRecord = first  # type: ignore[assignment]
+                        async for event in self._follow(store, existing, nodes):
+                            yield event
+                        return
+                    first = ""
+                await lease.acquire(self.policy.on_busy, self.policy.busy_timeout_s, new=True, holder=first)  # type: ignore[arg-type]
+            except BaseException as exc:
+                if record.done() and not record.cancelled() and record.exception() is None and not lease.released:
+                    if record.result() is None or idempotency_key is None:  # this request recorded a run
+                        await self._not_started(lease, exc)
                 raise
             async with lease.held():
                 async for event in self._drive(graph, lease, new_run(request, run_id), thread_id, run_id, nodes):
                     yield event
 
+    @staticmethod
+    async def _not_started(lease: ThreadLease, exc: BaseException) -> None:
+        """Record a run that ended before its graph started: rejected (thread busy),
+        cancelled (its caller went away) or failed."""
+        if isinstance(exc, ThreadBusyError):
+            try:
+                await lease.finish("rejected", str(exc))
+            except Exception as also:
+                log.error("run %s was rejected and could not be recorded: %s", lease.run_id, also)
+        else:
+            await lease.end(exc)
+
+    async def _follow(self, store: RunStore, run: RunRecord, nodes: bool) -> AsyncIterator[NodeEvent]:
+        """The result of the run recorded under an idempotency key: stored when it is
+        done; waited for while a live process runs it; else it is resumed as the
+        same run (failed, cancelled or orphaned: finished nodes and effects kept)."""
+        waited, delay = 0.0, 0.02
+        while True:
+            now = await store.get(run.run_id) or run
+            if now.status == "done":
+                if now.result is not None:
+                    yield NodeEvent(node="end", result=RunResult.model_validate_json(now.result))
+                    return
+                raise CheckpointError(now.thread_id, f"run {now.run_id} is done but its result was not kept")
+            if now.status in UNFINISHED and await store.owner_alive(now):
+                if waited >= self.policy.busy_timeout_s:
+                    raise ThreadBusyError(now.thread_id, now.run_id, waited_s=waited)
+                await asyncio.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, 0.25)
+                continue
+            if now.status not in (*UNFINISHED, "failed"):  # cancelled, rejected, superseded: retried now
+                await settle(store.set_status(now.run_id, "failed", f"retried after it was {now.status}"))
+            got = False
+            async for event in self._resume(now.thread_id, now, nodes=nodes):
+                got = got or event.result is not None
+                yield event
+            if got:
+                return
+
     async def _resume(self, thread_id: str, run: RunRecord | None = None, *, nodes: bool = True) -> AsyncIterator[NodeEvent]:
         async with self._session() as (graph, store):
             if graph.checkpointer is None:
                 raise UserError("this graph has no checkpointer, so there is nothing to resume")
-            run = run or await store.call(store.latest_open, thread_id)
+            run = run or await store.latest_open(thread_id)
             run_id = run.run_id if run is not None else uuid.uuid4().hex
             lease = ThreadLease(store, thread_id, run_id, ttl_s=self.policy.lease_ttl_s)
+            lease.keep_result = run is not None and run.idempotency_key is not None
             await lease.acquire(self.policy.on_busy, self.policy.busy_timeout_s)
             async with lease.held():
                 if run is not None:
-                    now = await store.call(store.get, run.run_id)
+                    now = await store.get(run.run_id)
                     if now is None or now.status != "running":
                         return  # another process finished (or superseded) it meanwhile
                 values = (await graph.aget_state(_config(thread_id))).values
@@ -283,15 +357,13 @@ class Runner:
                     raise CheckpointError(thread_id, "the run ended but its final state is not in the checkpoint")
         except BaseException as exc:
             _annotate(exc, thread_id, run_id)
-            if run_id:
-                try:  # synchronous: this also runs while the task is being cancelled
-                    lease.finish("failed", f"{type(exc).__name__}: {exc}"[:2000])
-                except Exception as also:  # never hide the run's own error behind this one
-                    log.error("run %s failed (%s) and could not be marked failed: %s", run_id, exc, also)
+            if run_id:  # failed, cancelled (the caller went away) or, at shutdown, left recoverable
+                await lease.end(exc)
             raise
+        result = self.result_of(thread_id, state, True)
         if run_id:
-            await lease.afinish("done")
-        yield NodeEvent(node="end", result=self.result_of(thread_id, state, True))
+            await lease.finish("done", result=result.model_dump_json() if lease.keep_result else None)
+        yield NodeEvent(node="end", result=result)
 
     async def aget_result(self, thread_id: str) -> RunResult | None:
         """The result as checkpointed for ``thread_id``, or ``None`` if unknown."""
@@ -303,7 +375,7 @@ class Runner:
 
     async def apending_runs(self, *, include_failed: bool = False, thread_prefix: str = "") -> list[RunRecord]:
         async with self._session() as (_, store):
-            runs = await store.call(store.orphaned, include_failed=include_failed)
+            runs = await store.orphaned(include_failed=include_failed)
         return [r for r in runs if r.thread_id.startswith(thread_prefix)]
 
     async def arecover(self, *, include_failed: bool = False, thread_prefix: str = "") -> list[RunResult]:

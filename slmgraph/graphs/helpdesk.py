@@ -9,6 +9,7 @@ a proposed new intent name.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from .._errors import ConfigError
 from ..agents._escalation import EscalationAgent
@@ -104,6 +105,8 @@ def helpdesk_graph(
         top_k=top_k,
         name="triage",
         description="sort a customer-support message into one help-desk intent",
+        # the bank's vectors and head are kept beside the checkpoint file
+        cache=(Path(cfg.checkpoint).parent / "embeddings") if cfg.checkpoint else None,
     )
     return build_graph(
         [skill],

@@ -24,7 +24,9 @@ _EXPORTS = {
          "parse_json_reply", "try_parse_json"],
         "._base",
     ),
-    **dict.fromkeys(["Embedder", "OllamaEmbedder", "HashingEmbedder", "default_embedder", "cosine"], "._embed"),
+    **dict.fromkeys(["Embedder", "OllamaEmbedder", "HashingEmbedder", "OnnxE5Embedder", "default_embedder", "cosine"],
+                    "._embed"),
+    "EmbeddingCache": "._embed_cache",
     "OllamaModel": "._ollama",
     "OpenAIModel": "._openai",
     "LlamaCppModel": "._llamacpp",
@@ -57,7 +59,8 @@ if TYPE_CHECKING:
         try_parse_json,
     )
     from ._breaker import CircuitBreaker, ConcurrencyLimit, GuardedModel
-    from ._embed import Embedder, HashingEmbedder, OllamaEmbedder, cosine, default_embedder
+    from ._embed import Embedder, HashingEmbedder, OllamaEmbedder, OnnxE5Embedder, cosine, default_embedder
+    from ._embed_cache import EmbeddingCache
     from ._fallback import FallbackModel
     from ._langchain import LangChainModel
     from ._llamacpp import LlamaCppModel, default_gguf_path

@@ -25,8 +25,19 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from .._env import check_ollama_host
+
 if TYPE_CHECKING:  # the SDK loads on the first call, not on import
     import ollama
+
+
+def _sdk() -> Any:
+    """The ``ollama`` module, imported on first use; it builds a client from
+    ``OLLAMA_HOST`` when imported, so a malformed value is a ConfigError naming it."""
+    check_ollama_host()
+    import ollama
+
+    return ollama
 
 from .._errors import (
     IncompleteStreamError,
@@ -133,7 +144,7 @@ class OllamaModel(Model):
     def _get_client(self) -> ollama.AsyncClient:
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop:
-            import ollama
+            ollama = _sdk()
 
             # A client made on another (probably closed) loop is dropped, not closed:
             # closing it would need that loop.
@@ -190,7 +201,7 @@ class OllamaModel(Model):
     @contextlib.contextmanager
     def _translated(self, *, model_call: bool = True) -> Iterator[None]:
         """Turn ollama/httpx failures raised inside the block into slmgraph errors."""
-        import ollama
+        ollama = _sdk()
 
         who = dict(model=self.name, provider=PROVIDER)
         box: dict[str, float] = {}

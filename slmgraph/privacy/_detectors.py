@@ -10,15 +10,24 @@ of that kind (it is an order number, a date, a version ...).
 Names have no format: they come from a pluggable :class:`NameDetector`. The
 built-in :class:`GazetteerNameDetector` knows common given names and honorifics;
 plug in a stronger one (an NER model) with the same one-method protocol.
+
+:func:`find_pii` runs the detectors on the text *folded* to one spelling (see
+:mod:`._normalize`: NFKC, no zero-width or format characters, one kind of space,
+dash and apostrophe, JSON escapes decoded) and maps each finding back to the
+original characters. Patterns therefore use separator *classes* (any space, a
+dash, a dot, a line break) and match letters in either case where a format allows it.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+from ._normalize import fold
 
 __all__ = [
     "Finding",
@@ -95,7 +104,9 @@ _IBAN_LENGTHS = {
 
 def iban_ok(iban: str) -> bool:
     """Length for the country (where known, else 15..34) and the mod-97 check."""
-    s = iban.replace(" ", "").upper()
+    s = re.sub(r"[\s\-.]", "", iban).upper()
+    if not s.isascii() or not s.isalnum():
+        return False
     want = _IBAN_LENGTHS.get(s[:2])
     if (want and len(s) != want) or not 15 <= len(s) <= 34 or not s[2:4].isdigit():
         return False
@@ -161,6 +172,8 @@ def _phone_ok(value: str) -> bool:
         return False
     if value.startswith("+"):
         return 8 <= len(digits) <= 15
+    if re.match(r"00[1-9]\d{0,2}[ .-]", value):  # the international prefix written as 00
+        return 10 <= len(digits) <= 17
     if digits.startswith("0"):  # a national number with its trunk prefix (UK, DE, FR, ...)
         return 10 <= len(digits) <= 11
     groups = re.findall(r"\d+", value)
@@ -179,21 +192,40 @@ class PatternDetector:
         kind: the kind reported.
         pattern: candidates; group 1, if present, is the value.
         check: confirms a candidate; ``None`` accepts every match.
+        flags: ``re`` flags for ``pattern``.
+        split: a pattern of the separators inside a value; a candidate that fails
+            its check is then tried part by part (whole groups, longest first), so
+            a number run on into the next one ("... 9734\n5 x 524 ml") or after
+            another ("invoice 1234 4111 ...") is still found.
     """
 
-    def __init__(self, kind: str, pattern: str, check=None, flags: int = 0) -> None:
+    def __init__(self, kind: str, pattern: str, check=None, flags: int = 0, split: str | None = None) -> None:
         self.kinds = (kind,)
         self.kind = kind
         self.pattern = re.compile(pattern, flags)
         self.check = check
+        self.split = re.compile(split) if split else None
+
+    def _part(self, value: str) -> tuple[int, int] | None:
+        assert self.split is not None and self.check is not None
+        seps = list(self.split.finditer(value))
+        starts = [0] + [m.end() for m in seps]
+        ends = [m.start() for m in seps] + [len(value)]
+        parts = sorted(((a, b) for a in starts for b in ends if b > a), key=lambda p: p[0] - p[1])
+        return next(((a, b) for a, b in parts if (a, b) != (0, len(value)) and self.check(value[a:b])), None)
 
     def find(self, text: str) -> list[Finding]:
         out = []
-        for m in self.pattern.finditer(text):
-            g = 1 if self.pattern.groups else 0
-            value = m.group(g)
+        g = 1 if self.pattern.groups else 0
+        pos = 0
+        while (m := self.pattern.search(text, pos)) is not None:
+            value, pos = m.group(g), m.end()
             if self.check is None or self.check(value):
                 out.append(Finding(self.kind, m.start(g), m.end(g), value))
+            elif self.split is not None and (part := self._part(value)) is not None:
+                a, b = part
+                out.append(Finding(self.kind, m.start(g) + a, m.start(g) + b, value[a:b]))
+                pos = m.start(g) + b  # what follows the part may start the next value
         return out
 
 
@@ -202,7 +234,7 @@ class _IbanDetector(PatternDetector):
     following word is shortened group by group until it passes its check."""
 
     def __init__(self) -> None:
-        super().__init__("iban", r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{1,4}){3,8}\b")
+        super().__init__("iban", r"\b[A-Z]{2}\d{2}(?:[ \t-]?[A-Z0-9]{1,4}){3,8}\b", flags=re.IGNORECASE)
 
     def find(self, text: str) -> list[Finding]:
         out = []
@@ -212,29 +244,40 @@ class _IbanDetector(PatternDetector):
                 if iban_ok(value):
                     out.append(Finding("iban", m.start(), m.start() + len(value), value))
                     break
-                value = value.rsplit(" ", 1)[0] if " " in value else ""
+                cut = max(value.rfind(" "), value.rfind("\t"), value.rfind("-"))
+                value = value[:cut] if cut > 0 else ""
         return out
 
 
 _NOT_IN_WORD = r"(?<![\w.@/-])"
 _END = r"(?![\w@/-]|\.\d)"
+#: Between the digit groups of a number: a space or tab, a dash, a dot, or a line
+#: break, at most two of them ("4111  1111", "4111.\n1111"); in folded text.
+_GAP = r"[ \t\r\n.-]{0,2}"
+#: Between the parts of an id or a phone number: one space, tab, dash or dot.
+_SEP = r"[ \t.-]"
 
 
 def default_detectors() -> list[Detector]:
     """The built-in pattern detectors, in priority order (an earlier detector wins an
     overlapping span)."""
     return [
-        PatternDetector("email", r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"),
+        # Internationalised addresses too: letters of any script in the local part
+        # and the domain (and a TLD of letters, or punycode).
+        PatternDetector("email", r"(?<![\w.+-])[\w.%+-]+@[\w-]+(?:\.[\w-]+)*\.(?:[^\W\d_]{2,}|xn--[a-z0-9-]+)\b"),
         _IbanDetector(),
-        PatternDetector("card", _NOT_IN_WORD + r"(\d(?:[ -]?\d){12,18})" + _END,
-                        lambda v: _card_ok(re.sub(r"\D", "", v))),
-        PatternDetector("us_ssn", _NOT_IN_WORD + r"(\d{3}[- ]\d{2}[- ]\d{4})" + _END, _ssn_ok),
-        PatternDetector("uk_nino", r"\b((?!BG|GB|KN|NK|NT|TN|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D])\b"),
-        PatternDetector("es_dni", r"\b(\d{8}-?[A-Z]|[XYZ]\d{7}-?[A-Z])\b", _dni_ok),
-        PatternDetector("ca_sin", _NOT_IN_WORD + r"(\d{3}[- ]\d{3}[- ]\d{3})" + _END, _sin_ok),
+        PatternDetector("card", _NOT_IN_WORD + rf"(\d(?:{_GAP}\d){{12,18}})" + _END,
+                        lambda v: _card_ok(re.sub(r"\D", "", v)), split=r"[ \t\r\n.-]+"),
+        PatternDetector("us_ssn", _NOT_IN_WORD + rf"(\d{{3}}{_SEP}\d{{2}}{_SEP}\d{{4}})" + _END, _ssn_ok),
+        PatternDetector("uk_nino", r"\b((?!BG|GB|KN|NK|NT|TN|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D])\b",
+                        flags=re.IGNORECASE),
+        PatternDetector("es_dni", r"\b(\d{8}[ -]?[A-Z]|[XYZ]\d{7}[ -]?[A-Z])\b",
+                        lambda v: _dni_ok(v.replace(" ", "")), flags=re.IGNORECASE),
+        PatternDetector("ca_sin", _NOT_IN_WORD + rf"(\d{{3}}{_SEP}\d{{3}}{_SEP}\d{{3}})" + _END, _sin_ok),
         PatternDetector("ipv4", r"(?<![\w.])((?:\d{1,3}\.){3}\d{1,3})(?![\w]|\.\d)", _ipv4_ok),
         PatternDetector("ipv6", r"(?<![\w:.])((?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?(?:%\w+)?)(?![\w:])", _ipv6_ok),
-        PatternDetector("phone", r"(?<![\w+])((?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{1,8}(?:[ .-]\d{1,8}){0,5})(?![\w])", _phone_ok),
+        PatternDetector("phone", rf"(?<![\w+])((?:\+\d{{1,3}}{_SEP}?)?(?:\(\d{{1,4}}\){_SEP}?)?\d{{1,8}}(?:{_SEP}\d{{1,8}}){{0,5}})(?![\w])",
+                        _phone_ok),
     ]
 
 
@@ -249,18 +292,33 @@ Javier Jennifer Jessica Joao John Jonathan Jose Joseph Juan Julia Karen Karim Ka
 Linda Lisa Lucas Lucia Luis Maria Mario Marta Mary Matthew Mei Michael Michelle Miguel Mohammed Nadia Natalia
 Nicole Noah Olga Olivia Omar Oscar Patricia Paul Pedro Peter Priya Rachel Rahul Raj Rebecca Richard Robert
 Rosa Ryan Sakura Samuel Sandra Sara Sarah Sean Sergei Sofia Sophie Stefan Stephen Susan Thomas Tom Wei William
-Yuki Zara Zoe
+Yuki Zara Zoe Søren Björn Sinéad Renée Zoë Seán Chloé Jürgen Ángel Inés
 """.split())
-_TITLE = r"(?:Mr|Mrs|Ms|Miss|Dr|Prof|Sir|Madam|Herr|Frau|Sr|Sra)\.?"
-_SURNAME = r"[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?"
+_TITLES = frozenset("mr mrs ms miss mx dr prof sir madam herr frau sr sra mme mlle".split())
+#: A word: letters of any script, with inner apostrophes or hyphens (O'Brien, Van-Dijk).
+_WORD = re.compile(r"[^\W\d_]+(?:['-][^\W\d_]+)*")
+
+
+def _plain(word: str) -> str:
+    """``word`` without accents, case-folded: José, JOSE and jose are one name."""
+    return "".join(c for c in unicodedata.normalize("NFKD", word) if not unicodedata.combining(c)).casefold()
+
+
+def _capitalised(word: str, caps: bool) -> bool:
+    """A name-like word: starts with a capital (McDonald, O'Brien, Ávila); in an
+    all-capitals name (``caps``), all capitals."""
+    return word[0].isupper() and (word.isupper() == caps or len(word) == 1 or (not caps and word[1:2] == "'"))
 
 
 class GazetteerNameDetector:
     """Person names by a list of common given names and by honorifics.
 
-    Finds "Given Surname" (a known given name followed by a capitalised word), and
-    "Dr. Surname" / "Mrs Given Surname" after an honorific. A bare given name is
-    not reported (too many are also words: Mark, Grace, Will).
+    Finds "Given Surname" (a known given name followed by one or two capitalised
+    words) and "Dr. Surname" / "Mrs Given Surname" after an honorific. Given names
+    match without regard to accents or case (José = Jose, MARIA = Maria); surnames
+    may carry diacritics, apostrophes and inner capitals (Núñez, O'Brien,
+    McDonald); a name in capitals (JOHN SMITH) is found as a whole. A bare given
+    name is not reported (too many are also words: Mark, Grace, Will).
 
     Args:
         given_names: replaces the built-in list of about 150 given names.
@@ -269,17 +327,36 @@ class GazetteerNameDetector:
     kinds = ("name",)
 
     def __init__(self, given_names: Iterable[str] | None = None) -> None:
-        names = frozenset(given_names) if given_names is not None else _GIVEN
-        given = "|".join(sorted(map(re.escape, names), key=len, reverse=True))
-        self._titled = re.compile(rf"\b{_TITLE} ((?:{_SURNAME} )?{_SURNAME})\b")
-        self._given = re.compile(rf"\b((?:{given}) {_SURNAME}(?: {_SURNAME})?)\b")
+        self.given = frozenset(_plain(n) for n in (given_names if given_names is not None else _GIVEN))
 
     def available(self) -> str | None:
         return None
 
     def find(self, text: str) -> list[Finding]:
-        out = [Finding("name", m.start(1), m.end(1), m.group(1)) for m in self._titled.finditer(text)]
-        out += [Finding("name", m.start(1), m.end(1), m.group(1)) for m in self._given.finditer(text)]
+        words = [(m.start(), m.end(), m.group(0)) for m in _WORD.finditer(text)]
+        out: list[Finding] = []
+        i = 0
+        while i < len(words):
+            start, end, word = words[i]
+            caps = word.isupper() and len(word) > 1
+            titled = _plain(word) in _TITLES and _capitalised(word, caps)
+            if not titled and not (_plain(word) in self.given and _capitalised(word, caps)):
+                i += 1
+                continue
+            # The following name-like words, each after one space (". " after a title).
+            j, last = i + 1, end
+            while j < len(words) and j - i <= (1 if caps else 2):
+                gap = text[last:words[j][0]]
+                if gap not in (" ", ". ") or (gap == ". " and not (titled and j == i + 1)):
+                    break
+                if not _capitalised(words[j][2], caps) or _plain(words[j][2]) in _TITLES:
+                    break
+                last = words[j][1]
+                j += 1
+            if j > i + 1:
+                first = words[i + 1][0] if titled else start
+                out.append(Finding("name", first, last, text[first:last]))
+            i = j if j > i + 1 else i + 1
         return out
 
 
@@ -287,10 +364,15 @@ def find_pii(text: str, detectors: Sequence[Detector]) -> list[Finding]:
     """All findings of ``detectors`` in ``text``, without overlaps, in text order.
 
     Where spans overlap, the finding of the earlier detector wins, then the longer one.
+    The detectors see ``text`` folded (:func:`~slmgraph.privacy._normalize.fold`);
+    each finding's span and value are those of the original text.
     """
+    folded = fold(text)
     ranked = []
     for rank, det in enumerate(detectors):
-        ranked += [(rank, -(f.end - f.start), f) for f in det.find(text)]
+        for f in det.find(folded.text):
+            start, end = folded.span(f.start, f.end)
+            ranked.append((rank, -(end - start), Finding(f.kind, start, end, text[start:end])))
     ranked.sort(key=lambda t: (t[0], t[1], t[2].start))
     taken: list[Finding] = []
     for _, _, f in ranked:

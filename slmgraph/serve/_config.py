@@ -9,6 +9,9 @@ A TOML file may hold a ``[serve]`` table::
     max_concurrency = 8          # graph runs at once; the rest wait in a queue
     max_queue = 64               # waiting runs beyond this get 503
     max_body_bytes = 1048576
+    allowed_hosts = ["chat.internal"]   # Host names accepted besides the bind address
+    cors_origins = []            # browser origins allowed to call the API (off by default)
+    drain_seconds = 10           # on SIGTERM, how long running requests may finish
 
 Environment: ``SLMGRAPH_API_KEYS`` (comma-separated bearer tokens),
 ``SLMGRAPH_SERVE_HOST``, ``SLMGRAPH_SERVE_PORT``.
@@ -23,7 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
 
 from .._errors import ConfigError
 
@@ -44,6 +47,18 @@ class ServeConfig(BaseModel):
         max_queue: requests waiting for a slot beyond this get 503 at once.
         stream_chunk_chars: a streamed answer is sent in pieces of this many characters.
         conversation_id_max: longest accepted conversation id.
+        allowed_hosts: ``Host`` header names accepted besides the bind address (and,
+            on loopback, ``localhost``/``127.0.0.1``/``[::1]``); a request naming any
+            other host gets 421 (DNS rebinding). A wildcard bind (``0.0.0.0``) checks
+            ``Host`` only when this list is set.
+        cors_origins: browser origins (``https://app.example``) that may call the API
+            across origins; empty (the default) means CORS is off and any request
+            carrying a foreign ``Origin`` is refused with 403.
+        max_json_depth: deepest nesting accepted in a request body (400 beyond).
+        header_timeout: seconds a client may take to send a request's headers.
+        body_timeout: seconds a client may take to send a request's body (408 beyond).
+        drain_seconds: on SIGTERM, how long requests in progress may finish before
+            the server stops them (their runs stay recoverable) and exits.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -56,6 +71,12 @@ class ServeConfig(BaseModel):
     max_queue: int = Field(default=64, ge=0)
     stream_chunk_chars: PositiveInt = 32
     conversation_id_max: PositiveInt = 200
+    allowed_hosts: list[str] = Field(default_factory=list)
+    cors_origins: list[str] = Field(default_factory=list)
+    max_json_depth: PositiveInt = 64
+    header_timeout: PositiveFloat = 10.0
+    body_timeout: PositiveFloat = 30.0
+    drain_seconds: PositiveFloat = 10.0
 
     @field_validator("api_keys")
     @classmethod
@@ -64,6 +85,29 @@ class ServeConfig(BaseModel):
         if any(not k for k in keys):
             raise ValueError("an API key must not be empty")
         return keys
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, v: list[str]) -> list[str]:
+        out = []
+        for h in v:
+            h = h.strip().lower()
+            if not h or any(c in h for c in "/ @"):
+                raise ValueError(f"{h!r} is not a host name (give it without scheme or path)")
+            out.append(h)
+        return out
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        out = []
+        for o in v:
+            o = o.strip().rstrip("/").lower()
+            scheme, sep, rest = o.partition("://")
+            if o == "*" or not sep or scheme not in ("http", "https") or not rest or "/" in rest:
+                raise ValueError(f"{o!r} is not an origin: give scheme://host[:port], no wildcard")
+            out.append(o)
+        return out
 
 
 def is_loopback(host: str) -> bool:

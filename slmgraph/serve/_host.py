@@ -9,10 +9,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sqlite3
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,70 +21,15 @@ import anyio
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-from .._errors import (
-    ConfigError,
-    EmptyRequestError,
-    EscalationError,
-    InvalidModelOutputError,
-    ModelError,
-    ModelHTTPError,
-    ModelNotFoundError,
-    ModelTimeoutError,
-    ModelUnavailableError,
-    RequestTooLargeError,
-    SlmGraphError,
-    UserError,
-)
+from .._errors import ConfigError
 from ..graphs._graph import NodeEvent, SLMGraph
 from ..graphs._state import RunResult
+from ._failures import Failure, ServerBusy, UnknownModel, failure_of, is_storage_fault
 
 log = logging.getLogger("slmgraph.serve")
 
-__all__ = ["GraphHost", "ServerBusy", "UnknownModel", "Failure", "failure_of", "extension", "content_of"]
-
-
-class ServerBusy(Exception):
-    """Every run slot is taken and the queue is full."""
-
-
-class UnknownModel(Exception):
-    """The request names a model (graph) this server does not serve."""
-
-    def __init__(self, name: str, known: list[str]) -> None:
-        self.name = name
-        super().__init__(f"the model {name!r} does not exist; this server serves: {', '.join(known)}")
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """An error as a protocol can report it."""
-
-    status: int
-    code: str
-    message: str
-
-
-def failure_of(exc: BaseException) -> Failure:
-    """Map an exception raised by a run to an HTTP status and an error code."""
-    if isinstance(exc, RequestTooLargeError):
-        return Failure(413, "context_length_exceeded", str(exc))
-    if isinstance(exc, EmptyRequestError):
-        return Failure(400, "empty_request", str(exc))
-    if isinstance(exc, ModelTimeoutError):
-        return Failure(504, "model_timeout", str(exc))
-    if isinstance(exc, ModelUnavailableError | ModelNotFoundError):
-        return Failure(503, "model_unavailable", str(exc))
-    if isinstance(exc, ModelHTTPError):
-        return Failure(503 if exc.transient else 502, "model_error", str(exc))
-    if isinstance(exc, InvalidModelOutputError | ModelError | EscalationError):
-        return Failure(502, "model_error", str(exc))
-    if isinstance(exc, SlmGraphError) and not isinstance(exc, UserError):
-        return Failure(400, "invalid_request", str(exc))
-    if isinstance(exc, ServerBusy):
-        return Failure(503, "server_busy", "the server is at its concurrency limit and its queue is full; retry later")
-    if isinstance(exc, UnknownModel):
-        return Failure(404, "model_not_found", str(exc))
-    return Failure(500, "internal_error", f"the graph failed: {type(exc).__name__}: {exc}")
+__all__ = ["GraphHost", "ServerBusy", "UnknownModel", "Failure", "failure_of", "is_storage_fault", "extension",
+           "content_of", "Ticket"]
 
 
 def content_of(result: RunResult) -> str:
@@ -116,8 +62,32 @@ def extension(result: RunResult, conversation_id: str | None) -> dict[str, Any]:
     }
 
 
+class Ticket:
+    """A request's place in the limiter, taken when it is admitted. It counts as
+    waiting until the run gets a slot; :meth:`release` gives the place back if the
+    run never starts (the client left first). Releasing twice, or after the run
+    took its slot, is harmless."""
+
+    __slots__ = ("_limiter", "state")
+
+    def __init__(self, limiter: _Limiter) -> None:
+        self._limiter = limiter
+        self.state = "waiting"  # -> "running" -> "done"; or "waiting" -> "done"
+
+    def release(self) -> None:
+        """Give back a place that never became a running slot (a running slot is
+        given back by the run itself)."""
+        if self.state == "waiting":
+            self._limiter.waiting -= 1
+            self.state = "done"
+
+
 class _Limiter:
-    """At most ``limit`` runs at once; up to ``max_queue`` more wait in FIFO order."""
+    """At most ``limit`` runs at once; up to ``max_queue`` more wait in FIFO order.
+
+    A request is counted when it is admitted (:meth:`admit`), before its response
+    starts, so streaming requests whose runs begin later count too.
+    """
 
     def __init__(self, limit: int, max_queue: int) -> None:
         self.limit = limit
@@ -126,28 +96,57 @@ class _Limiter:
         self.waiting = 0
         self._sem: asyncio.Semaphore | None = None
 
-    def admit(self) -> None:
-        if self.active >= self.limit and self.waiting >= self.max_queue:
-            raise ServerBusy()
-
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    def sem(self) -> asyncio.Semaphore:
         if self._sem is None:  # created on the serving loop
             self._sem = asyncio.Semaphore(self.limit)
+        return self._sem
+
+    def admit(self) -> Ticket:
+        """A place for one more request, or :class:`ServerBusy` when the slots and
+        the queue are full."""
+        if self.active + self.waiting >= self.limit + self.max_queue:
+            raise ServerBusy()
         self.waiting += 1
+        return Ticket(self)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, ticket: Ticket) -> AsyncIterator[None]:
+        if ticket.state != "waiting":
+            raise RuntimeError("a limiter ticket is used once")
         try:
-            await self._sem.acquire()
-        finally:
-            self.waiting -= 1
+            await self.sem().acquire()
+        except BaseException:
+            ticket.release()
+            raise
+        self.waiting -= 1
         self.active += 1
+        ticket.state = "running"
         try:
             yield
         finally:
             self.active -= 1
-            self._sem.release()
+            ticket.state = "done"
+            self.sem().release()
 
 
 _END = object()
+
+
+def _probe_file(path: Path, timeout: float) -> str | None:
+    try:
+        st = os.statvfs(path.parent)
+        if st.f_bavail * st.f_frsize < 1 << 20:
+            return "the checkpoint disk is full"
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
+            conn.execute("SELECT 1 FROM checkpoints LIMIT 1").fetchall()
+        finally:
+            conn.close()
+    except (OSError, sqlite3.Error) as exc:
+        log.error("storage probe of %s failed: %s: %s", path, type(exc).__name__, exc)
+        return f"the checkpoint store failed ({type(exc).__name__})"
+    return None
 
 
 class GraphHost:
@@ -163,6 +162,9 @@ class GraphHost:
         self._stack: contextlib.AsyncExitStack | None = None
         self._threads: dict[str, list[Any]] = {}  # thread id -> [lock, requests holding or awaiting it]
         self.recovery: asyncio.Task[int] | None = None  # finishing what a crashed server left
+        self._savers: dict[Path, BaseCheckpointSaver] = {}
+        self.last_storage_fault = 0.0  # monotonic time of the last storage fault a run hit
+        self.fault_hold_s = 30.0
 
     def names(self) -> list[str]:
         return list(self.graphs)
@@ -186,7 +188,7 @@ class GraphHost:
         run; a server shares one per file instead.
         """
         self._stack = contextlib.AsyncExitStack()
-        savers: dict[Path, BaseCheckpointSaver] = {}
+        savers = self._savers = {}
         for name, g in self.configured.items():
             if g.checkpoint is None or isinstance(g.checkpoint, BaseCheckpointSaver):
                 continue
@@ -234,6 +236,7 @@ class GraphHost:
         if self._stack is not None:
             await self._stack.aclose()
             self._stack = None
+        self._savers = {}
         self.graphs = dict(self.configured)
 
     def thread_users(self, thread_id: str) -> int:
@@ -254,32 +257,67 @@ class GraphHost:
                 del self._threads[thread_id]
 
     @staticmethod
-    def thread_id(name: str, conversation_id: str | None) -> str:
-        """The graph thread of a conversation; a new one when there is no id."""
-        return f"{name}/{conversation_id}" if conversation_id else f"{name}/{uuid.uuid4().hex}"
+    def thread_id(name: str, conversation_id: str | None, tenant: str | None = None) -> str:
+        """The graph thread of a conversation: ``NAME/ID``, or ``NAME/TENANT/ID`` for a
+        client authenticated by an API key (``tenant`` identifies the key), so one
+        key's conversation ids never reach another key's threads."""
+        cid = conversation_id or uuid.uuid4().hex
+        return f"{name}/{tenant}/{cid}" if tenant else f"{name}/{cid}"
 
-    async def events(self, name: str, text: str, thread_id: str) -> AsyncIterator[NodeEvent]:
+    async def probe(self, timeout: float = 2.0) -> str | None:
+        """``None`` when every checkpoint store answers, else what failed (no paths).
+
+        Opens each shared SQLite file afresh (read-only, in a worker thread, bounded
+        by ``timeout``) so that what is on disk is read, not the server connection's
+        cache; checks its disk has room; and reports a storage fault a run hit in
+        the last ``fault_hold_s`` seconds.
+        """
+        for path in self._savers:
+            try:
+                problem = await asyncio.wait_for(asyncio.to_thread(_probe_file, path, timeout), timeout)
+            except TimeoutError:
+                problem = f"the checkpoint store did not answer within {timeout:g}s"
+            if problem is not None:
+                return problem
+        if self.last_storage_fault and time.monotonic() - self.last_storage_fault < self.fault_hold_s:
+            return f"a run failed to write its checkpoint in the last {self.fault_hold_s:g}s"
+        return None
+
+    def storage_failed(self, exc: BaseException) -> None:
+        """Record a storage fault a run hit (for :meth:`probe`) and log it whole."""
+        self.last_storage_fault = time.monotonic()
+        log.error("storage fault in a served run: %s: %s", type(exc).__name__, exc)
+
+    async def events(
+        self, name: str, text: str, thread_id: str, ticket: Ticket, idempotency_key: str | None = None,
+    ) -> AsyncIterator[NodeEvent]:
         """Stream a run's node events from a queued slot.
 
         The run executes in its own task, after any earlier run on the same thread
         has finished. Closing this iterator early (the client went away) cancels
         that task and waits for it, so the run stops at a step boundary and its last
-        checkpoint is whole before anything else touches the thread.
+        checkpoint is whole before anything else touches the thread; the run is
+        marked ``cancelled``. With ``idempotency_key`` (already scoped to the
+        caller), a retry maps to the run recorded under it.
         """
         graph = self.graphs[name]
         queue: asyncio.Queue[Any] = asyncio.Queue()
 
         async def produce() -> None:
             try:
-                async with self._one_run_per_thread(thread_id), self.limiter.slot():
-                    async for event in graph.astream(text, thread_id=thread_id):
+                async with self._one_run_per_thread(thread_id), self.limiter.slot(ticket):
+                    async for event in graph.astream(text, thread_id=thread_id, idempotency_key=idempotency_key):
                         queue.put_nowait(event)
             except Exception as exc:  # noqa: BLE001 - handed to the consumer
                 queue.put_nowait(exc)
             else:
                 queue.put_nowait(_END)
 
-        task = asyncio.create_task(produce(), name=f"slmgraph-run-{thread_id}")
+        try:
+            task = asyncio.create_task(produce(), name=f"slmgraph-run-{thread_id}")
+        except BaseException:
+            ticket.release()
+            raise
         try:
             while True:
                 item = await queue.get()
@@ -294,3 +332,4 @@ class GraphHost:
             # Shielded: the caller may be inside a cancelled anyio scope.
             with anyio.CancelScope(shield=True):
                 await asyncio.wait([task])
+            ticket.release()  # a run cancelled before it started never took its slot

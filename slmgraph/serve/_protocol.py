@@ -3,13 +3,21 @@ the text of the last user message, and chunking a streamed answer."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ._host import Failure
 
-__all__ = ["ChatCall", "Refused", "last_user_text", "model_of", "flag", "conversation_of", "pieces", "result_headers"]
+__all__ = ["ChatCall", "Refused", "last_user_text", "model_of", "flag", "conversation_of", "pieces", "result_headers",
+           "parse_json", "safe_id", "SAFE_ID"]
+
+#: What an id from a client (conversation id, idempotency key) may hold: it becomes
+#: part of a thread id and goes back out in response headers.
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+=-]*")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class Refused(Exception):
@@ -47,6 +55,50 @@ def _text(content: Any, where: str) -> str:
                 parts.append(part["text"])
         return "\n".join(parts)
     raise Refused(400, "invalid_request", f"{where}.content must be a string or a list of content parts")
+
+
+def parse_json(raw: bytes, max_depth: int) -> dict[str, Any]:
+    """A request body as a JSON object, checked before anything reads it.
+
+    Raises:
+        Refused: 400 for bytes that are not UTF-8 JSON, nesting deeper than
+            ``max_depth``, a lone surrogate (``"\\ud800"``) in any string, or a
+            body that is not an object.
+    """
+    try:
+        body = json.loads(raw)
+    except RecursionError:
+        raise Refused(400, "invalid_json", f"the request body is nested deeper than {max_depth} levels") from None
+    except (ValueError, UnicodeDecodeError):
+        raise Refused(400, "invalid_json", "the request body is not valid UTF-8 JSON") from None
+    if not isinstance(body, dict):
+        raise Refused(400, "invalid_request", "the request body must be a JSON object")
+    stack: list[tuple[Any, int]] = [(body, 1)]
+    while stack:  # iterative: a deep body cannot exhaust the interpreter's stack here
+        value, depth = stack.pop()
+        if depth > max_depth:
+            raise Refused(400, "invalid_json", f"the request body is nested deeper than {max_depth} levels")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            for text in (key, item):
+                if isinstance(text, str) and _SURROGATE.search(text):
+                    raise Refused(400, "invalid_json", "the request body holds a lone UTF-16 surrogate "
+                                  "(an unpaired \\ud800-\\udfff escape); send valid Unicode text")
+            if isinstance(item, dict | list):
+                stack.append((item, depth + 1))
+    return body
+
+
+def safe_id(value: Any, what: str, max_len: int) -> str:
+    """``value`` when it is a string of :data:`SAFE_ID` characters of at most ``max_len``.
+
+    Raises:
+        Refused: 400, naming ``what`` and the allowed characters.
+    """
+    if not isinstance(value, str) or len(value) > max_len or not SAFE_ID.fullmatch(value):
+        raise Refused(400, "invalid_request", f"{what} must be 1 to {max_len} characters of A-Z, a-z, 0-9 and "
+                      "._:@+=- (starting with a letter or digit)")
+    return value
 
 
 def last_user_text(body: Mapping[str, Any]) -> str:
@@ -89,9 +141,7 @@ def conversation_of(body: Mapping[str, Any], headers: Mapping[str, str], max_len
     cid: Any = headers.get("x-conversation-id") or body.get("conversation_id")
     if cid is None or cid == "":
         return None
-    if not isinstance(cid, str) or len(cid) > max_len or not cid.isprintable():
-        raise Refused(400, "invalid_request", f"a conversation id must be printable text of at most {max_len} characters")
-    return cid
+    return safe_id(cid, "a conversation id", max_len)
 
 
 def pieces(text: str, size: int) -> Iterator[str]:

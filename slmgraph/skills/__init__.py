@@ -2,6 +2,9 @@
 
 from ._answer import AnswerOutput, ReasoningSignal, answer_skill, detect_reasoning
 from ._classify import ClassifyOutput, ExampleBank, LabelScore, classify_skill
+from ._bank import Ranked, load_examples
+from ._head import LinearHead
+from ._oos import OOSRule
 from ._codegen import CodeResult, CodeTask, GeneratedCode, TestReport, generate_code_skill, run_tests
 from ._extract import DEFAULT_CLAUSE_TYPES, Clause, Extraction, extract_skill, locate_quote, split_chunks
 from ._parse_command import CommandTemplate, ParsedCommand, grounded, parse_command_skill, value_in_text
@@ -70,6 +73,10 @@ __all__ = [
     "ClassifyOutput",
     "LabelScore",
     "ExampleBank",
+    "Ranked",
+    "load_examples",
+    "LinearHead",
+    "OOSRule",
     "summarize_skill",
     "SummaryOutput",
     "generate_code_skill",

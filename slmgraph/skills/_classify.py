@@ -1,12 +1,16 @@
-"""The classify skill: one label out of hundreds, retrieval first, then a small model.
+"""The classify skill: one label out of hundreds, a trained head first, then a small model.
 
 A small model cannot read 200 labels in its prompt, so the skill narrows first:
-it embeds its labelled example bank once (cached), retrieves the examples nearest
-to the request, keeps the ``top_k`` distinct labels as candidates, and asks the
-small model to choose among those candidates or ``"none"``; the choice is
-schema-constrained to exactly that list. "None fits" (the model says so, or
-retrieval finds nothing close enough) is rejected with ``NONE_FITS`` and a draft
-holding the nearest labels and a proposed new label, so the graph escalates.
+its labelled example bank is embedded once (and cached on disk), a calibrated
+head (:class:`~slmgraph.skills.LinearHead`) is fitted on it, and the head's
+``top_k`` labels for the request become the candidates. When the head's lead is
+decisive (calibrated on the bank for a target precision) the best label is
+accepted without a model call; otherwise the small model chooses among the
+candidates or ``"none"``, schema-constrained to exactly that list. "None fits"
+(the out-of-scope rule says so: the head's confidence or the nearest example's
+similarity is below its bar; or the model says so) is rejected with
+``NONE_FITS`` and a draft holding the nearest labels and a proposed new label,
+so the graph escalates.
 """
 
 from __future__ import annotations
@@ -20,7 +24,10 @@ from pydantic import BaseModel, Field, create_model
 
 from .._errors import ConfigError
 from ..models._embed import Embedder
-from ._bank import ExampleBank
+from ..models._embed_cache import EmbeddingCache, Progress
+from ._bank import ExampleBank, Ranked
+from ._head import LinearHead
+from ._oos import OOSRule
 from ._run import run_skill
 from ._skill import AcceptancePolicy, Accepted, EscalationReason, Rejected, Skill, TextInput
 
@@ -38,10 +45,12 @@ _INSTRUCTIONS = (
 
 
 class LabelScore(BaseModel):
-    """A candidate label and its retrieval similarity (cosine of the nearest example)."""
+    """A candidate label, its retrieval similarity (cosine of the nearest example) and
+    the head's calibrated probability (``None`` without a head)."""
 
     label: str
     score: float
+    probability: float | None = None
 
 
 class ClassifyOutput(BaseModel):
@@ -49,7 +58,8 @@ class ClassifyOutput(BaseModel):
 
     label: str = Field(description="the chosen label")
     similarity: float = Field(description="retrieval similarity of the chosen label's nearest example")
-    confidence: float | None = Field(None, description="the small model's confidence in its choice, when measured")
+    confidence: float | None = Field(None, description="the small model's confidence in its choice when it chose; "
+                                     "the head's calibrated probability when the head decided alone")
     candidates: list[LabelScore] = Field(description="the labels the small model chose among, best first")
 
 
@@ -98,39 +108,56 @@ def classify_skill(
     decisive_precision: float = 0.97,
     propose_with_model: bool = True,
     model: str = "small",
+    head: LinearHead | bool = True,
+    cache: EmbeddingCache | str | bool | None = None,
+    seed: int = 0,
+    progress: Progress = None,
 ) -> Skill:
     """One label out of ``labels`` (hundreds work), or "none fits".
 
     Args:
         labels: the label set; ``"none"`` is reserved.
-        examples: labelled example texts ``(text, label)``: the retrieval bank.
-        embedder: embeds the bank (once, on first use) and each request.
-        top_k: distinct candidate labels shown to the small model.
+        examples: labelled example texts ``(text, label)``: the bank (or a CSV /
+            JSON-lines file of them, see :func:`~slmgraph.skills.load_examples`).
+        embedder: embeds the bank (once, on first use; cached on disk) and each request.
+        top_k: candidate labels shown to the small model (the head's best).
         name, description: the skill's name and the line a router reads.
         none_threshold: below this retrieval similarity the request is "none fits"
             without asking the model. ``None`` calibrates it on the bank (once, on
             first use), per label: the ``none_quantile`` of its examples' similarity
             to the nearest other example of the same label, so that about that
             share of in-domain requests is sent to "none" by retrieval alone (labels
-            with fewer than 5 examples use the quantile over the whole bank).
+            with fewer than 5 examples use the quantile over the whole bank). With a
+            head, its calibrated confidence must also reach the ``none_quantile`` of
+            the bank's out-of-fold confidences. :meth:`ClassifyRunner.fit_thresholds`
+            replaces both bars with ones fitted on a validation split.
         min_confidence: confidence the small model's choice needs (agreement of
             samples on the embedded engine, logprobs on Ollama); ``None`` accepts any.
-        decisive_margin: when the nearest label's similarity beats the runner-up's by
-            at least this much, accept it without asking the model (no model call);
-            ``None`` always asks. ``"auto"`` (the default) calibrates it on the bank
-            (once, on first use): the smallest lead at which retrieval alone picks
-            the right label at least ``decisive_precision`` of the time, leave-one-out;
-            when no lead is that reliable, the model is always asked.
+        decisive_margin: when the best label leads the runner-up by at least this
+            much (the head's calibrated probabilities; retrieval similarity without a
+            head), accept it without asking the model; ``None`` always asks.
+            ``"auto"`` (the default) calibrates it on the bank (once, on first use):
+            the smallest lead at which the best label is right at least
+            ``decisive_precision`` of the time, out of fold; when no lead is that
+            reliable, the model is always asked.
         decisive_precision: the precision ``"auto"`` aims at.
         propose_with_model: on "none fits", ask the small model for a new label name
             (one extra call); otherwise derive it from the request's words.
         model: binding key of the small model.
+        head: ``True`` (a calibrated :class:`LinearHead`, seeded by ``seed``), a head
+            to fit, or ``False`` (retrieval only, as before the head).
+        cache: where the bank's vectors and head are kept (see :class:`ExampleBank`).
+        progress: the progress bar while the bank is embedded.
 
     Returns:
         A composite skill. Accepted output: :class:`ClassifyOutput`. "None fits" is
         ``Rejected(NONE_FITS)`` with draft ``{"label": None, "nearest": [...],
         "proposed_label": ..., "why": ...}``.
     """
+    if isinstance(examples, (str, bytes)) or hasattr(examples, "__fspath__"):
+        from ._bank import load_examples
+
+        examples = load_examples(examples)  # type: ignore[arg-type]
     labels = list(dict.fromkeys(labels))
     if not labels:
         raise ConfigError("classify.labels", "give at least one label")
@@ -143,7 +170,7 @@ def classify_skill(
         raise ConfigError("classify.examples", f"examples use labels not in the label set: {unknown[:5]}")
     runner = ClassifyRunner(
         labels=frozenset(labels),
-        bank=ExampleBank(examples, labels, embedder),
+        bank=ExampleBank(examples, labels, embedder, cache=cache, head=head, seed=seed, progress=progress),
         top_k=top_k,
         none_threshold=none_threshold,
         none_quantile=none_quantile,
@@ -164,9 +191,10 @@ def classify_skill(
 
 
 class ClassifyRunner:
-    """The classify skill's runner: retrieve, narrow to ``top_k`` labels, let the
-    small model choose, or reject as "none fits". Reachable as ``skill.runner``
-    (its ``bank`` and :meth:`threshold` are useful for evaluation)."""
+    """The classify skill's runner: rank labels with the head, accept a decisive
+    lead, let the small model choose among the top candidates otherwise, or reject
+    as "none fits". Reachable as ``skill.runner`` (its ``bank``, :meth:`decide` and
+    :meth:`fit_thresholds` are useful for evaluation)."""
 
     def __init__(
         self,
@@ -183,10 +211,11 @@ class ClassifyRunner:
         self.labels = labels
         self.bank = bank
         self.top_k = top_k
-        self.neighbours = max(top_k * 10, 20)
         self.none_threshold = none_threshold
         self.none_quantile = none_quantile
         self.label_thresholds: dict[str, float] = {}
+        self.min_confidence: float | None = None
+        self.rule: OOSRule | None = None
         self.decisive_margin = decisive_margin
         self.decisive_precision = decisive_precision
         self.propose_with_model = propose_with_model
@@ -198,40 +227,78 @@ class ClassifyRunner:
             self.none_threshold, self.label_thresholds = await self.bank.calibrate(self.none_quantile)
         return self.label_thresholds.get(label, self.none_threshold) if label else self.none_threshold
 
+    async def confidence_bar(self) -> float:
+        """The head confidence a label needs (0 without a head): the ``none_quantile``
+        of the bank's out-of-fold confidences, once."""
+        if self.min_confidence is None:
+            await self.bank.ready()
+            self.min_confidence = (await self.bank.loo_rule(self.none_quantile)).min_confidence \
+                if self.bank.head is not None else 0.0
+        return self.min_confidence
+
     async def margin(self) -> float | None:
-        """The lead that lets retrieval answer alone (calibrated once if ``"auto"``)."""
+        """The lead that lets the head answer alone (calibrated once if ``"auto"``)."""
         if self.decisive_margin == "auto":
-            self.decisive_margin = await self.bank.calibrate_margin(self.decisive_precision)
+            self.decisive_margin = await self.bank.calibrate_lead(self.decisive_precision)
         return self.decisive_margin
 
-    async def candidates(self, text: str) -> list[tuple[str, float, int]]:
-        """The ``top_k`` distinct labels nearest to ``text``: (label, similarity,
-        index of its nearest example), best first."""
-        best: dict[str, tuple[str, float, int]] = {}
-        for i, score in await self.bank.nearest(text, self.neighbours):
-            best.setdefault(self.bank.labels[i], (self.bank.labels[i], score, i))
-        return list(best.values())[: self.top_k]
+    async def fit_thresholds(self, texts: list[str], labels: list[str | None], *, objective: str = "balanced") -> OOSRule:
+        """Fit the out-of-scope rule on a validation split (``None``: no label fits);
+        without out-of-scope examples the bars stay leave-one-out on the bank."""
+        if any(lb is None for lb in labels):
+            self.rule = await self.bank.fit_rule(texts, labels, objective=objective)
+        else:
+            self.rule = await self.bank.loo_rule(self.none_quantile)
+        return self.rule
+
+    async def candidates(self, text: str) -> list[Ranked]:
+        """The ``top_k`` best labels for ``text`` (the head's, or retrieval's without one)."""
+        await self.bank.ready()
+        return self.bank.rank((await self.bank.query([text]))[0], self.top_k)
+
+    async def in_scope(self, best: Ranked) -> tuple[bool, str]:
+        """Whether the best candidate clears the out-of-scope rule, and why not."""
+        if self.rule is not None:
+            conf = best.probability if best.probability is not None else 1.0
+            if self.rule.in_scope(conf, best.similarity):
+                return True, ""
+            return False, (f"the best label's confidence {conf:.3f} and nearest similarity {best.similarity:.3f} "
+                           f"miss the fitted bars {self.rule.min_confidence:.3f} / {self.rule.min_similarity:.3f}")
+        limit = await self.threshold(best.label)
+        if best.similarity < limit:
+            return False, f"the nearest example has similarity {best.similarity:.3f}, below the threshold {limit:.3f}"
+        bar = await self.confidence_bar()
+        if best.probability is not None and best.probability < bar:
+            return False, f"the head's confidence {best.probability:.3f} is below the bar {bar:.3f}"
+        return True, ""
 
     async def __call__(self, skill: Skill, data: TextInput, ctx: Any, node: str) -> Accepted | Rejected:
         text = data.text
         ranked = await self.candidates(text)
-        nearest = [LabelScore(label=lb, score=round(s, 4)) for lb, s, _ in ranked]
-        limit = await self.threshold(ranked[0][0] if ranked else None)
-        if not ranked or ranked[0][1] < limit:
-            top = ranked[0][1] if ranked else 0.0
-            why = f"the nearest example has similarity {top:.3f}, below the threshold {limit:.3f}"
+        nearest = [LabelScore(label=r.label, score=round(r.similarity, 4),
+                              probability=None if r.probability is None else round(r.probability, 4)) for r in ranked]
+        if not ranked:
+            return await self._none_fits(skill, text, nearest, "the bank is empty", ctx, node, attempts=0)
+        keep, why = await self.in_scope(ranked[0])
+        if not keep:
             return await self._none_fits(skill, text, nearest, why, ctx, node, attempts=0)
-        runner_up = ranked[1][1] if len(ranked) > 1 else -1.0
         margin = await self.margin()
-        if margin is not None and ranked[0][1] - runner_up >= margin:
-            return Accepted(ClassifyOutput(label=ranked[0][0], similarity=nearest[0].score, candidates=nearest), None, 0)
+        if margin is not None:
+            first, second = ranked[0], ranked[1] if len(ranked) > 1 else None
+            if first.probability is not None:
+                lead = first.probability - (second.probability or 0.0 if second else 0.0)
+            else:
+                lead = first.similarity - (second.similarity if second else -1.0)
+            if lead >= margin:
+                return Accepted(ClassifyOutput(label=first.label, similarity=nearest[0].score,
+                                               confidence=nearest[0].probability, candidates=nearest), None, 0)
 
-        menu = "\n".join(f'- {lb}: e.g. "{_clip(self.bank.texts[i])}"' for lb, _, i in ranked)
+        menu = "\n".join(f'- {r.label}: e.g. "{_clip(self.bank.texts[r.example])}"' for r in ranked)
         chooser = Skill(
             name=skill.name,
             description=skill.description,
             instructions=skill.instructions,
-            output_type=_choice_type(tuple(lb for lb, _, _ in ranked)),
+            output_type=_choice_type(tuple(r.label for r in ranked)),
             acceptance=skill.acceptance,
             model=skill.model,
         )
@@ -244,7 +311,7 @@ class ClassifyRunner:
         if chosen == NONE:
             why = "the small model found that none of the candidates fits"
             return await self._none_fits(skill, text, nearest, why, ctx, node, attempts=outcome.attempts)
-        similarity = next(s for lb, s, _ in ranked if lb == chosen)
+        similarity = next(r.similarity for r in ranked if r.label == chosen)
         output = ClassifyOutput(
             label=chosen, similarity=round(similarity, 4), confidence=outcome.confidence, candidates=nearest
         )

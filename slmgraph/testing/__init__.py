@@ -14,6 +14,7 @@ server: test doubles, a fault-injecting model server, and synthetic data.
 - :func:`synthetic_pii_corpus` and :func:`evaluate`: labelled PII texts with hard
   negatives, and recall/precision of a detector on them.
 - :func:`synthetic_transaction_log`: a transaction log with planted anomalies.
+- :class:`LoopWatchdog`: measures an event loop's scheduling delay (its longest stall).
 
 Product modules never import this package.
 """
@@ -21,6 +22,7 @@ Product modules never import this package.
 from ._models import FunctionModel, ModelCall, Reply, ScriptedModel
 from ._pii_corpus import LabelledText, evaluate, synthetic_pii_corpus
 from ._transaction_log import ANOMALY_KINDS, SyntheticLog, synthetic_transaction_log
+from .._watchdog import LoopWatchdog
 from .fault_server import FaultServer
 
 __all__ = [
@@ -35,4 +37,5 @@ __all__ = [
     "SyntheticLog",
     "synthetic_transaction_log",
     "ANOMALY_KINDS",
+    "LoopWatchdog",
 ]

@@ -5,6 +5,13 @@ look like PII but are not: order numbers, dates, times, versions, prices, card
 numbers that fail Luhn, IBANs that fail mod-97, SSNs in never-issued ranges,
 capitalised words that are not names. Values are random, so the corpus holds no
 real person's data.
+
+About a third to a half of the values are written the way real text disguises
+them: cards with no-break spaces, dots, double spaces, line breaks, zero-width
+characters or fullwidth digits; IBANs in lower case or with dashes; ids in lower
+case; phone numbers with a ``00`` international prefix or no-break spaces;
+internationalised e-mail addresses; names with diacritics, apostrophes, ``Mc``/``O'``
+or in capitals.
 """
 
 from __future__ import annotations
@@ -49,12 +56,39 @@ def _group(s: str, sizes: list[int], sep: str) -> str:
     return sep.join(out)
 
 
+_INTL_GIVEN = "José Zoë Seán Sinéad Björn Renée João Maria Ana Chloé Søren Zoe".split()
+_INTL_SURNAMES = "Núñez O'Brien McDonald D'Angelo Müller MacLeod Ångström O’Neill Ó'Súilleabháin Dvořák Çelik".split()
+_INTL_LOCAL = ("józef", "müller", "zoë.ngata", "почта", "用户", "ülkü.öz", "søren")
+_INTL_DOMAINS = ("bücher.example", "пример.испытание", "例子.测试", "mail.exämple.org")
+_FULLWIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
+
+
 def _email(r):
+    if r.random() < 0.35:
+        return f"{r.choice(_INTL_LOCAL)}{r.randint(1, 99)}@{r.choice(_INTL_DOMAINS + _DOMAINS)}"
     return f"{r.choice(_GIVEN).lower()}.{r.choice(_SURNAMES).lower()}{r.randint(1, 99)}@{r.choice(_DOMAINS)}"
+
+
+def _disguise_number(r, groups: list[str]) -> str:
+    """Digit groups joined the way pasted or typed text joins them."""
+    how = r.choice(["nbsp", "dots", "double", "newline", "crlf", "zwsp", "fullwidth", "narrow"])
+    if how == "fullwidth":
+        return " ".join(g.translate(_FULLWIDTH) for g in groups)
+    if how == "zwsp":  # zero-width characters between groups and inside one
+        first = groups[0][:2] + "\u200b" + groups[0][2:]
+        return "\u200b".join([first, *groups[1:]])
+    sep = {"nbsp": "\u00a0", "dots": ".", "double": "  ", "newline": "\n", "crlf": "\r\n", "narrow": "\u202f"}[how]
+    return sep.join(groups)
 
 
 def _phone(r):
     a, e = f"{r.randint(2, 9)}{_digits(r, 2)}", f"{r.randint(2, 9)}{_digits(r, 2)}"
+    if r.random() < 0.35:
+        return r.choice([
+            f"0044 20 {_digits(r, 4)} {_digits(r, 4)}", f"0049 30 {_digits(r, 7)}", f"0033 1 {_digits(r, 2)} {_digits(r, 2)} "
+            f"{_digits(r, 2)} {_digits(r, 2)}", f"+44\u00a020\u00a0{_digits(r, 4)}\u00a0{_digits(r, 4)}",
+            f"001 {a} {e} {_digits(r, 4)}",
+        ])
     return r.choice([
         f"({a}) {e}-{_digits(r, 4)}", f"{a}-{e}-{_digits(r, 4)}", f"{a}.{e}.{_digits(r, 4)}",
         f"+1 {a} {e} {_digits(r, 4)}", f"+44 20 {_digits(r, 4)} {_digits(r, 4)}", f"+49 30 {_digits(r, 7)}",
@@ -66,9 +100,12 @@ def _phone(r):
 def _card(r):
     kind = r.choice(["visa", "mc", "amex"])
     if kind == "amex":
-        return _group(_luhn_complete(r, r.choice(["34", "37"]), 15), [4, 6, 5], r.choice([" ", "-", ""]))
-    num = _luhn_complete(r, "4" if kind == "visa" else str(r.randint(51, 55)), 16)
-    return _group(num, [4, 4, 4, 4], r.choice([" ", "-", ""]))
+        num, sizes = _luhn_complete(r, r.choice(["34", "37"]), 15), [4, 6, 5]
+    else:
+        num, sizes = _luhn_complete(r, "4" if kind == "visa" else str(r.randint(51, 55)), 16), [4, 4, 4, 4]
+    if r.random() < 0.5:
+        return _disguise_number(r, _group(num, sizes, " ").split(" "))
+    return _group(num, sizes, r.choice([" ", "-", ""]))
 
 
 def _iban(r, valid=True):
@@ -77,7 +114,15 @@ def _iban(r, valid=True):
     num = int("".join(str(int(c, 36)) for c in bban + cc + "00"))
     check = 98 - num % 97 if valid else (98 - num % 97) % 97 + 1
     s = f"{cc}{check:02d}{bban}"
-    return " ".join(s[i:i + 4] for i in range(0, len(s), 4)) if r.random() < 0.6 else s
+    groups = [s[i:i + 4] for i in range(0, len(s), 4)]
+    if valid and r.random() < 0.45:
+        how = r.choice(["lower", "dashes", "lower-dashes", "nbsp", "lower-compact"])
+        text = s.lower() if how.startswith("lower") else s
+        groups = [text[i:i + 4] for i in range(0, len(text), 4)]
+        if how == "lower-compact":
+            return text
+        return ("-" if "dashes" in how else "\u00a0" if how == "nbsp" else " ").join(groups)
+    return " ".join(groups) if r.random() < 0.6 else s
 
 
 def _ssn(r):
@@ -90,12 +135,14 @@ def _nino(r):
     while first + second in ("BG", "GB", "KN", "NK", "NT", "TN", "ZZ"):
         first, second = r.choice("ABCEHJKLMPRSTWXYZ"), r.choice("ABCEHJKLMPRSTWXYZ")
     d = _digits(r, 6)
-    return f"{first}{second} {d[:2]} {d[2:4]} {d[4:]} {r.choice('ABCD')}" if r.random() < 0.5 else f"{first}{second}{d}{r.choice('ABCD')}"
+    value = f"{first}{second} {d[:2]} {d[2:4]} {d[4:]} {r.choice('ABCD')}" if r.random() < 0.5 else f"{first}{second}{d}{r.choice('ABCD')}"
+    return value.lower() if r.random() < 0.4 else value
 
 
 def _dni(r):
     n = r.randint(10_000_000, 99_999_999)
-    return f"{n}{'TRWAGMYFPDXBNJZSQVHLCKE'[n % 23]}"
+    value = f"{n}{'TRWAGMYFPDXBNJZSQVHLCKE'[n % 23]}"
+    return value.lower() if r.random() < 0.4 else value
 
 
 def _sin(r):
@@ -112,7 +159,10 @@ def _ipv6(r):
 
 
 def _name(r):
-    return r.choice([f"{r.choice(_GIVEN)} {r.choice(_SURNAMES)}", f"{r.choice(_GIVEN)} {r.choice(_SURNAMES)}"])
+    if r.random() < 0.5:
+        name = f"{r.choice(_INTL_GIVEN)} {r.choice(_INTL_SURNAMES)}"
+        return name.upper() if r.random() < 0.25 else name
+    return f"{r.choice(_GIVEN)} {r.choice(_SURNAMES)}"
 
 
 _MAKERS = {
@@ -138,6 +188,10 @@ _NEGATIVES = [
     lambda r: "the Monday Report", lambda r: "Grace period applies", lambda r: f"address 10.0.{r.randint(0, 9)}.{r.randint(256, 999)}",
     lambda r: f"{r.randint(2, 9)} x {r.randint(100, 999)} ml", lambda r: "Customer Service Team",
     # ambiguous on purpose: detectors are expected to get some of these wrong
+    # Unicode look-alikes that are not PII
+    lambda r: f"order ＯＲＤ-{_digits(r, 4)}".translate(_FULLWIDTH), lambda r: f"ref\u00a0{_digits(r, 4)}\u00a0{_digits(r, 4)}",
+    lambda r: "Grüße aus München", lambda r: "the O'Reilly Media book", lambda r: f"Größe {r.randint(36, 46)}",
+    lambda r: f"line {r.randint(1, 99)}\u200b{r.randint(1, 99)}",
     lambda r: f"ticket 0{_digits(r, 9)}", lambda r: "a can of Dr. Pepper", lambda r: f"build {r.randint(1, 9)}.{r.randint(0, 9)}.{r.randint(0, 9)}.{r.randint(0, 99)}",
 ]
 

@@ -1,0 +1,320 @@
+"""The runs store in the checkpoint's SQLite file, written by one worker thread.
+
+Every statement runs on the store's own single worker thread (one connection,
+one writer per store): the event loop only awaits it. This is what keeps a served
+graph from freezing. LangGraph's async checkpointer holds SQLite's write lock
+across an ``await`` (between its INSERTs and its COMMIT); a runs-table write that
+ran *on the loop* would wait for that lock while the loop, the only thing that
+can finish the checkpointer's transaction, waits for the write: a deadlock that
+only SQLite's busy timeout breaks. Off the loop, the worker waits, the loop runs
+the checkpointer's commit, and the worker goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .._errors import CheckpointError
+from ._runs import HOST, UNFINISHED, RunRecord, RunStatus, RunStore, pid_alive, run_of
+
+__all__ = ["SqliteRunStore"]
+
+T = TypeVar("T")
+
+_COLUMNS = ("run_id", "thread_id", "request", "status", "error", "pid", "host", "created", "updated",
+            "idempotency_key", "result")  # fmt: skip
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS slmgraph_runs (
+    run_id TEXT PRIMARY KEY, thread_id TEXT NOT NULL, request TEXT NOT NULL,
+    status TEXT NOT NULL, error TEXT, pid INTEGER NOT NULL, host TEXT NOT NULL,
+    created REAL NOT NULL, updated REAL NOT NULL, idempotency_key TEXT, result TEXT);
+CREATE INDEX IF NOT EXISTS slmgraph_runs_thread ON slmgraph_runs (thread_id, created);
+CREATE INDEX IF NOT EXISTS slmgraph_runs_status ON slmgraph_runs (status);
+CREATE TABLE IF NOT EXISTS slmgraph_leases (
+    thread_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, pid INTEGER NOT NULL,
+    host TEXT NOT NULL, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS slmgraph_effects (
+    thread_id TEXT NOT NULL, run_id TEXT NOT NULL, key TEXT NOT NULL,
+    result TEXT, created REAL NOT NULL, PRIMARY KEY (thread_id, run_id, key));
+"""
+# Files written before the idempotency columns existed get them added.
+_KEY_INDEX = ("CREATE UNIQUE INDEX IF NOT EXISTS slmgraph_runs_key ON slmgraph_runs (idempotency_key) "
+              "WHERE idempotency_key IS NOT NULL")  # fmt: skip
+
+_INSERT = f"INSERT INTO slmgraph_runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+
+
+def _record(row: sqlite3.Row) -> RunRecord:
+    return RunRecord(**{k: row[k] for k in _COLUMNS})
+
+
+class SqliteRunStore(RunStore):
+    """The three tables in the SQLite file at ``path`` (on a local disk, as SQLite
+    requires). Liveness of an owner is judged by its process (same host) with a
+    lease expiry as the backstop."""
+
+    durable = True
+
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.busy_timeout_s = busy_timeout_s
+        self._conn: sqlite3.Connection | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    # -- the worker ---------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(conn, ...)`` on the store's worker thread.
+
+        Raises:
+            CheckpointError: the file cannot be written (disk full, locked too long).
+        """
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slmgraph-runs")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, lambda: fn(self._connection(), *args, **kwargs))
+        except (sqlite3.Error, OSError) as exc:
+            raise CheckpointError("", f"the runs table in {self.path.name!r}: {type(exc).__name__}: {exc}") from exc
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = sqlite3.connect(str(self.path), timeout=self.busy_timeout_s, isolation_level=None,
+                                   check_same_thread=False)  # fmt: skip
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+            have = {r["name"] for r in conn.execute("PRAGMA table_info(slmgraph_runs)")}
+            for column in ("idempotency_key", "result"):
+                if column not in have:
+                    conn.execute(f"ALTER TABLE slmgraph_runs ADD COLUMN {column} TEXT")
+            conn.execute(_KEY_INDEX)
+            self._conn = conn
+        return self._conn
+
+    async def close(self) -> None:
+        if self._pool is None:
+            return
+        pool, self._pool = self._pool, None
+
+        def shut() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(pool, shut)
+        finally:
+            pool.shutdown(wait=False)
+
+    @staticmethod
+    def _write(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
+        """One write transaction (one fsync), taken before reading, so two processes
+        deciding about the same thread see each other's writes."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            out = body(conn)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return out
+
+    # -- runs ---------------------------------------------------------------
+
+    async def begin(self, run_id: str, thread_id: str, request: str, ttl_s: float, holder: str = "") -> str | None:
+        def body(c: sqlite3.Connection) -> str | None:
+            _insert(c, run_id, thread_id, request, None)
+            return _take(c, thread_id, holder or run_id, ttl_s, start=True, new=True)
+
+        return await self._run(self._write, body)
+
+    async def accept(self, run_id: str, thread_id: str, request: str, *, idempotency_key: str | None = None) -> RunRecord | None:
+        def body(c: sqlite3.Connection) -> RunRecord | None:
+            if idempotency_key is not None:
+                row = c.execute("SELECT * FROM slmgraph_runs WHERE idempotency_key = ?", (idempotency_key,)).fetchone()
+                if row is not None:
+                    return _record(row)
+            _insert(c, run_id, thread_id, request, idempotency_key)
+            return None
+
+        return await self._run(self._write, body)
+
+    async def finish(
+        self, run_id: str, thread_id: str, status: RunStatus, error: str | None = None, holder: str = "",
+        *, result: str | None = None,
+    ) -> None:
+        def body(c: sqlite3.Connection) -> None:
+            c.execute(
+                "UPDATE slmgraph_runs SET status = ?, error = ?, pid = ?, host = ?, updated = ?, "
+                "result = COALESCE(?, result) WHERE run_id = ?",
+                (status, error, os.getpid(), HOST, time.time(), result, run_id),
+            )
+            c.execute("DELETE FROM slmgraph_leases WHERE thread_id = ? AND run_id = ?", (thread_id, holder or run_id))
+
+        await self._run(self._write, body)
+
+    async def set_status(self, run_id: str, status: RunStatus, error: str | None = None) -> None:
+        await self._run(_set_status, run_id, status, error)
+
+    async def get(self, run_id: str) -> RunRecord | None:
+        def body(c: sqlite3.Connection) -> RunRecord | None:
+            row = c.execute("SELECT * FROM slmgraph_runs WHERE run_id = ?", (run_id,)).fetchone()
+            return _record(row) if row else None
+
+        return await self._run(body)
+
+    async def runs(self, thread_id: str | None = None) -> list[RunRecord]:
+        def body(c: sqlite3.Connection) -> list[RunRecord]:
+            if thread_id is None:
+                rows = c.execute("SELECT * FROM slmgraph_runs ORDER BY created, rowid").fetchall()
+            else:
+                rows = c.execute(
+                    "SELECT * FROM slmgraph_runs WHERE thread_id = ? ORDER BY created, rowid", (thread_id,)
+                ).fetchall()
+            return [_record(r) for r in rows]
+
+        return await self._run(body)
+
+    async def by_idempotency_key(self, key: str) -> RunRecord | None:
+        def body(c: sqlite3.Connection) -> RunRecord | None:
+            row = c.execute("SELECT * FROM slmgraph_runs WHERE idempotency_key = ?", (key,)).fetchone()
+            return _record(row) if row else None
+
+        return await self._run(body)
+
+    async def owner_alive(self, run: RunRecord) -> bool:
+        return await self._run(_owner_alive, run)
+
+    async def orphaned(self, *, include_failed: bool = False) -> list[RunRecord]:
+        wanted = (*UNFINISHED, "failed") if include_failed else UNFINISHED
+
+        def body(c: sqlite3.Connection) -> list[RunRecord]:
+            marks = ",".join("?" * len(wanted))
+            rows = c.execute(
+                f"SELECT * FROM slmgraph_runs WHERE status IN ({marks}) ORDER BY created, rowid", wanted
+            ).fetchall()
+            runs = [_record(r) for r in rows]
+            return [r for r in runs if r.status == "failed" or not _owner_alive(c, r)]
+
+        return await self._run(body)
+
+    async def supersede(self, thread_id: str, run_id: str) -> int:
+        return await self._run(self._write, lambda c: _supersede(c, thread_id, run_id))
+
+    # -- leases -------------------------------------------------------------
+
+    async def acquire(self, thread_id: str, holder: str, ttl_s: float, *, start: bool = False, new: bool = False) -> str | None:
+        return await self._run(self._write, lambda c: _take(c, thread_id, holder, ttl_s, start=start, new=new))
+
+    async def renew(self, thread_id: str, holder: str, ttl_s: float) -> bool:
+        def body(c: sqlite3.Connection) -> bool:
+            cur = c.execute(
+                "UPDATE slmgraph_leases SET expires = ? WHERE thread_id = ? AND run_id = ?",
+                (time.time() + ttl_s, thread_id, holder),
+            )
+            return cur.rowcount == 1
+
+        return await self._run(body)
+
+    async def release(self, thread_id: str, holder: str) -> None:
+        def body(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM slmgraph_leases WHERE thread_id = ? AND run_id = ?", (thread_id, holder))
+
+        await self._run(body)
+
+    # -- effects ------------------------------------------------------------
+
+    async def effect(self, thread_id: str, run_id: str, key: str) -> tuple[bool, Any]:
+        def body(c: sqlite3.Connection) -> tuple[bool, Any]:
+            row = c.execute(
+                "SELECT result FROM slmgraph_effects WHERE thread_id = ? AND run_id = ? AND key = ?",
+                (thread_id, run_id, key),
+            ).fetchone()
+            if row is None or row["result"] is None:
+                return False, None
+            return True, json.loads(row["result"])
+
+        return await self._run(body)
+
+    async def record_effect(self, thread_id: str, run_id: str, key: str, result_json: str) -> None:
+        def body(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT OR REPLACE INTO slmgraph_effects VALUES (?, ?, ?, ?, ?)",
+                (thread_id, run_id, key, result_json, time.time()),
+            )
+
+        await self._run(body)
+
+
+# -- statements (on the worker thread) -----------------------------------------
+
+
+def _insert(c: sqlite3.Connection, run_id: str, thread_id: str, request: str, key: str | None) -> None:
+    now = time.time()
+    c.execute(_INSERT, (run_id, thread_id, request, "accepted", None, os.getpid(), HOST, now, now, key, None))
+
+
+def _set_status(c: sqlite3.Connection, run_id: str, status: RunStatus, error: str | None) -> None:
+    c.execute(
+        "UPDATE slmgraph_runs SET status = ?, error = ?, pid = ?, host = ?, updated = ? WHERE run_id = ?",
+        (status, error, os.getpid(), HOST, time.time(), run_id),
+    )
+
+
+def _owner_alive(c: sqlite3.Connection, run: RunRecord) -> bool:
+    if run.host == HOST:
+        return pid_alive(run.pid)
+    lease = c.execute("SELECT * FROM slmgraph_leases WHERE thread_id = ?", (run.thread_id,)).fetchone()
+    return bool(lease) and run_of(lease["run_id"]) == run.run_id and lease["expires"] > time.time()
+
+
+def _supersede(c: sqlite3.Connection, thread_id: str, run_id: str) -> int:
+    rows = c.execute(
+        "SELECT * FROM slmgraph_runs WHERE thread_id = ? AND run_id != ? AND status IN (?, ?, 'failed')",
+        (thread_id, run_id, *UNFINISHED),
+    ).fetchall()
+    stale = [r for r in map(_record, rows) if r.status == "failed" or not _owner_alive(c, r)]
+    for run in stale:
+        c.execute(
+            "UPDATE slmgraph_runs SET status = 'superseded', error = ?, updated = ? WHERE run_id = ?",
+            (f"a later run ({run_id}) started on the thread", time.time(), run.run_id),
+        )
+    return len(stale)
+
+
+def _take(c: sqlite3.Connection, thread_id: str, holder: str, ttl_s: float, *, start: bool, new: bool) -> str | None:
+    row = c.execute("SELECT * FROM slmgraph_leases WHERE thread_id = ?", (thread_id,)).fetchone()
+    if row is not None and row["run_id"] != holder and not _stale(row):
+        return str(row["run_id"])
+    c.execute(
+        "INSERT OR REPLACE INTO slmgraph_leases VALUES (?, ?, ?, ?, ?)",
+        (thread_id, holder, os.getpid(), HOST, time.time() + ttl_s),
+    )
+    run_id = run_of(holder)
+    if new:
+        _supersede(c, thread_id, run_id)
+    if start:
+        c.execute(
+            "UPDATE slmgraph_runs SET status = 'running', pid = ?, host = ?, updated = ? "
+            "WHERE run_id = ? AND status IN ('accepted', 'running', 'failed')",
+            (os.getpid(), HOST, time.time(), run_id),
+        )
+    return None
+
+
+def _stale(lease: sqlite3.Row) -> bool:
+    if lease["expires"] <= time.time():
+        return True
+    return lease["host"] == HOST and not pid_alive(int(lease["pid"]))

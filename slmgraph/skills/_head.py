@@ -1,0 +1,228 @@
+"""A trained head over embeddings: multinomial logistic regression, calibrated.
+
+:class:`LinearHead` standardises the vectors, fits softmax regression with an L2
+penalty by full-batch L-BFGS (numpy only, deterministic), and calibrates its
+probabilities with one temperature fitted on out-of-fold logits (k folds drawn
+with the seed). The out-of-fold probabilities are kept (``oof``): they are what
+the out-of-scope thresholds and the classify skill's "decisive" bar are fitted on
+when no validation split is given.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+from .._errors import ConfigError, MissingDependencyError
+
+__all__ = ["LinearHead"]
+
+
+def _np() -> Any:
+    try:
+        import numpy
+    except ImportError:  # pragma: no cover - numpy comes with the embedded extra
+        raise MissingDependencyError("numpy (needed by the trained head)", "embedded") from None
+    return numpy
+
+
+def _softmax(z: Any) -> Any:
+    np = _np()
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _lbfgs(fun: Any, x0: Any, *, max_iter: int, memory: int = 10, tol: float = 1e-5) -> Any:
+    """Minimise ``fun(x) -> (value, gradient)`` by L-BFGS with a backtracking line search."""
+    np = _np()
+    x = x0.copy()
+    f, g = fun(x)
+    s_list: list[Any] = []
+    y_list: list[Any] = []
+    for _ in range(max_iter):
+        q = g.copy()
+        alphas = []
+        for s, y in zip(reversed(s_list), reversed(y_list)):
+            a = float(s @ q) / float(y @ s)
+            alphas.append(a)
+            q -= a * y
+        if s_list:
+            q *= float(s_list[-1] @ y_list[-1]) / float(y_list[-1] @ y_list[-1])
+        for (s, y), a in zip(zip(s_list, y_list), reversed(alphas)):
+            q += (a - float(y @ q) / float(y @ s)) * s
+        direction = -q
+        slope = float(g @ direction)
+        if slope >= 0:  # not a descent direction: restart from the gradient
+            s_list.clear(), y_list.clear()
+            direction, slope = -g, -float(g @ g)
+        step = 1.0
+        while True:
+            x_new = x + step * direction
+            f_new, g_new = fun(x_new)
+            if f_new <= f + 1e-4 * step * slope or step < 1e-8:
+                break
+            step *= 0.5
+        s, y = x_new - x, g_new - g
+        if float(y @ s) > 1e-10:
+            s_list.append(s)
+            y_list.append(y)
+            if len(s_list) > memory:
+                s_list.pop(0), y_list.pop(0)
+        converged = abs(f - f_new) <= tol * max(1.0, abs(f))
+        x, f, g = x_new, f_new, g_new
+        if converged or float(np.abs(g).max()) < tol:
+            break
+    return x
+
+
+class LinearHead:
+    """Softmax regression over embeddings with a fitted temperature.
+
+    Args:
+        l2: the L2 penalty on the weights (on standardised features).
+        max_iter: L-BFGS iterations per fit.
+        folds: folds for the out-of-fold logits (temperature, thresholds); fewer
+            when a class has fewer examples; 0 skips calibration (temperature 1).
+        seed: draws the folds; the fit itself is deterministic.
+    """
+
+    def __init__(self, *, l2: float = 1e-2, max_iter: int = 100, folds: int = 5, seed: int = 0) -> None:
+        if l2 < 0 or max_iter < 1 or folds < 0:
+            raise ConfigError("head", "l2 >= 0, max_iter >= 1 and folds >= 0 are needed")
+        self.l2, self.max_iter, self.folds, self.seed = l2, max_iter, folds, seed
+        self.mean: Any = None
+        self.scale: Any = None
+        self.W: Any = None
+        self.b: Any = None
+        self.temperature = 1.0
+        self.oof: Any = None  # out-of-fold calibrated probabilities of the training rows
+
+    # -- fitting -----------------------------------------------------------------------
+    def _fit_weights(self, X: Any, y: Any, n_classes: int) -> tuple[Any, Any]:
+        np = _np()
+        n, d = X.shape
+        if n < d:  # the L2 solution lies in the rows' span: fit in that n-dimensional basis
+            basis, _ = np.linalg.qr(X.T)
+            W, b = self._fit_weights(X @ basis, y, n_classes)
+            return (basis @ W).astype(np.float32), b
+        onehot = np.zeros((n, n_classes), dtype=np.float32)
+        onehot[np.arange(n), y] = 1.0
+        l2 = self.l2
+
+        def fun(theta: Any) -> tuple[float, Any]:
+            W = theta[: d * n_classes].reshape(d, n_classes)
+            b = theta[d * n_classes :]
+            z = X @ W + b
+            z -= z.max(axis=1, keepdims=True)
+            e = np.exp(z)
+            total = e.sum(axis=1, keepdims=True)
+            loss = float(np.mean(np.log(total[:, 0]) - z[onehot > 0])) + 0.5 * l2 * float((W * W).sum())
+            grad_z = (e / total - onehot) / n
+            gW = X.T @ grad_z + l2 * W
+            gb = grad_z.sum(axis=0)
+            return loss, np.concatenate([gW.ravel(), gb]).astype(np.float32)
+
+        theta = _lbfgs(fun, np.zeros(d * n_classes + n_classes, dtype=np.float32), max_iter=self.max_iter)
+        return theta[: d * n_classes].reshape(d, n_classes), theta[d * n_classes :]
+
+    def _folds(self, y: Any) -> list[Any]:
+        np = _np()
+        counts = np.bincount(y)
+        k = min(self.folds, int(counts[counts > 0].min()) if len(counts) else 0)
+        if k < 2:
+            return []
+        rng = np.random.default_rng(self.seed)
+        fold = np.empty(len(y), dtype=np.int64)
+        for c in np.flatnonzero(counts):
+            rows = np.flatnonzero(y == c)
+            rng.shuffle(rows)
+            fold[rows] = (np.arange(len(rows)) + int(rng.integers(k))) % k
+        return [fold == i for i in range(k)]
+
+    def fit(self, X: Any, y: Sequence[int], n_classes: int | None = None) -> LinearHead:
+        """Fit on vectors ``X`` (rows) with class codes ``y`` (0..n_classes-1)."""
+        np = _np()
+        X = np.asarray(X, dtype=np.float32)
+        y = np.asarray(y, dtype=np.int64)
+        if X.ndim != 2 or len(X) != len(y) or len(y) == 0:
+            raise ConfigError("head.fit", "give one class code per vector, at least one")
+        n_classes = int(n_classes if n_classes is not None else y.max() + 1)
+        self.mean = X.mean(axis=0)
+        self.scale = X.std(axis=0) + 1e-6
+        Z = (X - self.mean) / self.scale
+        oof_logits = np.zeros((len(y), n_classes), dtype=np.float32)
+        folds = self._folds(y) if self.folds else []
+        for held in folds:
+            W, b = self._fit_weights(Z[~held], y[~held], n_classes)
+            oof_logits[held] = Z[held] @ W + b
+        self.W, self.b = self._fit_weights(Z, y, n_classes)
+        if folds:
+            self.temperature = _fit_temperature(oof_logits, y)
+            self.oof = _softmax(oof_logits / self.temperature)
+        else:
+            self.temperature, self.oof = 1.0, None
+        return self
+
+    # -- predicting ----------------------------------------------------------------------
+    def logits(self, X: Any) -> Any:
+        np = _np()
+        if self.W is None:
+            raise ConfigError("head", "the head is not fitted yet; call fit first")
+        Z = (np.asarray(X, dtype=np.float32) - self.mean) / self.scale
+        return (Z @ self.W + self.b) / self.temperature
+
+    def proba(self, X: Any) -> Any:
+        """Calibrated class probabilities, one row per vector."""
+        return _softmax(self.logits(X))
+
+    # -- saving --------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        np = _np()
+        buf = io.BytesIO()
+        arrays = {"mean": self.mean, "scale": self.scale, "W": self.W, "b": self.b,
+                  "params": np.array([self.l2, self.max_iter, self.folds, self.seed, self.temperature])}
+        if self.oof is not None:
+            arrays["oof"] = self.oof
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> LinearHead:
+        np = _np()
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            l2, max_iter, folds, seed, temperature = z["params"].tolist()
+            head = cls(l2=l2, max_iter=int(max_iter), folds=int(folds), seed=int(seed))
+            head.mean, head.scale, head.W, head.b = z["mean"], z["scale"], z["W"], z["b"]
+            head.temperature = float(temperature)
+            head.oof = z["oof"] if "oof" in z.files else None
+        return head
+
+    def __repr__(self) -> str:
+        shape = "unfitted" if self.W is None else f"{self.W.shape[0]}x{self.W.shape[1]}"
+        return f"LinearHead({shape}, l2={self.l2}, temperature={self.temperature:.3f})"
+
+
+def _fit_temperature(logits: Any, y: Any) -> float:
+    """The temperature with the lowest log loss of ``softmax(logits / T)`` (golden section on log T)."""
+    np = _np()
+
+    def nll(log_t: float) -> float:
+        p = _softmax(logits / np.exp(log_t))
+        return float(-np.mean(np.log(np.maximum(p[np.arange(len(y)), y], 1e-12))))
+
+    lo, hi = np.log(0.05), np.log(20.0)
+    golden = (np.sqrt(5) - 1) / 2
+    a, b = hi - golden * (hi - lo), lo + golden * (hi - lo)
+    fa, fb = nll(a), nll(b)
+    for _ in range(40):
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - golden * (hi - lo)
+            fa = nll(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + golden * (hi - lo)
+            fb = nll(b)
+    return float(np.exp((lo + hi) / 2))
