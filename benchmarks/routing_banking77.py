@@ -206,7 +206,8 @@ def run_seed(seed: int, setup: str, args: argparse.Namespace, embedder: Any, sto
     legacy = EmbeddingRouter(bank, vectors, scoring="centroid", cache=False)
     asyncio.run(legacy.fit(fit_x, fit_y))
     picks, secs = timed(lambda v: legacy.decide(v).label, qv)
-    record(f"slmgraph EmbeddingRouter (retrieval {legacy.scoring}, fitted)", picks, secs, time.perf_counter() - t)
+    record("slmgraph EmbeddingRouter (retrieval scorings, fitted)", picks, secs, time.perf_counter() - t)
+    out[-1]["scoring"] = legacy.scoring
     e2e[out[-1]["router"]] = legacy.choose
 
     t = time.perf_counter()
@@ -318,7 +319,36 @@ def decision_speed(args: argparse.Namespace) -> None:
         p50s[scoring] = p50
         print(f"| {scoring} | {p50:.3f} ms | {ms(secs, 0.95):.3f} ms | {fit_s:.1f} s |")
     print(f"\nhead / pre-head loop: p50 ratio {p50s['head'] / p50s['pre-head loop (centroid)']:.4f}")
-    print(f"(the head's fit includes 5 folds for calibration: 6 fits on {len(y)} examples)")
+    print(f"(the head's fit includes one held-out fold for calibration: 2 fits on {len(y)} examples)")
+
+
+def report(allrows: list[dict[str, Any]], setups: list[str]) -> None:
+    cols = ["inscope_acc", "oos_precision", "oos_recall", "oos_f1"]
+    for setup in setups:
+        rs = [r for r in allrows if r["setup"] == setup]
+        names = list(dict.fromkeys(r["router"] for r in rs))
+        seeds = sorted({r["seed"] for r in rs})
+        print(f"\n### setup {setup}: per seed (in-scope accuracy / OOS F1)\n")
+        print("| router | " + " | ".join(f"seed {s}" for s in seeds) + " |")
+        print("|---|" + "---|" * len(seeds))
+        for n in names:
+            cells = [next((r for r in rs if r["router"] == n and r["seed"] == s), None) for s in seeds]
+            print(f"| {n} | " + " | ".join("n/a" if c is None else f"{c['inscope_acc']:.3f} / {c['oos_f1']:.3f}"
+                                           for c in cells) + " |")
+        print(f"\n### setup {setup}: mean over seeds {','.join(map(str, seeds))}\n")
+        print("| router | in-scope acc | OOS precision | OOS recall | OOS F1 | decision p50 / p95 | end to end p50 / p95 | fit |")
+        print("|---|---|---|---|---|---|---|---|")
+        for n in names:
+            sel = [r for r in rs if r["router"] == n]
+            m = {c: statistics.mean(r[c] for r in sel) for c in cols + ["decide_p50_ms", "decide_p95_ms", "e2e_p50_ms", "e2e_p95_ms", "fit_s"]}
+            print(f"| {n} | {m['inscope_acc']:.3f} | {m['oos_precision']:.3f} | {m['oos_recall']:.3f} | {m['oos_f1']:.3f} | "
+                  f"{m['decide_p50_ms']:.2f} / {m['decide_p95_ms']:.2f} ms | {m['e2e_p50_ms']:.1f} / {m['e2e_p95_ms']:.1f} ms | {m['fit_s']:.1f} s |")
+        ours = [r for r in rs if r["router"] == "slmgraph EmbeddingRouter (head, fitted)"]
+        for rival in ("plain LR (max-probability threshold, fitted)", "semantic-router (fitted)"):
+            theirs = {r["seed"]: r for r in rs if r["router"] == rival}
+            if theirs:
+                ahead = sum(o["inscope_acc"] > theirs[o["seed"]]["inscope_acc"] and o["oos_f1"] > theirs[o["seed"]]["oos_f1"] for o in ours)
+                print(f"\nhead (fitted) ahead of {rival} on both in-scope accuracy and OOS F1: {ahead} of {len(ours)} seeds")
 
 
 def main() -> None:
@@ -335,7 +365,11 @@ def main() -> None:
     ap.add_argument("--no-sr", action="store_true", help="skip semantic-router")
     ap.add_argument("--json", help="also write every row as JSON here")
     ap.add_argument("--decision-speed", action="store_true", help="only the 150-label, 15,000-example latency check")
+    ap.add_argument("--report", help="only print the tables of rows saved earlier with --json")
     args = ap.parse_args()
+    if args.report:
+        saved = json.loads(Path(args.report).read_text())
+        return report(saved, [s for s in ("few", "full") if any(r["setup"] == s for r in saved)])
     if args.decision_speed:
         return decision_speed(args)
 
@@ -347,36 +381,12 @@ def main() -> None:
     for setup in setups:
         for seed in [int(x) for x in args.seeds.split(",")]:
             allrows += run_seed(seed, setup, args, embedder, store)
+            if args.json:  # written as the seeds finish, so a late failure loses nothing
+                Path(args.json).write_text(json.dumps(allrows, indent=2))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    cols = ["inscope_acc", "oos_precision", "oos_recall", "oos_f1"]
-    for setup in setups:
-        rs = [r for r in allrows if r["setup"] == setup]
-        names = list(dict.fromkeys(r["router"] for r in rs))
-        seeds = sorted({r["seed"] for r in rs})
-        print(f"\n### setup {setup}: per seed (in-scope accuracy / OOS F1)\n")
-        print("| router | " + " | ".join(f"seed {s}" for s in seeds) + " |")
-        print("|---|" + "---|" * len(seeds))
-        for n in names:
-            cells = [next(r for r in rs if r["router"] == n and r["seed"] == s) for s in seeds]
-            print(f"| {n} | " + " | ".join(f"{c['inscope_acc']:.3f} / {c['oos_f1']:.3f}" for c in cells) + " |")
-        print(f"\n### setup {setup}: mean over seeds {','.join(map(str, seeds))}\n")
-        print("| router | in-scope acc | OOS precision | OOS recall | OOS F1 | decision p50 / p95 | end to end p50 / p95 | fit |")
-        print("|---|---|---|---|---|---|---|---|")
-        for n in names:
-            sel = [r for r in rs if r["router"] == n]
-            m = {c: statistics.mean(r[c] for r in sel) for c in cols + ["decide_p50_ms", "decide_p95_ms", "e2e_p50_ms", "e2e_p95_ms", "fit_s"]}
-            print(f"| {n} | {m['inscope_acc']:.3f} | {m['oos_precision']:.3f} | {m['oos_recall']:.3f} | {m['oos_f1']:.3f} | "
-                  f"{m['decide_p50_ms']:.2f} / {m['decide_p95_ms']:.2f} ms | {m['e2e_p50_ms']:.1f} / {m['e2e_p95_ms']:.1f} ms | {m['fit_s']:.1f} s |")
-        ours = [r for r in rs if r["router"] == "slmgraph EmbeddingRouter (head, fitted)"]
-        for rival in ("plain LR (max-probability threshold, fitted)", "semantic-router (fitted)"):
-            theirs = {r["seed"]: r for r in rs if r["router"] == rival}
-            if theirs:
-                ahead = sum(o["inscope_acc"] > theirs[o["seed"]]["inscope_acc"] and o["oos_f1"] > theirs[o["seed"]]["oos_f1"] for o in ours)
-                print(f"\nhead (fitted) ahead of {rival} on both in-scope accuracy and OOS F1: {ahead} of {len(ours)} seeds")
+    report(allrows, setups)
     print(f"\npeak memory (maxrss) {peak:.0f} MiB")
-    if args.json:
-        Path(args.json).write_text(json.dumps(allrows, indent=2))
 
 
 if __name__ == "__main__":

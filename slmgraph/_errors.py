@@ -27,7 +27,11 @@ wrong and what to do about it::
     │   └── PrivacyError              the privacy gate stopped a call before it left the machine
     │       ├── PrivacyBlockedError   the outgoing text holds PII the policy blocks (kinds, never values)
     │       └── DetectorUnavailableError  a PII detector the policy needs is missing or failed (fail closed)
-    └── CheckpointError               the run's state could not be persisted (disk full, locked)
+    ├── CheckpointError               the run's state could not be persisted (disk full, locked)
+    └── StorageError                  the shared database cannot be used (names it, password hidden)
+        ├── StorageUnavailableError   the server cannot be reached
+        ├── StorageAuthError          the server refused the credentials
+        └── StorageNotFoundError      the database does not exist
 
 Transient faults (unreachable, timeout, HTTP 429 and 5xx) carry ``transient = True``.
 """
@@ -347,3 +351,35 @@ class CheckpointError(SlmGraphError):
             "and is marked failed; fix the storage (disk space, lock, permissions) and resume it "
             "with its thread id"
         )
+
+
+__all__ += ["StorageError", "StorageUnavailableError", "StorageAuthError", "StorageNotFoundError"]
+
+
+class StorageError(SlmGraphError):
+    """The shared database (PostgreSQL) named by ``checkpoint`` cannot be used.
+
+    Raised when the store is opened, before any run is accepted, so nothing is lost.
+    Messages show the DSN with its password hidden.
+
+    Attributes:
+        dsn: the connection string, password hidden.
+    """
+
+    def __init__(self, dsn: str, problem: str) -> None:
+        self.dsn = dsn
+        super().__init__(f"the checkpoint database {dsn}: {problem}")
+
+
+class StorageUnavailableError(StorageError):
+    """The database server cannot be reached (refused, unknown host, timed out)."""
+
+    transient = True
+
+
+class StorageAuthError(StorageError):
+    """The database server refused the user name or password."""
+
+
+class StorageNotFoundError(StorageError):
+    """The server answers, but the database named in the DSN does not exist."""

@@ -175,7 +175,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     serve_cfg = load_serve_config(args.config, overrides={"host": args.host, "port": args.port})
     check_bind(serve_cfg)  # refuse a public bind without API keys before building anything
-    serve(graphs_from_config(args.graphs, _config(args)), serve_cfg, log_level=args.log_level)
+    serve(graphs_from_config(args.graphs, _config(args)), serve_cfg, log_level=args.log_level, workers=args.workers)
     return 0
 
 
@@ -207,7 +207,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--large-provider", choices=["openai", "ollama"])
     common.add_argument("--large-model", help="large model name; enables escalation")
     common.add_argument("--large-base-url", help="OpenAI-compatible base URL (default $OPENAI_BASE_URL)")
-    common.add_argument("--checkpoint", help="SQLite checkpoint file")
+    common.add_argument("--checkpoint", help="SQLite checkpoint file, or a postgresql:// DSN (default $SLMGRAPH_CHECKPOINT)")
     common.add_argument("--threshold", type=float, help="route confidence threshold (0..1)")
     common.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -223,6 +223,7 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("graphs", nargs="+", help="ready graph names, each served as a model")
     srv.add_argument("--host", help="bind address (default 127.0.0.1; others need API keys)")
     srv.add_argument("--port", type=int, help="TCP port (default 8000)")
+    srv.add_argument("--workers", type=int, default=1, help="server processes on the one port (default 1); share state with a postgresql:// checkpoint")
     srv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     srv.set_defaults(fn=_cmd_serve)
     sub.add_parser("doctor", parents=[common], help="check which backends are usable").set_defaults(fn=_cmd_doctor)
@@ -234,6 +235,12 @@ def _parser() -> argparse.ArgumentParser:
     from .eval._cli import add_eval_commands
 
     add_eval_commands(sub, common, _config)  # `slmgraph eval`, `slmgraph calibrate`
+    from .batch._cli import add_batch_commands
+
+    add_batch_commands(sub, common, _config)  # `slmgraph batch`, `slmgraph prune`
+    from .learn._cli import add_learning_commands
+
+    add_learning_commands(sub, common, _config)  # `slmgraph data ...`, `slmgraph learn ...`
     return p
 
 

@@ -145,6 +145,7 @@ class Config(BaseModel):
     max_steps: PositiveInt = 4
     retry_attempts: PositiveInt = 3
     serve: dict[str, Any] = Field(default_factory=dict)  # validated by slmgraph.serve
+    learning: dict[str, Any] = Field(default_factory=dict)  # validated by slmgraph.learn
     privacy: PrivacyPolicy | None = Field(default=None, validate_default=True)
     #: USD per hour of this machine, the cost of local calls with no ``price``
     #: (see :data:`slmgraph.ledger.DEFAULT_MACHINE_USD_PER_HOUR`).

@@ -32,3 +32,27 @@ try:
     from tests.fault_fixtures import _fault_proc, _fault_proc_b, fault_server, fault_server_b  # noqa: F401
 except ImportError:  # tests/ is on sys.path instead of its parent
     from fault_fixtures import _fault_proc, _fault_proc_b, fault_server, fault_server_b  # noqa: F401
+
+
+# A real PostgreSQL server for the `postgres` tests (tests/pg_server.py).
+try:
+    from tests.pg_server import pg_server
+except ImportError:  # tests/ is on sys.path instead of its parent
+    from pg_server import pg_server
+
+
+@pytest.fixture(scope="session")
+def pg():
+    """A PostgreSQL server started for this test session (initdb into a temp dir)."""
+    with pg_server() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_dsn(pg, request):
+    """A fresh database on the session's server, for one test."""
+    import re
+    import uuid
+
+    name = "t_" + re.sub(r"\W", "_", request.node.name)[:40].lower() + "_" + uuid.uuid4().hex[:6]
+    return pg.createdb(name)

@@ -107,6 +107,10 @@ def test_the_head_learns_the_labels():
     head = LinearHead(seed=1).fit(X[:400], y[:400], 6)
     assert (head.proba(X[400:]).argmax(axis=1) == y[400:]).mean() > 0.9
     assert 0.05 < head.temperature < 20
+    large = LinearHead(seed=1, holdout_above=100).fit(X[:400], y[:400], 6)  # one held-out fold only
+    held = ~np.isnan(large.oof[:, 0])
+    assert 40 < held.sum() < 160 and 0.05 < large.temperature < 20
+    assert (large.proba(X[400:]).argmax(axis=1) == y[400:]).mean() > 0.9
 
 
 async def test_thresholds_leave_one_out_without_oos_data_and_fitted_with_it(tmp_path):

@@ -41,7 +41,8 @@ def test_subpackage_exports_resolve():
             assert hasattr(mod, name), f"{mod.__name__}.{name}"
     assert set(slmgraph.testing.__all__) == {
         "ScriptedModel", "FunctionModel", "ModelCall", "Reply", "FaultServer",
-        "LabelledText", "synthetic_pii_corpus", "evaluate", "SyntheticLog", "synthetic_transaction_log", "ANOMALY_KINDS", "LoopWatchdog",
+        "LabelledText", "synthetic_pii_corpus", "evaluate", "SyntheticLog", "synthetic_transaction_log", "ANOMALY_KINDS",
+        "LoopWatchdog",
     }  # fmt: skip
 
 
@@ -53,3 +54,47 @@ def test_error_tree_is_rooted():
     assert issubclass(slmgraph.ModelNotFoundError, slmgraph.ModelError)
     assert issubclass(slmgraph.ConfigError, slmgraph.UserError)
     assert slmgraph.ModelUnavailableError.transient and not slmgraph.ModelNotFoundError.transient
+
+
+def test_scale_out_exports_are_pinned():
+    import slmgraph.batch
+    import slmgraph.storage
+
+    assert set(slmgraph.storage.__all__) == {
+        "is_postgres", "check_dsn", "redact_dsn", "pg_connect", "pg_pool", "PostgresStore", "PostgresRunStore",
+        "postgres_store_of", "StorageError", "StorageUnavailableError", "StorageAuthError", "StorageNotFoundError",
+    }  # fmt: skip
+    assert set(slmgraph.batch.__all__) == {
+        "run_batch", "GraphSource", "Executor", "LocalExecutor", "RayExecutor", "BatchRow", "BatchSummary",
+        "read_rows", "capacity",
+    }  # fmt: skip
+    for mod in (slmgraph.storage, slmgraph.batch):
+        for name in mod.__all__:
+            assert hasattr(mod, name), f"{mod.__name__}.{name}"
+    for err in (slmgraph.storage.StorageUnavailableError, slmgraph.storage.StorageAuthError,
+                slmgraph.storage.StorageNotFoundError):
+        assert issubclass(err, slmgraph.storage.StorageError) and issubclass(err, slmgraph.SlmGraphError)
+    assert slmgraph.storage.StorageUnavailableError.transient
+
+
+LEARN_EXPECTED = {
+    "CachedEmbedder", "Capture", "CorruptSnapshotError", "CycleResult", "DEFAULT_LEARNING_STORE", "DriftMonitor",
+    "EmptySnapshotError", "Event", "Learner", "LearningError", "LearningRecord", "LearningStore", "MemoryStrategy",
+    "SchemaMismatchError", "ShadowReport", "Snapshot", "SqliteLearningStore", "Strategy", "TrainingInterruptedError",
+    "UnknownVersionError", "Version", "VersionCache", "VersionedRunner", "apply_version", "bootstrap", "cached",
+    "compare", "curate", "decide", "label_balance", "load_corrections", "record_key", "redactor",
+    "register_strategy", "shadow_run", "teacher_output", "with_learning",
+    "LoraStrategy", "LoraSettings", "train_lora", "peft_to_gguf", "write_modelfile", "HeadStrategy",
+    "LearningConfig", "write_report", "first_candidate_model",
+}
+
+
+def test_learning_exports_are_pinned_and_its_errors_rooted():
+    import slmgraph.learn as learn
+
+    assert set(learn.__all__) == LEARN_EXPECTED
+    for name in learn.__all__:
+        obj = getattr(learn, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, slmgraph.SlmGraphError), name
+    assert issubclass(learn.EmptySnapshotError, learn.LearningError)

@@ -357,3 +357,23 @@ def test_a_half_sent_request_does_not_hold_a_connection():
             assert reply.count(b"HTTP/1.1 200") == 1
         # The server still serves.
         assert httpx.get(f"{base}/healthz").status_code == 200
+
+
+def test_idempotency_keys_are_scoped_by_the_api_key(tmp_path):
+    model = FunctionModel(echo, name="tiny")
+    app, cfg = app_with(chat_graph(model, checkpoint=tmp_path / "c.sqlite"), api_keys=[KEY_A, KEY_B])
+    with served(app, cfg) as base:
+        def send(key: str) -> httpx.Response:
+            return httpx.post(f"{base}/v1/chat/completions", json=CHAT, timeout=60, headers={
+                "Authorization": f"Bearer {key}", "Idempotency-Key": "order-17", "X-Conversation-Id": "c-1"})
+
+        first = send(KEY_A)
+        calls = len(model.calls)
+        retry = send(KEY_A)
+        assert len(model.calls) == calls  # the retry maps to the first run
+        assert retry.headers["x-conversation-id"] == first.headers["x-conversation-id"] == "c-1"
+        assert retry.json()["slmgraph"]["thread_id"] == first.json()["slmgraph"]["thread_id"]
+        other = send(KEY_B)  # the same Idempotency-Key from another key is another run
+        assert len(model.calls) > calls
+        assert other.json()["slmgraph"]["thread_id"] != first.json()["slmgraph"]["thread_id"]
+        assert other.headers["x-conversation-id"] == "c-1"

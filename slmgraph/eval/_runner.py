@@ -49,10 +49,16 @@ def source_of(reason: str | None) -> str | None:
 
 
 class ResultsFile:
-    """The append-only JSON-lines file of finished rows."""
+    """The append-only JSON-lines file of finished rows, keyed by their ``key`` field.
 
-    def __init__(self, path: str | Path) -> None:
+    With ``sync=False`` a line is flushed but not fsynced (for callers whose runs are
+    durable elsewhere and can rewrite a lost line).
+    """
+
+    def __init__(self, path: str | Path, *, key: str = "id", sync: bool = True) -> None:
         self.path = Path(path)
+        self.key = key
+        self.sync = sync
 
     def load(self) -> dict[str, dict[str, Any]]:
         """Finished rows by id. A partial last line (the process died mid-write) is cut
@@ -70,8 +76,8 @@ class ResultsFile:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if isinstance(record, dict) and "id" in record:
-                done.setdefault(str(record["id"]), record)
+            if isinstance(record, dict) and self.key in record:
+                done.setdefault(str(record[self.key]), record)
         return done
 
     def append(self, record: dict[str, Any]) -> None:
@@ -80,7 +86,8 @@ class ResultsFile:
         with self.path.open("a", encoding="utf-8") as f:
             f.write(line)
             f.flush()
-            os.fsync(f.fileno())
+            if self.sync:
+                os.fsync(f.fileno())
 
 
 class Progress:

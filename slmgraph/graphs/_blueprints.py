@@ -142,4 +142,9 @@ def graph_from_config(name: str, config: Config) -> SLMGraph:
 
     factory = _factory(name)
     graph = factory(models_from_config(config), config=config, prices=prices_from_config(config))
-    return apply_config_thresholds(graph, config)
+    graph = apply_config_thresholds(graph, config)
+    if config.learning:  # `[learning] enabled = true`: capture, and serve promoted versions
+        from ..learn._config import learning_graph
+
+        graph = learning_graph(graph, config)
+    return graph

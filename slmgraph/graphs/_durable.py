@@ -21,7 +21,7 @@ from ._runs import RunStatus, RunStore, run_of
 
 __all__ = [
     "GuardedSaver", "StoredEffects", "ThreadLease", "sqlite_file_of", "setup_saver", "OnBusy",
-    "SHUTDOWN", "begin_shutdown", "ending", "settle",
+    "SHUTDOWN", "ending", "settle",
 ]
 
 log = logging.getLogger("slmgraph.runs")
@@ -31,30 +31,18 @@ T = TypeVar("T")
 OnBusy = Literal["wait", "reject"]
 
 
-#: The message of a cancellation that stops a run because the process shuts down:
-#: such a run stays recoverable instead of being marked ``cancelled``.
+#: The message of a cancellation that stops a run because the process shuts down
+#: (``task.cancel(SHUTDOWN)``): such a run stays recoverable instead of being
+#: marked ``cancelled``.
 SHUTDOWN = "slmgraph: the process is shutting down"
-_stopping = False
-
-
-def begin_shutdown() -> None:
-    """Declare that this process is shutting down: runs cancelled from now on are
-    interrupted (left for :meth:`~slmgraph.SLMGraph.arecover` after the restart),
-    not cancelled. A server calls this on SIGTERM before it cancels its runs."""
-    global _stopping
-    _stopping = True
-
-
-def shutting_down() -> bool:
-    return _stopping
 
 
 def ending(exc: BaseException) -> tuple[RunStatus | None, str]:
     """How a run that raised ``exc`` ends: ``cancelled`` when its caller went away
     (the task was cancelled, or the consumer closed the stream), ``None`` (left
-    recoverable) when the process is shutting down, else ``failed``."""
+    recoverable) when cancelled with :data:`SHUTDOWN`, else ``failed``."""
     if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
-        if _stopping or SHUTDOWN in exc.args:
+        if SHUTDOWN in exc.args:
             return None, "interrupted: the process shut down"
         return "cancelled", "cancelled: the caller went away before the run ended"
     return "failed", f"{type(exc).__name__}: {exc}"[:2000]

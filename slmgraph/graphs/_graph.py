@@ -64,10 +64,12 @@ class GraphSpec:
     shape: Callable[[GraphSpec], StateGraph] | None = None
     output_skill: str | None = None
     request_skills: tuple[str, ...] | None = None
+    #: The learning loop's capture hook (set by :func:`slmgraph.learn.with_learning`).
+    capture: Any = None
 
     @property
     def bindings(self) -> Bindings:
-        return Bindings(self.models, self.prices, self.large_keys)
+        return Bindings(self.models, self.prices, self.large_keys, self.capture)
 
 
 def routed_graph(spec: GraphSpec) -> StateGraph:
@@ -121,7 +123,9 @@ def build_graph(
         prices: the price table for the ledger; its ``baseline_model`` prices
             the all-on-the-large-model comparison.
         checkpoint: SQLite file path (default ``.slmgraph/checkpoints.sqlite``), a
-            LangGraph checkpointer, or ``None`` for no persistence.
+            PostgreSQL DSN (``postgresql://...``, shared by processes and machines;
+            the ``postgres`` extra), a LangGraph checkpointer, or ``None`` for no
+            persistence.
         large_keys: binding keys whose calls count as large-model calls.
         on_busy: when another run holds the thread (in this process or another
             sharing the SQLite file): ``"wait"`` for it, up to ``busy_timeout_s``,
@@ -261,10 +265,10 @@ class SLMGraph(Generic[OutT]):
         ``request`` is text, a dict, or the skill's input model. It is recorded
         as accepted before the graph starts, so a crash at any point leaves it
         for :meth:`arecover`. With ``idempotency_key``, a retry with the same key
-        gets the same run and its result (waiting for it while it runs, resuming it
-        if it ended without a result) instead of a new run; the key is global to the
-        checkpoint, so scope it (e.g. by user) yourself. Cancelling the call cancels
-        the run: it is marked ``cancelled``.
+        gets the same run and its result (waiting while it runs, resuming it if it
+        ended without one) instead of a new run; the key is global to the
+        checkpoint, so scope it (e.g. by user) yourself. Cancelling the call
+        cancels the run: it is marked ``cancelled`` and never recovered.
 
         Raises:
             ThreadBusyError: another run holds ``thread_id`` (``on_busy="reject"``,

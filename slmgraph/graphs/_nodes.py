@@ -56,6 +56,8 @@ class Bindings:
     models: Mapping[str, Model]
     prices: PriceTable = field(default_factory=PriceTable)
     large_keys: frozenset[str] = frozenset({"large"})
+    #: The learning loop's capture hook (:class:`slmgraph.learn.Capture`), or ``None``.
+    capture: Any = None
 
     @classmethod
     def of(cls, models: Mapping[str, Model] | Bindings, prices: PriceTable | None, large_keys: Iterable[str]) -> Bindings:
@@ -222,7 +224,10 @@ class SkillNode(Generic[OutT]):
                 record = self._record(skill, outcome, "rejected")
                 if self.on_reject == "escalate":
                     outcome, record = await self._escalate(skill, request, outcome, record, ctx)
-        return self._update(skill, request, outcome, record, ctx)
+        update = self._update(skill, request, outcome, record, ctx)
+        if self.bind.capture is not None:  # the learning loop records the outcome
+            update = await self.bind.capture.after_skill(self, state, update, config, outcome, record)
+        return update
 
     async def _escalate(
         self, skill: Skill, request: Any, rejected: Rejected, record: dict[str, Any], ctx: RunContext,
@@ -428,6 +433,12 @@ class EscalationNode:
         reason = _get(state, "escalation_reason") or ""
         record = {"node": "escalation", "skill": _get(state, "route"), "reason": reason,
                   "detail": _get(state, "escalation_detail") or "", "draft": _get(state, "draft")}
+        update = await self._run(state, config, reason, record)
+        if self.bind.capture is not None:  # the learning loop records the escalation
+            update = await self.bind.capture.after_escalation(self, state, update, config)
+        return update
+
+    async def _run(self, state: Any, config: RunnableConfig, reason: str, record: dict[str, Any]) -> dict[str, Any]:
         if self.agent.model not in self.bind.models:
             return {"status": "escalation_needed", "answer": None, "escalations": [{**record, "status": "escalation_needed"}]}
         ctx = self.bind.context(state, config)

@@ -7,16 +7,15 @@ transaction, all before the graph starts. The run then streams through LangGraph
 with ``durability="sync"`` (each step's checkpoint is on disk before the next step
 starts); its result is read back from the checkpoint, and the run is marked
 ``done`` and the thread released in one write. A typed error marks it ``failed``
-(and carries ``thread_id`` and ``run_id``); a dead process leaves it ``running``
-for :meth:`Runner.arecover`. A cancelled run (its caller went away) is marked
-``cancelled``, atomically with releasing its thread, and recovery never starts it
-again; a shutdown leaves it ``running`` for recovery. Every store write is awaited
-off the event loop, and the ones a cancellation must not cut short are shielded
-(``settle``).
+(and carries ``thread_id`` and ``run_id``); a cancelled run (its caller went away)
+is marked ``cancelled``, atomically with releasing its thread, and recovery never
+starts it again; a dead process (or a shutdown) leaves it ``running`` for
+:meth:`Runner.arecover`. Every store call is awaited off the event loop, and the
+writes a cancellation must not cut short are shielded (``settle``).
 
 A request with an ``idempotency_key`` maps to the run recorded under that key:
-its stored result when done, a wait while it runs elsewhere, a resume (same run
-id, finished nodes and effects kept) when it ended without a result.
+its result when done, a wait while it runs elsewhere, a resume (same run id,
+finished nodes and effects kept) when it ended without a result.
 
 What a run *means* (its reset, its status, its result) is the graph's: the runner
 passes only ``{"request", "run_id"}`` in, so ``compile().ainvoke`` and LangGraph's
@@ -121,7 +120,7 @@ class Runner:
 
     Args:
         builder: the graph, not yet compiled.
-        checkpoint: SQLite file path, a LangGraph checkpointer, or ``None``.
+        checkpoint: SQLite file path, a PostgreSQL DSN, a LangGraph checkpointer, or ``None``.
         name: the compiled graph's name.
         policy: thread sharing (wait or reject, timeouts, lease).
         result: turns a final state into the run's :class:`RunResult`.
@@ -136,7 +135,15 @@ class Runner:
         self.result_of, self.validate = result, validate
         self._store: RunStore | None = None
         self._plain: CompiledStateGraph | None = None
-        if checkpoint is None:
+        from ..storage._pg import is_postgres  # a DSN: the shared PostgreSQL store
+
+        #: The PostgreSQL saver and runs store when ``checkpoint`` is a DSN.
+        self.pg: Any = None
+        if is_postgres(checkpoint):
+            from ..storage._postgres import PostgresStore
+
+            self.pg = PostgresStore(str(checkpoint))
+        elif checkpoint is None:
             self._plain = builder.compile(name=name)
         elif isinstance(checkpoint, BaseCheckpointSaver):
             self._plain = builder.compile(checkpointer=GuardedSaver(checkpoint), name=name)
@@ -147,6 +154,10 @@ class Runner:
     async def _compiled(self) -> AsyncIterator[CompiledStateGraph]:
         if self._plain is not None:
             yield self._plain
+            return
+        if self.pg is not None:
+            async with self.pg.session() as saver:
+                yield self.builder.compile(checkpointer=GuardedSaver(saver), name=self.name)
             return
         path = Path(self.checkpoint)  # type: ignore[arg-type]
         async with contextlib.AsyncExitStack() as stack:
@@ -184,12 +195,16 @@ class Runner:
     @contextlib.asynccontextmanager
     async def _with_store(self, graph: CompiledStateGraph) -> AsyncIterator[tuple[CompiledStateGraph, RunStore]]:
         if self._store is None:
+            from ..storage._postgres import postgres_store_of
+
             path: Path | None = None
-            if isinstance(self.checkpoint, (str, Path)):
+            shared: RunStore | None = self.pg.store if self.pg is not None else None
+            if shared is None and isinstance(self.checkpoint, (str, Path)):
                 path = Path(self.checkpoint)
-            elif isinstance(self.checkpoint, BaseCheckpointSaver):
-                path = await sqlite_file_of(self.checkpoint)
-            self._store = SqliteRunStore(path) if path is not None else MemoryRunStore()
+            elif shared is None and isinstance(self.checkpoint, BaseCheckpointSaver):
+                shared = postgres_store_of(self.checkpoint)
+                path = None if shared else await sqlite_file_of(self.checkpoint)
+            self._store = shared or (SqliteRunStore(path) if path is not None else MemoryRunStore())
         store = self._store
         store.sessions += 1
         token = RUN_EFFECTS.set(self._effects)
@@ -211,7 +226,8 @@ class Runner:
         self, request: Any, thread_id: str | None, *, nodes: bool, idempotency_key: str | None = None,
     ) -> AsyncIterator[NodeEvent]:
         """Start a run (or, with ``request=None``, resume ``thread_id``'s), yielding
-        a :class:`NodeEvent` per finished node (with ``nodes``), then the result."""
+        a :class:`NodeEvent` per finished node (with ``nodes``), then the result;
+        with ``idempotency_key``, the run already recorded under it if any."""
         run_id: str | None = None
         try:
             if request is None:
@@ -232,62 +248,48 @@ class Runner:
             raise
 
     async def _start(
-        self, request: Any, thread_id: str, run_id: str, nodes: bool, idempotency_key: str | None,
+        self, request: Any, thread_id: str, run_id: str, nodes: bool, key: str | None,
     ) -> AsyncIterator[NodeEvent]:
         async with self._session() as (graph, store):
             lease = ThreadLease(store, thread_id, run_id, ttl_s=self.policy.lease_ttl_s)
-            lease.keep_result = idempotency_key is not None
-            recorded = _recorded(request)
+            lease.keep_result = key is not None and graph.checkpointer is None
             # Recorded (and, if the thread is free, started) before the graph runs;
             # shielded, so a cancellation cannot leave it half-known.
-            if idempotency_key is None:
-                record = asyncio.ensure_future(
-                    store.begin(run_id, thread_id, recorded, self.policy.lease_ttl_s, lease.holder))
+            text = _recorded(request)
+            if key is None:
+                record = asyncio.ensure_future(store.begin(run_id, thread_id, text, self.policy.lease_ttl_s, lease.holder))
             else:
-                record = asyncio.ensure_future(store.accept(run_id, thread_id, recorded, idempotency_key=idempotency_key))
+                record = asyncio.ensure_future(store.accept(run_id, thread_id, text, idempotency_key=key))
             try:
                 first = await settle(record)
-                if idempotency_key is not None:
-                    if first is not None:  # a retry: follow the run already recorded under the key
-                        existing: RunRecord = first  # type: ignore[assignment]
-                        async for event in self._follow(store, existing, nodes):
+                if key is not None:
+                    if first is not None:  # a retry: the run already recorded under the key
+                        async for event in self._follow(graph, store, first, nodes):  # type: ignore[arg-type]
                             yield event
                         return
                     first = ""
                 await lease.acquire(self.policy.on_busy, self.policy.busy_timeout_s, new=True, holder=first)  # type: ignore[arg-type]
             except BaseException as exc:
-                if record.done() and not record.cancelled() and record.exception() is None and not lease.released:
-                    if record.result() is None or idempotency_key is None:  # this request recorded a run
-                        await self._not_started(lease, exc)
+                recorded = record.done() and not record.cancelled() and record.exception() is None
+                if recorded and (key is None or record.result() is None) and not lease.released:
+                    await _not_started(lease, exc)
                 raise
             async with lease.held():
                 async for event in self._drive(graph, lease, new_run(request, run_id), thread_id, run_id, nodes):
                     yield event
 
-    @staticmethod
-    async def _not_started(lease: ThreadLease, exc: BaseException) -> None:
-        """Record a run that ended before its graph started: rejected (thread busy),
-        cancelled (its caller went away) or failed."""
-        if isinstance(exc, ThreadBusyError):
-            try:
-                await lease.finish("rejected", str(exc))
-            except Exception as also:
-                log.error("run %s was rejected and could not be recorded: %s", lease.run_id, also)
-        else:
-            await lease.end(exc)
-
-    async def _follow(self, store: RunStore, run: RunRecord, nodes: bool) -> AsyncIterator[NodeEvent]:
-        """The result of the run recorded under an idempotency key: stored when it is
-        done; waited for while a live process runs it; else it is resumed as the
+    async def _follow(
+        self, graph: CompiledStateGraph, store: RunStore, run: RunRecord, nodes: bool,
+    ) -> AsyncIterator[NodeEvent]:
+        """The result of the run recorded under an idempotency key: its own when it
+        is done; waited for while a live process runs it; else it is resumed as the
         same run (failed, cancelled or orphaned: finished nodes and effects kept)."""
         waited, delay = 0.0, 0.02
         while True:
             now = await store.get(run.run_id) or run
             if now.status == "done":
-                if now.result is not None:
-                    yield NodeEvent(node="end", result=RunResult.model_validate_json(now.result))
-                    return
-                raise CheckpointError(now.thread_id, f"run {now.run_id} is done but its result was not kept")
+                yield NodeEvent(node="end", result=await self._result_of_run(graph, now))
+                return
             if now.status in UNFINISHED and await store.owner_alive(now):
                 if waited >= self.policy.busy_timeout_s:
                     raise ThreadBusyError(now.thread_id, now.run_id, waited_s=waited)
@@ -304,6 +306,18 @@ class Runner:
             if got:
                 return
 
+    async def _result_of_run(self, graph: CompiledStateGraph, run: RunRecord) -> RunResult:
+        """A finished run's result: from its final checkpoint (the thread may have
+        moved on since), or as kept in the runs table by a graph without one."""
+        if run.result is not None:
+            return RunResult.model_validate_json(run.result)
+        if graph.checkpointer is not None:
+            config = _config(run.thread_id)
+            async for snapshot in graph.aget_state_history(config):
+                if snapshot.values.get("run_id") == run.run_id and not snapshot.next:
+                    return self.result_of(run.thread_id, snapshot.values, True)
+        raise CheckpointError(run.thread_id, f"run {run.run_id} is done but its final state is not in the checkpoint")
+
     async def _resume(self, thread_id: str, run: RunRecord | None = None, *, nodes: bool = True) -> AsyncIterator[NodeEvent]:
         async with self._session() as (graph, store):
             if graph.checkpointer is None:
@@ -311,7 +325,6 @@ class Runner:
             run = run or await store.latest_open(thread_id)
             run_id = run.run_id if run is not None else uuid.uuid4().hex
             lease = ThreadLease(store, thread_id, run_id, ttl_s=self.policy.lease_ttl_s)
-            lease.keep_result = run is not None and run.idempotency_key is not None
             await lease.acquire(self.policy.on_busy, self.policy.busy_timeout_s)
             async with lease.held():
                 if run is not None:
@@ -391,6 +404,18 @@ class Runner:
             except SlmGraphError as exc:
                 log.warning("run %s on thread %s failed again: %s", run.run_id, run.thread_id, exc)
         return results
+
+
+async def _not_started(lease: ThreadLease, exc: BaseException) -> None:
+    """Record a run that ended before its graph started: rejected (its thread was
+    busy), cancelled (its caller went away) or failed."""
+    if isinstance(exc, ThreadBusyError):
+        try:
+            await lease.finish("rejected", str(exc))
+        except Exception as also:
+            log.error("run %s was rejected and could not be recorded: %s", lease.run_id, also)
+    else:
+        await lease.end(exc)
 
 
 def as_input(request: Any) -> Any:

@@ -105,16 +105,21 @@ class SqliteRunStore(RunStore):
     async def close(self) -> None:
         if self._pool is None:
             return
-        pool, self._pool = self._pool, None
+        # The pool stays in place until the connection is closed on its worker: a call
+        # made meanwhile queues behind the close instead of starting a second worker
+        # on the same connection (two threads on one connection crashed the process).
+        pool = self._pool
 
         def shut() -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
 
         try:
             await asyncio.get_running_loop().run_in_executor(pool, shut)
         finally:
+            if self._pool is pool:
+                self._pool = None
             pool.shutdown(wait=False)
 
     @staticmethod

@@ -65,12 +65,12 @@ class _Engine:
     lock: threading.Lock
 
 
-_ENGINES: dict[tuple[str, int, bool], _Engine] = {}
+_ENGINES: dict[tuple[str, int, bool, str], _Engine] = {}
 _ENGINES_LOCK = threading.Lock()
 
 
-def _load(path: Path, n_ctx: int, logprobs: bool, n_threads: int | None) -> _Engine:
-    key = (str(path), n_ctx, logprobs)
+def _load(path: Path, n_ctx: int, logprobs: bool, n_threads: int | None, lora: Path | None = None) -> _Engine:
+    key = (str(path), n_ctx, logprobs, str(lora or ""))
     with _ENGINES_LOCK:
         engine = _ENGINES.get(key)
         if engine is None:
@@ -78,7 +78,7 @@ def _load(path: Path, n_ctx: int, logprobs: bool, n_threads: int | None) -> _Eng
             try:
                 llama = Llama(
                     model_path=str(path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count() or 1,
-                    logits_all=logprobs, verbose=False,
+                    logits_all=logprobs, verbose=False, **({"lora_path": str(lora)} if lora else {}),
                 )
             except (ValueError, RuntimeError) as exc:
                 raise ModelUnavailableError(
@@ -103,6 +103,8 @@ class LlamaCppModel(Model):
         max_tokens: reply cap used when the call's settings give none.
         logprobs: load the model so calls can return token logprobs (costs
             ``n_ctx * vocab * 4`` bytes). Without it, ``reply.logprobs`` is ``None``.
+        lora_path: a GGUF LoRA adapter applied on load (e.g. one ``slmgraph learn``
+            trained); the model with and without it are separate engines.
 
     Raises:
         MissingDependencyError: llama-cpp-python or the default weights are missing.
@@ -121,6 +123,7 @@ class LlamaCppModel(Model):
         name: str | None = None,
         max_tokens: int = 256,
         logprobs: bool = False,
+        lora_path: str | Path | None = None,
     ) -> None:
         _llama_class()
         path = Path(model_path).expanduser() if model_path is not None else default_gguf_path()
@@ -133,9 +136,12 @@ class LlamaCppModel(Model):
         self.name = name or path.stem
         self.max_tokens = max_tokens
         self.logprobs = logprobs
+        self.lora_path = Path(lora_path).resolve() if lora_path is not None else None
+        if self.lora_path is not None and not self.lora_path.is_file():
+            raise ConfigError("lora_path", f"no GGUF LoRA adapter at {self.lora_path}")
 
     def _engine(self) -> _Engine:
-        return _load(self.model_path, self.n_ctx, self.logprobs, self.n_threads)
+        return _load(self.model_path, self.n_ctx, self.logprobs, self.n_threads, self.lora_path)
 
     @property
     def llama(self) -> Any:

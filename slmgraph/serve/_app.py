@@ -122,6 +122,11 @@ class _Server:
         self.watchdog = LoopWatchdog(interval_s=0.05)
         metrics.gauges["slmgraph_event_loop_stall_max_seconds"] = (
             "Longest delay of the event loop seen since start.", lambda: round(self.watchdog.longest_stall_s, 4))
+        metrics.gauges["slmgraph_event_loop_stall_recent_seconds"] = (
+            "Longest delay of the event loop in the last 10 s.", lambda: round(self.watchdog.recent_stall_s(), 4))
+        metrics.gauges["slmgraph_event_loop_own_stall_recent_seconds"] = (
+            "Longest delay of the event loop in the last 10 s, less its wait for a CPU.",
+            lambda: round(self.watchdog.recent_stall_s(own=True), 4))
 
     # -- guards ---------------------------------------------------------------
 

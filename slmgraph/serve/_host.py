@@ -192,6 +192,9 @@ class GraphHost:
         for name, g in self.configured.items():
             if g.checkpoint is None or isinstance(g.checkpoint, BaseCheckpointSaver):
                 continue
+            if g.runner.pg is not None:  # PostgreSQL: one pool for the server's life
+                await self._stack.enter_async_context(g.runner.pg.session())
+                continue
             path = Path(g.checkpoint).resolve()
             if path not in savers:
                 savers[path] = await self._open(path)
@@ -201,7 +204,21 @@ class GraphHost:
     async def _recover(self) -> int:
         """Finish the runs an earlier server accepted but never finished (it crashed),
         in the background. Each graph takes only its own threads (``NAME/...``), so
-        graphs sharing a checkpoint file do not resume each other's runs."""
+        graphs sharing a checkpoint file do not resume each other's runs.
+
+        With a shared PostgreSQL store, other server processes may die at any time:
+        the search repeats every half lease, and the lease decides who finishes a
+        dead process's run, once."""
+        finished = await self._recover_once()
+        shared = [g for g in self.graphs.values() if g.runner.pg is not None]
+        if not shared:
+            return finished
+        every = max(0.5, min(g.spec.lease_ttl_s for g in shared) / 2)
+        while True:
+            await asyncio.sleep(every)
+            finished += await self._recover_once()
+
+    async def _recover_once(self) -> int:
         finished = 0
         for name, g in self.graphs.items():
             if g.checkpoint is None:

@@ -161,9 +161,14 @@ def serve(
     config: ServeConfig | None = None,
     *,
     log_level: str = "info",
+    workers: int = 1,
 ) -> None:
     """Serve ``graphs`` on uvicorn until interrupted (Ctrl-C / SIGTERM), then drain
     for at most ``config.drain_seconds`` (see the module docstring).
+
+    With ``workers > 1``, that many processes accept on one port (see
+    :mod:`._workers`); they share state through the graphs' store (PostgreSQL
+    for several machines).
 
     Raises:
         ConfigError: a non-loopback host without API keys, or a checkpoint file that
@@ -171,11 +176,40 @@ def serve(
     """
     cfg = config or ServeConfig()
     served = _graphs(graphs)
-    app = create_app(served, cfg)
     check_checkpoints(served)
+    _check_databases(served)
+    if workers > 1:
+        from ._config import check_bind
+        from ._workers import run_workers
+
+        check_bind(cfg)
+
+        def child(sock: Any) -> None:  # in each forked process: its own app, loop and pools
+            _run(create_app(served, cfg), cfg, log_level, sockets=[sock])
+
+        run_workers(workers, cfg.host, cfg.port, child)
+        return
+    _run(create_app(served, cfg), cfg, log_level)
+
+
+def _check_databases(graphs: Mapping[str, SLMGraph]) -> None:
+    """Connect once to each PostgreSQL store before binding, so a bad database is
+    one typed error (``StorageError``) instead of a failed server start-up."""
+    import asyncio
+
+    from ..storage._pg import pg_connect
+
+    async def probe(dsn: str) -> None:
+        await (await pg_connect(dsn)).close()
+
+    for dsn in dict.fromkeys(str(g.checkpoint) for g in graphs.values() if g.runner.pg is not None):
+        asyncio.run(probe(dsn))
+
+
+def _run(app: Any, cfg: ServeConfig, log_level: str, sockets: list | None = None) -> None:
     server = _bounded_server(uvicorn_config(app, cfg, log_level=log_level), cfg.drain_seconds)
     try:
-        server.run()
+        server.run(sockets=sockets)
     finally:
         if server._deadline is not None:  # drained in time
             server._deadline.cancel()

@@ -31,7 +31,7 @@ from ._oos import OOSRule, fit_rule, loo_rule
 
 __all__ = ["ExampleBank", "Ranked", "load_examples"]
 
-_HEAD_VERSION = 1
+_HEAD_VERSION = 2
 
 
 def _numpy() -> Any:
@@ -174,7 +174,7 @@ class ExampleBank:
     def _head_key(self, identity: str) -> str:
         h = hashlib.sha256(f"head-v{_HEAD_VERSION}\n{identity}\n".encode())
         t = self._head_template
-        h.update(repr((t.l2, t.max_iter, t.folds, t.seed)).encode())
+        h.update(repr((t.l2, t.max_iter, t.folds, t.seed, t.holdout_above)).encode())
         for text, label in zip(self.texts, self.labels):
             h.update(f"\n{label}\t{text}".encode("utf-8", "surrogatepass"))
         return "head-" + h.hexdigest()[:32]
@@ -195,7 +195,7 @@ class ExampleBank:
                         return head
                 except (ValueError, KeyError, OSError):
                     pass  # an unreadable blob: fit again and overwrite it
-        head = LinearHead(l2=t.l2, max_iter=t.max_iter, folds=t.folds, seed=t.seed)
+        head = LinearHead(l2=t.l2, max_iter=t.max_iter, folds=t.folds, seed=t.seed, holdout_above=t.holdout_above)
         await asyncio.to_thread(head.fit, matrix, self.codes, len(self.names))
         self.head_source = "fitted"
         if cache is not None:
@@ -310,6 +310,10 @@ class ExampleBank:
             return None
         if self.head is not None and self.head.oof is not None:
             scores = self.head.oof[real]
+            held = ~np.isnan(scores[:, 0])  # rows with an out-of-fold answer
+            scores, codes = scores[held], codes[held]
+            if len(codes) < 20:
+                return None
         else:
             matrix = self._matrix
             sims = matrix[real] @ matrix.T

@@ -14,15 +14,16 @@ server: test doubles, a fault-injecting model server, and synthetic data.
 - :func:`synthetic_pii_corpus` and :func:`evaluate`: labelled PII texts with hard
   negatives, and recall/precision of a detector on them.
 - :func:`synthetic_transaction_log`: a transaction log with planted anomalies.
-- :class:`LoopWatchdog`: measures an event loop's scheduling delay (its longest stall).
+- :class:`LoopWatchdog`: measures the event loop's scheduling delay, so a test can
+  show that nothing blocked the loop (``async with LoopWatchdog() as dog``).
 
 Product modules never import this package.
 """
 
+from .._watchdog import LoopWatchdog
 from ._models import FunctionModel, ModelCall, Reply, ScriptedModel
 from ._pii_corpus import LabelledText, evaluate, synthetic_pii_corpus
 from ._transaction_log import ANOMALY_KINDS, SyntheticLog, synthetic_transaction_log
-from .._watchdog import LoopWatchdog
 from .fault_server import FaultServer
 
 __all__ = [

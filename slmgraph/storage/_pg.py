@@ -1,0 +1,154 @@
+"""Connections to the shared PostgreSQL database: one DSN, one pool, typed errors.
+
+Every connection is opened with ``autocommit=True`` and a dict row factory, as
+LangGraph's ``AsyncPostgresSaver`` requires (its ``setup()`` runs
+``CREATE INDEX CONCURRENTLY``, which cannot run inside a transaction), and with
+``prepare_threshold=0`` so a connection pooler in front of the server does not
+trip over server-side prepared statements. The pool checks a connection before
+lending it, so after a database restart the dead connections are replaced instead
+of failing the next run.
+
+The learning loop and anything else that wants the same database calls
+:func:`pg_pool` (or :func:`pg_connect`) with the same DSN.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+from .._errors import (
+    ConfigError,
+    MissingDependencyError,
+    StorageAuthError,
+    StorageError,
+    StorageNotFoundError,
+    StorageUnavailableError,
+)
+
+__all__ = ["is_postgres", "redact_dsn", "check_dsn", "pg_connect", "pg_pool", "storage_error"]
+
+_SCHEMES = ("postgresql://", "postgres://")
+
+#: Seconds to wait for the server when connecting.
+CONNECT_TIMEOUT_S = 5
+
+
+def is_postgres(checkpoint: Any) -> bool:
+    """Whether a ``checkpoint`` setting names a PostgreSQL database."""
+    return isinstance(checkpoint, str) and checkpoint.strip().lower().startswith(_SCHEMES)
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with its password replaced by ``***`` (for messages and logs)."""
+    dsn = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
+    return re.sub(r"(password=)\S+", r"\1***", dsn)
+
+
+def _driver() -> Any:
+    try:
+        import psycopg
+    except ImportError:
+        raise MissingDependencyError("PostgreSQL checkpoints", "postgres") from None
+    return psycopg
+
+
+def check_dsn(dsn: str) -> str:
+    """Validate a PostgreSQL DSN without connecting.
+
+    Raises:
+        ConfigError: (field ``checkpoint``) the DSN cannot be parsed.
+    """
+    shown = redact_dsn(dsn)
+    try:
+        parts = urlsplit(dsn)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as exc:
+        raise ConfigError("checkpoint", f"{shown} is not a valid PostgreSQL DSN ({exc}); "
+                          "expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE") from None
+    if not parts.path.strip("/") and "dbname=" not in (parts.query or ""):
+        raise ConfigError("checkpoint", f"{shown} names no database; expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE")
+    psycopg = _driver()
+    try:
+        psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise ConfigError("checkpoint", f"{shown} is not a valid PostgreSQL DSN ({_first_line(exc)})") from None
+    return dsn
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def storage_error(dsn: str, exc: BaseException) -> StorageError:
+    """The typed error for a failure to connect to (or use) the database at ``dsn``."""
+    shown = redact_dsn(dsn)
+    text = str(exc)
+    state = getattr(exc, "sqlstate", None) or ""
+    if state in ("28P01", "28000") or "password authentication failed" in text or "no password supplied" in text:
+        return StorageAuthError(shown, f"the server refused the credentials ({_first_line(exc)}); check the user and password in the DSN")
+    if state == "3D000" or re.search(r"database \"[^\"]*\" does not exist", text):
+        return StorageNotFoundError(shown, f"{_first_line(exc)}; create it (`createdb NAME`) or fix the name in the DSN")
+    return StorageUnavailableError(
+        shown, f"cannot reach the server ({_first_line(exc)}); is PostgreSQL running there and accepting connections?"
+    )
+
+
+def _connect_kwargs() -> dict[str, Any]:
+    from psycopg.rows import dict_row
+
+    return {"autocommit": True, "row_factory": dict_row, "prepare_threshold": 0}
+
+
+async def pg_connect(dsn: str) -> Any:
+    """One async connection (autocommit, dict rows) to ``dsn``; the caller closes it.
+
+    Raises:
+        ConfigError: a malformed DSN.
+        StorageUnavailableError, StorageAuthError, StorageNotFoundError.
+    """
+    psycopg = _driver()
+    check_dsn(dsn)
+    try:
+        return await psycopg.AsyncConnection.connect(dsn, connect_timeout=CONNECT_TIMEOUT_S, **_connect_kwargs())
+    except psycopg.Error as exc:
+        raise storage_error(dsn, exc) from None
+    except OSError as exc:
+        raise storage_error(dsn, exc) from None
+
+
+@contextlib.asynccontextmanager
+async def pg_pool(dsn: str, *, max_size: int = 10) -> AsyncIterator[Any]:
+    """An open ``psycopg_pool.AsyncConnectionPool`` on ``dsn``, closed on exit.
+
+    One connection is made first, so a wrong password, a missing database or an
+    unreachable server is reported as such (a pool alone would only time out).
+
+    Raises:
+        ConfigError, StorageUnavailableError, StorageAuthError, StorageNotFoundError.
+    """
+    probe = await pg_connect(dsn)
+    await probe.close()
+    try:
+        from psycopg_pool import AsyncConnectionPool
+    except ImportError:
+        raise MissingDependencyError("PostgreSQL checkpoints", "postgres") from None
+    pool = AsyncConnectionPool(
+        dsn,
+        min_size=1,
+        max_size=max_size,
+        kwargs={"connect_timeout": CONNECT_TIMEOUT_S, **_connect_kwargs()},
+        # A connection is checked before it is lent: after a server restart the
+        # pool replaces the dead ones instead of handing them to a run.
+        check=AsyncConnectionPool.check_connection,
+        open=False,
+        name="slmgraph",
+    )
+    await pool.open(wait=True, timeout=CONNECT_TIMEOUT_S * 2)
+    try:
+        yield pool
+    finally:
+        await pool.close()
