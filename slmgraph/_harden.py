@@ -29,7 +29,7 @@ from .privacy._detectors import NameDetector
 from .privacy._gate import PrivacyGate
 from .privacy._policy import PrivacyPolicy
 
-__all__ = ["harden", "harden_models", "is_hardened", "Guards"]
+__all__ = ["harden", "harden_models", "Guards"]
 
 #: Breaker and limit by endpoint, shared by the models that call it.
 Guards = MutableMapping[str, tuple[CircuitBreaker, ConcurrencyLimit]]
@@ -103,11 +103,6 @@ def harden_models(
             )
         out[key] = done[id(model)]
     return out
-
-
-def is_hardened(model: Model) -> bool:
-    """Whether :func:`harden` would add nothing to ``model``."""
-    return not _ungated_remote(model) and _protect_needed(model) is False
 
 
 def _networked(model: Model) -> bool:

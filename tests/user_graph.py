@@ -78,7 +78,7 @@ def models(workdir: Path, *, large: bool = True) -> dict:
 
     out = {"small": FunctionModel(small, name="small-fn")}
     if large:
-        out["large"] = FunctionModel(big, name="large-fn")
+        out["large"] = FunctionModel(big, name="large-fn", local=False)  # stands in for a remote model
     return out
 
 
