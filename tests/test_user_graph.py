@@ -108,7 +108,7 @@ class ModelState(SLMStateModel):
 
 
 async def test_a_pydantic_state_gets_the_same_fields_and_typed_outputs(tmp_path):
-    bound = ug.models(tmp_path)
+    bound = ug.models(tmp_path, large=False)  # one node, no escalation needed
     builder = StateGraph(ModelState)
     builder.add_node("find", skill_node(ug.FIND, models=bound, input="contract", output="clauses", starts_run=ModelState))
 

@@ -21,6 +21,8 @@ from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel
 
 from slmgraph import AcceptancePolicy, SLMState, Skill, fan_out, skill_node
+from slmgraph._harden import harden_models
+from slmgraph.privacy import PrivacyPolicy
 from slmgraph.graphs import add_run_list
 from slmgraph.testing import FunctionModel
 
@@ -94,6 +96,9 @@ def build(workdir: Path, *, large: bool = True, wrap=None, prices=None) -> tuple
     bound = models(workdir, large=large)
     if wrap is not None:
         bound = {k: wrap(m) for k, m in bound.items()}
+    # The large stand-in counts as remote, so the user hardens it with a privacy
+    # policy, as a node factory refuses a remote model without one.
+    bound = harden_models(bound, privacy=PrivacyPolicy(action="redact"))
     find = skill_node(FIND, models=bound, input="contract", output="clauses", starts_run=ReviewState, prices=prices)
     rate = skill_node(RATE, models=bound, input="item", output="ratings", collect=True, prices=prices)
     builder = StateGraph(ReviewState)

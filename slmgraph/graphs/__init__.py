@@ -2,7 +2,8 @@
 
 from ._graph import DEFAULT_CHECKPOINT, GraphSpec, NodeEvent, SLMGraph, build_graph, routed_graph
 from ._blueprints import BUILTIN_CATEGORIES, GRAPHS, graph_from_config, register_graph, quickstart_graph, sentiment_skill, triage_skill
-from ._nodes import EscalationNode, RouterNode, SkillNode, escalation_node, fan_out, router_node, skill_node
+from ._nodes import SkillNode, fan_out, skill_node
+from ._route_nodes import EscalationNode, RouterNode, escalation_node, router_node
 from ._result import RunResult
 from ._runner import Runner, RunPolicy
 from ._state import NEW_RUN, NO_LARGE_MODEL, GraphState, SLMState, SLMStateModel, add_run_list, run_reset

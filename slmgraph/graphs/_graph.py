@@ -24,7 +24,8 @@ from ..models._base import Message, Model
 from ..privacy._policy import PrivacyPolicy
 from ..skills._skill import Skill
 from ._durable import OnBusy
-from ._nodes import Bindings, EscalationNode, RouterNode, SkillNode, as_text
+from ._nodes import Bindings, SkillNode, as_text
+from ._route_nodes import EscalationNode, RouterNode
 from ._result import RunResult
 from ._runner import Checkpoint, NodeEvent, Runner, RunPolicy, as_input
 from ._runs import RunRecord
