@@ -43,8 +43,10 @@ def _print_result(r: RunResult) -> None:
     print(
         f"ledger:  {t.calls} calls ({t.small_calls} small, {t.large_calls} large), "
         f"{t.prompt_tokens}+{t.completion_tokens} tokens, {t.latency_s:.2f}s in models, "
-        f"cost ${t.cost_usd:.6f} (local ${t.local_cost_usd:.6f}) vs ${t.baseline_usd:.6f} sent straight "
-        f"to the large model, saved ${t.saved_usd:.6f}"
+        f"cost ${t.cost_usd:.6f} (local ${t.local_cost_usd:.6f}), " + (
+            f"vs ${t.baseline_usd:.6f} sent straight to the large model, saved ${t.saved_usd:.6f}"
+            if t.baseline_usd else "no large-model price configured, so no baseline to compare with"
+        )
     )
     for e in r.ledger:
         print(
