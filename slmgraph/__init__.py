@@ -83,7 +83,7 @@ _EXPORTS.update(
     dict.fromkeys(
         [
             "SlmGraphError", "UserError", "ConfigError", "UnknownSkillError", "MissingDependencyError",
-            "RequestError", "EmptyRequestError", "RequestTooLargeError", "ModelError", "ModelUnavailableError",
+            "RequestError", "EmptyRequestError", "RequestTooLargeError", "IdempotencyKeyReusedError", "ModelError", "ModelUnavailableError",
             "ModelTimeoutError", "ModelNotFoundError", "ModelHTTPError", "InvalidModelOutputError",
             "EscalationError", "StepLimitError", "ModelOverloadedError", "MalformedResponseError",
             "IncompleteStreamError", "CircuitOpenError", "ThreadBusyError", "CheckpointError",
@@ -104,6 +104,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
         CircuitOpenError,
         ConfigError,
         EmptyRequestError,
+        IdempotencyKeyReusedError,
         EscalationError,
         IncompleteStreamError,
         InvalidModelOutputError,

@@ -11,7 +11,8 @@ wrong and what to do about it::
     ├── RequestError                  the request itself cannot be served
     │   ├── EmptyRequestError         nothing to do
     │   ├── RequestTooLargeError      more tokens than the model's context window
-    │   └── ThreadBusyError           another run holds the thread (rejected, or waited too long)
+    │   ├── ThreadBusyError           another run holds the thread (rejected, or waited too long)
+    │   └── IdempotencyKeyReusedError an idempotency key came back with another request
     ├── ModelError                    a model backend failed
     │   ├── ModelUnavailableError     the server cannot be reached (names the host)
     │   │   ├── IncompleteStreamError the reply stream broke off before its final record
@@ -47,6 +48,7 @@ __all__ = [
     "RequestError",
     "EmptyRequestError",
     "RequestTooLargeError",
+    "IdempotencyKeyReusedError",
     "ModelError",
     "ModelUnavailableError",
     "ModelTimeoutError",
@@ -128,6 +130,22 @@ class EmptyRequestError(RequestError):
 
     def __init__(self) -> None:
         super().__init__("the request is empty; send some text for the graph to work on")
+
+
+class IdempotencyKeyReusedError(RequestError):
+    """An idempotency key came back with a request other than the one it was first
+    sent with; a retry must repeat its request exactly.
+
+    Attributes:
+        run_id: the run recorded under the key.
+    """
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(
+            "this idempotency key was first used with another request (run "
+            f"{run_id}); send a retry with the same request, or a new key for a new request"
+        )
 
 
 class RequestTooLargeError(RequestError):

@@ -16,7 +16,7 @@ EXPECTED = {
     "LedgerEntry", "Price", "PriceTable", "RunTotals", "Config", "ModelConfig", "load_config",
     "build_model", "models_from_config", "prices_from_config", "harden",
     "SlmGraphError", "UserError", "ConfigError", "UnknownSkillError", "MissingDependencyError",
-    "RequestError", "EmptyRequestError", "RequestTooLargeError", "ModelError", "ModelUnavailableError",
+    "RequestError", "EmptyRequestError", "RequestTooLargeError", "IdempotencyKeyReusedError", "ModelError", "ModelUnavailableError",
     "ModelTimeoutError", "ModelNotFoundError", "ModelHTTPError", "InvalidModelOutputError",
     "EscalationError", "StepLimitError", "__version__",
 }

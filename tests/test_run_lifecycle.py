@@ -23,6 +23,7 @@ import aiosqlite
 import pytest
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+from slmgraph import IdempotencyKeyReusedError
 from slmgraph.graphs._durable import SHUTDOWN
 from slmgraph.testing import LoopWatchdog
 
@@ -217,6 +218,16 @@ async def test_an_idempotency_key_maps_a_retry_to_the_same_run_and_its_result(tm
     assert later.run_id == first.run_id and later.answer == first.answer
     assert len(rows(tmp_path)) == 3
     assert lg.calls(tmp_path) == ["charge the card", "charge the card", "a later turn"]
+
+
+async def test_a_key_reused_with_another_request_is_refused_and_runs_nothing(tmp_path):
+    graph = lg.build(tmp_path)
+    first = await graph.ainvoke("charge the card", idempotency_key="k-1")
+    with pytest.raises(IdempotencyKeyReusedError, match="first used with another request") as info:
+        await graph.ainvoke("refund the card", idempotency_key="k-1")
+    assert info.value.run_id == first.run_id
+    assert lg.calls(tmp_path) == ["charge the card"]  # the second request never ran
+    assert len(rows(tmp_path)) == 1
 
 
 async def test_concurrent_requests_with_one_key_run_once_and_share_the_result(tmp_path):

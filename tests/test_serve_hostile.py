@@ -377,3 +377,20 @@ def test_idempotency_keys_are_scoped_by_the_api_key(tmp_path):
         assert len(model.calls) > calls
         assert other.json()["slmgraph"]["thread_id"] != first.json()["slmgraph"]["thread_id"]
         assert other.headers["x-conversation-id"] == "c-1"
+
+
+def test_an_idempotency_key_reused_with_another_request_gets_422(tmp_path):
+    model = FunctionModel(echo, name="tiny")
+    app, cfg = app_with(chat_graph(model, checkpoint=tmp_path / "c.sqlite"))
+    with served(app, cfg) as base:
+        def send(text: str) -> httpx.Response:
+            body = {**CHAT, "messages": [{"role": "user", "content": text}]}
+            return httpx.post(f"{base}/v1/chat/completions", json=body, timeout=60, headers={"Idempotency-Key": "order-18"})
+
+        assert send("hi").status_code == 200
+        calls = len(model.calls)
+        reused = send("something else")
+        assert reused.status_code == 422
+        assert reused.json()["error"]["code"] == "idempotency_key_reused"
+        assert len(model.calls) == calls  # refused before any run
+        assert send("hi").status_code == 200  # the true retry still gets its run

@@ -45,7 +45,7 @@ from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel
 
-from .._errors import CheckpointError, ConfigError, SlmGraphError, ThreadBusyError, UserError
+from .._errors import CheckpointError, ConfigError, IdempotencyKeyReusedError, SlmGraphError, ThreadBusyError, UserError
 from ._durable import GuardedSaver, OnBusy, StoredEffects, ThreadLease, settle, setup_saver, sqlite_file_of
 from ._nodes import RUN_EFFECTS
 from ._result import RunResult
@@ -264,6 +264,8 @@ class Runner:
                 first = await settle(record)
                 if key is not None:
                     if first is not None:  # a retry: the run already recorded under the key
+                        if first.request != text:  # type: ignore[union-attr]
+                            raise IdempotencyKeyReusedError(first.run_id)  # type: ignore[union-attr]
                         async for event in self._follow(graph, store, first, nodes):  # type: ignore[arg-type]
                             yield event
                         return

@@ -16,6 +16,7 @@ from .._errors import (
     CheckpointError,
     EmptyRequestError,
     EscalationError,
+    IdempotencyKeyReusedError,
     InvalidModelOutputError,
     ModelError,
     ModelHTTPError,
@@ -80,6 +81,8 @@ def failure_of(exc: BaseException) -> Failure:
         return STORAGE_FAILURE
     if isinstance(exc, ThreadBusyError):
         return Failure(409, "thread_busy", "another request on this conversation is still running; retry when it has finished")
+    if isinstance(exc, IdempotencyKeyReusedError):
+        return Failure(422, "idempotency_key_reused", str(exc))
     if isinstance(exc, RequestTooLargeError):
         return Failure(413, "context_length_exceeded", str(exc))
     if isinstance(exc, EmptyRequestError):
