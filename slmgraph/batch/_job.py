@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .._errors import ConfigError, EmptyRequestError, RequestTooLargeError, SlmGraphError
+from .._errors import EmptyRequestError, RequestTooLargeError, SlmGraphError
 from ..graphs._graph import SLMGraph
 from ..graphs._state import RunResult
 from ._input import BatchRow
@@ -80,21 +80,9 @@ async def held_graph(graph: SLMGraph) -> AsyncIterator[SLMGraph]:
     if not isinstance(graph.checkpoint, (str, Path)):
         yield graph
         return
-    import sqlite3
+    from ..graphs._durable import sqlite_saver
 
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
-    from ..graphs._durable import setup_saver
-
-    path = Path(graph.checkpoint)
-    async with contextlib.AsyncExitStack() as stack:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            sqlite3.connect(path).close()
-            saver = await stack.enter_async_context(AsyncSqliteSaver.from_conn_string(str(path)))
-            await setup_saver(saver)
-        except (OSError, sqlite3.Error) as exc:
-            raise ConfigError("checkpoint", f"cannot open the SQLite checkpoint file {str(path)!r} ({exc})") from None
+    async with sqlite_saver(Path(graph.checkpoint)) as saver:
         yield graph.with_checkpoint(saver)
 
 

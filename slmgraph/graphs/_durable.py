@@ -16,12 +16,12 @@ from typing import Any, Literal, TypeVar
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from .._context import EffectLog
-from .._errors import CheckpointError, ThreadBusyError
+from .._errors import CheckpointError, ConfigError, ThreadBusyError
 from ._runs import RunStatus, RunStore, run_of
 
 __all__ = [
     "GuardedSaver", "StoredEffects", "ThreadLease", "sqlite_file_of", "setup_saver", "OnBusy",
-    "SHUTDOWN", "ending", "settle",
+    "SHUTDOWN", "ending", "settle", "sqlite_saver",
 ]
 
 log = logging.getLogger("slmgraph.runs")
@@ -267,6 +267,36 @@ async def sqlite_file_of(saver: BaseCheckpointSaver) -> Path | None:
         if row[1] == "main" and row[2]:
             return Path(row[2])
     return None
+
+
+@contextlib.asynccontextmanager
+async def sqlite_saver(path: Path) -> AsyncIterator[BaseCheckpointSaver]:
+    """LangGraph's async SQLite saver on ``path``, set up (its folder made).
+
+    Raises:
+        ConfigError: the file cannot be opened as a SQLite database.
+    """
+    import sqlite3
+
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    def probe() -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sqlite3.connect(path).close()
+
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            # Probe first, off the loop: a failed aiosqlite connect leaves a worker
+            # thread that later reports into a closed event loop.
+            await asyncio.to_thread(probe)
+            saver = await stack.enter_async_context(AsyncSqliteSaver.from_conn_string(str(path)))
+            await setup_saver(saver)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(
+                "checkpoint", f"cannot open the SQLite checkpoint file {str(path)!r} ({exc}); "
+                "choose a writable path, or checkpoint=None to run without persistence"
+            ) from None
+        yield saver
 
 
 async def setup_saver(saver: Any, *, attempts: int = 8) -> None:

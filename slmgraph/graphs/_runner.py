@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -40,13 +39,12 @@ from pathlib import Path
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel
 
 from .._errors import CheckpointError, ConfigError, IdempotencyKeyReusedError, SlmGraphError, ThreadBusyError, UserError
-from ._durable import GuardedSaver, OnBusy, StoredEffects, ThreadLease, settle, setup_saver, sqlite_file_of
+from ._durable import GuardedSaver, OnBusy, StoredEffects, ThreadLease, settle, sqlite_file_of, sqlite_saver
 from ._nodes import RUN_EFFECTS
 from ._result import RunResult
 from ._runs import UNFINISHED, RunRecord, RunStore
@@ -159,20 +157,7 @@ class Runner:
             async with self.pg.session() as saver:
                 yield self.builder.compile(checkpointer=GuardedSaver(saver), name=self.name)
             return
-        path = Path(self.checkpoint)  # type: ignore[arg-type]
-        async with contextlib.AsyncExitStack() as stack:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                # Probe synchronously first: a failed aiosqlite connect leaves a worker
-                # thread that later reports into a closed event loop.
-                sqlite3.connect(path).close()
-                saver = await stack.enter_async_context(AsyncSqliteSaver.from_conn_string(str(path)))
-                await setup_saver(saver)
-            except (OSError, sqlite3.Error) as exc:
-                raise ConfigError(
-                    "checkpoint", f"cannot open the SQLite checkpoint file {str(path)!r} ({exc}); "
-                    "choose a writable path, or checkpoint=None to run without persistence"
-                ) from None
+        async with sqlite_saver(Path(self.checkpoint)) as saver:  # type: ignore[arg-type]
             yield self.builder.compile(checkpointer=GuardedSaver(saver), name=self.name)
 
     @contextlib.asynccontextmanager
