@@ -137,6 +137,7 @@ class Runner:
 
         #: The PostgreSQL saver and runs store when ``checkpoint`` is a DSN.
         self.pg: Any = None
+        self._pg_graph: tuple[Any, CompiledStateGraph] | None = None
         if is_postgres(checkpoint):
             from ..storage._postgres import PostgresStore
 
@@ -155,7 +156,9 @@ class Runner:
             return
         if self.pg is not None:
             async with self.pg.session() as saver:
-                yield self.builder.compile(checkpointer=GuardedSaver(saver), name=self.name)
+                if self._pg_graph is None or self._pg_graph[0] is not saver:  # compiled once per open pool
+                    self._pg_graph = (saver, self.builder.compile(checkpointer=GuardedSaver(saver), name=self.name))
+                yield self._pg_graph[1]
             return
         async with sqlite_saver(Path(self.checkpoint)) as saver:  # type: ignore[arg-type]
             yield self.builder.compile(checkpointer=GuardedSaver(saver), name=self.name)

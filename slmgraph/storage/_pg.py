@@ -3,10 +3,15 @@
 Every connection is opened with ``autocommit=True`` and a dict row factory, as
 LangGraph's ``AsyncPostgresSaver`` requires (its ``setup()`` runs
 ``CREATE INDEX CONCURRENTLY``, which cannot run inside a transaction), and with
-``prepare_threshold=0`` so a connection pooler in front of the server does not
-trip over server-side prepared statements. The pool checks a connection before
-lending it, so after a database restart the dead connections are replaced instead
-of failing the next run.
+``prepare_threshold=None`` (no server-side prepared statements), so a connection
+pooler in transaction mode (PgBouncer, Supavisor) in front of the server does not
+trip over statements prepared on another backend.
+
+The pool checks a connection before lending it, so after a database restart the
+dead connections are replaced instead of failing the next run. The check costs no
+round trip: a connection whose server went away has a readable socket (the
+server's farewell, or end of file), and only such a connection is tested with a
+query, which fails and makes the pool replace it.
 
 The learning loop and anything else that wants the same database calls
 :func:`pg_pool` (or :func:`pg_connect`) with the same DSN.
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import select
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,12 +35,18 @@ from .._errors import (
     StorageUnavailableError,
 )
 
-__all__ = ["is_postgres", "redact_dsn", "check_dsn", "pg_connect", "pg_pool", "storage_error"]
+__all__ = ["is_postgres", "redact_dsn", "check_dsn", "pg_connect", "pg_pool", "storage_error", "check_idle", "POOL_SIZE"]
 
 _SCHEMES = ("postgresql://", "postgres://")
 
 #: Seconds to wait for the server when connecting.
 CONNECT_TIMEOUT_S = 5
+
+#: Connections per process by default. Every run and checkpoint write takes one
+#: for a statement or a short transaction; 20 keeps a server with many runs in
+#: flight from queueing on the pool, and 4 processes x 20 stay under PostgreSQL's
+#: default ``max_connections = 100``.
+POOL_SIZE = 20
 
 
 def is_postgres(checkpoint: Any) -> bool:
@@ -100,7 +112,25 @@ def storage_error(dsn: str, exc: BaseException) -> StorageError:
 def _connect_kwargs() -> dict[str, Any]:
     from psycopg.rows import dict_row
 
-    return {"autocommit": True, "row_factory": dict_row, "prepare_threshold": 0}
+    return {"autocommit": True, "row_factory": dict_row, "prepare_threshold": None}
+
+
+async def check_idle(conn: Any) -> None:
+    """The pool's check of a connection before it is lent (see the module text).
+
+    An idle connection has nothing to read. A readable one was closed by the server
+    (a restart, ``pg_terminate_backend``, an idle timeout) or holds a notice: it is
+    tested with an empty query, which raises for a dead one, so the pool discards it.
+    """
+    from psycopg_pool import AsyncConnectionPool
+
+    try:
+        fd = conn.pgconn.socket
+        readable = bool(select.select([fd], [], [], 0)[0])
+    except Exception:  # noqa: BLE001 - a closed connection has no socket: test it
+        readable = True
+    if readable or conn.closed or conn.broken:
+        await AsyncConnectionPool.check_connection(conn)
 
 
 async def pg_connect(dsn: str) -> Any:
@@ -121,7 +151,7 @@ async def pg_connect(dsn: str) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def pg_pool(dsn: str, *, max_size: int = 10) -> AsyncIterator[Any]:
+async def pg_pool(dsn: str, *, max_size: int = POOL_SIZE) -> AsyncIterator[Any]:
     """An open ``psycopg_pool.AsyncConnectionPool`` on ``dsn``, closed on exit.
 
     One connection is made first, so a wrong password, a missing database or an
@@ -143,7 +173,7 @@ async def pg_pool(dsn: str, *, max_size: int = 10) -> AsyncIterator[Any]:
         kwargs={"connect_timeout": CONNECT_TIMEOUT_S, **_connect_kwargs()},
         # A connection is checked before it is lent: after a server restart the
         # pool replaces the dead ones instead of handing them to a run.
-        check=AsyncConnectionPool.check_connection,
+        check=check_idle,
         open=False,
         name="slmgraph",
     )

@@ -10,6 +10,11 @@ Decisions about one thread are serialised by a transaction-scoped advisory lock 
 the thread id (``pg_advisory_xact_lock``), the PostgreSQL counterpart of SQLite's
 ``BEGIN IMMEDIATE``. An owner on this host is judged by its pid; an owner on another
 host by its lease, which it renews every third of its lifetime.
+
+The two writes every run makes, :meth:`PostgresRunStore.begin` and
+:meth:`PostgresRunStore.finish`, send their statements in one batch (psycopg's
+pipeline mode): one round trip to the server instead of one per statement. Only
+when the thread is held, or has interrupted runs, does ``begin`` ask again.
 """
 
 from __future__ import annotations
@@ -45,6 +50,26 @@ SCHEMA = (
     "pid INTEGER NOT NULL, host TEXT NOT NULL, expires DOUBLE PRECISION NOT NULL)",
     "CREATE TABLE IF NOT EXISTS slmgraph_effects (thread_id TEXT NOT NULL, run_id TEXT NOT NULL, "
     "key TEXT NOT NULL, result TEXT, created DOUBLE PRECISION NOT NULL, PRIMARY KEY (thread_id, run_id, key))",
+)
+
+
+_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
+# The lease, unless a live run holds it: (thread, holder, pid, host, expires, now, holder).
+# A same-host holder whose process died is found by the slower path (its pid is checked here).
+_TAKE_FREE = (
+    "INSERT INTO slmgraph_leases (thread_id, run_id, pid, host, expires) VALUES (%s, %s, %s, %s, %s) "
+    "ON CONFLICT (thread_id) DO UPDATE SET run_id = EXCLUDED.run_id, pid = EXCLUDED.pid, "
+    "host = EXCLUDED.host, expires = EXCLUDED.expires "
+    "WHERE slmgraph_leases.expires <= %s OR slmgraph_leases.run_id = %s RETURNING run_id"
+)
+_START_IF_HELD = (
+    "UPDATE slmgraph_runs SET status = 'running', pid = %s, host = %s, updated = %s "
+    "WHERE run_id = %s AND status IN ('accepted', 'running', 'failed') "
+    "AND EXISTS (SELECT 1 FROM slmgraph_leases l WHERE l.thread_id = %s AND l.run_id = %s)"
+)
+_OPEN_OTHERS = (
+    f"SELECT {_COLS} FROM slmgraph_runs WHERE thread_id = %s AND run_id != %s "
+    "AND status IN ('accepted', 'running', 'failed')"
 )
 
 
@@ -90,7 +115,7 @@ class PostgresRunStore(RunStore):
     async def _tx(self, thread_id: str) -> AsyncIterator[Any]:
         """One transaction holding the thread's advisory lock until it commits."""
         async with self._conn() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (thread_id,))
+            await conn.execute(_LOCK, (thread_id,))
             yield conn
 
     async def _fetch(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
@@ -111,9 +136,20 @@ class PostgresRunStore(RunStore):
     # -- runs ---------------------------------------------------------------
 
     async def begin(self, run_id: str, thread_id: str, request: str, ttl_s: float, holder: str = "") -> str | None:
-        async with self._tx(thread_id) as c:
+        holder = holder or run_id
+        async with self._conn() as c, _batched(c), c.transaction():
+            now = time.time()
+            await c.execute(_LOCK, (thread_id,))
             await self._insert(c, run_id, thread_id, request, None)
-            return await self._take(c, thread_id, holder or run_id, ttl_s, start=True, new=True)
+            # Take the lease if it is free, expired or ours; mark the run running if taken.
+            took = await c.execute(_TAKE_FREE, (thread_id, holder, os.getpid(), HOST, now + ttl_s, now, holder))
+            await c.execute(_START_IF_HELD, (os.getpid(), HOST, now, run_id, thread_id, holder))
+            others = await c.execute(_OPEN_OTHERS, (thread_id, run_id))
+            if await took.fetchone() is None:  # held: by a live run, or by a dead process on this host
+                return await self._take(c, thread_id, holder, ttl_s, start=True, new=True)
+            stale = [r for r in map(_record, await others.fetchall()) if r.status == "failed" or not await _owner_alive(c, r)]
+            await _mark_superseded(c, stale, run_id)
+            return None
 
     async def accept(self, run_id: str, thread_id: str, request: str, *, idempotency_key: str | None = None) -> RunRecord | None:
         # The key's own advisory lock makes "look up, else insert" atomic across processes.
@@ -130,7 +166,8 @@ class PostgresRunStore(RunStore):
         self, run_id: str, thread_id: str, status: RunStatus, error: str | None = None, holder: str = "",
         *, result: str | None = None,
     ) -> None:
-        async with self._tx(thread_id) as c:
+        async with self._conn() as c, _batched(c), c.transaction():
+            await c.execute(_LOCK, (thread_id,))
             await c.execute(
                 "UPDATE slmgraph_runs SET status = %s, error = %s, pid = %s, host = %s, updated = %s, "
                 "result = COALESCE(%s, result) WHERE run_id = %s",
@@ -256,18 +293,26 @@ async def _owner_alive(c: Any, run: RunRecord) -> bool:
 
 
 async def _supersede(c: Any, thread_id: str, run_id: str) -> int:
-    cur = await c.execute(
-        f"SELECT {_COLS} FROM slmgraph_runs WHERE thread_id = %s AND run_id != %s "
-        "AND status IN ('accepted', 'running', 'failed')",
-        (thread_id, run_id),
-    )
+    cur = await c.execute(_OPEN_OTHERS, (thread_id, run_id))
     stale = [r for r in map(_record, await cur.fetchall()) if r.status == "failed" or not await _owner_alive(c, r)]
+    await _mark_superseded(c, stale, run_id)
+    return len(stale)
+
+
+async def _mark_superseded(c: Any, stale: list[RunRecord], run_id: str) -> None:
     for run in stale:
         await c.execute(
             "UPDATE slmgraph_runs SET status = 'superseded', error = %s, updated = %s WHERE run_id = %s",
             (f"a later run ({run_id}) started on the thread", time.time(), run.run_id),
         )
-    return len(stale)
+
+
+def _batched(conn: Any) -> Any:
+    """Pipeline mode on ``conn`` (statements sent without waiting for each result),
+    where the client library supports it."""
+    import psycopg
+
+    return conn.pipeline() if psycopg.AsyncPipeline.is_supported() else contextlib.nullcontext()
 
 
 def _stale(lease: dict[str, Any]) -> bool:

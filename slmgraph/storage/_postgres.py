@@ -4,6 +4,13 @@
 ``setup()`` (the saver's migrations and slmgraph's tables) runs once per process,
 under a session advisory lock, so several processes starting at once against a
 fresh database do not race each other's ``CREATE`` statements.
+
+The saver runs on a pool, and :func:`pooled_saver` drops the saver's instance
+lock: ``AsyncPostgresSaver`` takes one ``asyncio.Lock`` around every statement
+(needed on a single shared connection), which on a pool serialises every
+checkpoint read and write of the process behind one another, so the pool never
+has more than one connection busy (langgraph issue 7259). On a pool each
+statement checks out its own connection, so no lock is needed.
 """
 
 from __future__ import annotations
@@ -14,10 +21,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .._errors import MissingDependencyError
-from ._pg import check_dsn, pg_pool, storage_error
+from ._pg import POOL_SIZE, check_dsn, pg_pool, storage_error
 from ._pg_runs import SCHEMA, PostgresRunStore
 
-__all__ = ["PostgresStore", "setup_postgres", "postgres_store_of"]
+__all__ = ["PostgresStore", "setup_postgres", "postgres_store_of", "pooled_saver"]
 
 #: The advisory lock key that serialises schema set-up across processes.
 _SETUP_LOCK = 0x736C6D67  # "slmg"
@@ -29,6 +36,27 @@ def _saver_class() -> Any:
     except ImportError:
         raise MissingDependencyError("PostgreSQL checkpoints", "postgres") from None
     return AsyncPostgresSaver
+
+
+class _NoLock:
+    """Stands in for the saver's ``asyncio.Lock`` when it runs on a pool."""
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+def pooled_saver(pool: Any) -> Any:
+    """LangGraph's ``AsyncPostgresSaver`` on ``pool``, without its instance lock
+    (see the module text); on the saver's own (locked) path for anything else."""
+    saver = _saver_class()(conn=pool)
+    from psycopg_pool import AsyncConnectionPool
+
+    if isinstance(pool, AsyncConnectionPool) and saver.pipe is None and hasattr(saver, "lock"):
+        saver.lock = _NoLock()
+    return saver
 
 
 async def setup_postgres(pool: Any, saver: Any) -> None:
@@ -61,7 +89,7 @@ class PostgresStore:
     when a session opens the database.
     """
 
-    def __init__(self, dsn: str, *, max_size: int = 10) -> None:
+    def __init__(self, dsn: str, *, max_size: int = POOL_SIZE) -> None:
         self.dsn = check_dsn(dsn)
         self.max_size = max_size
         self.store = PostgresRunStore(None, dsn)
@@ -76,7 +104,7 @@ class PostgresStore:
         stack = contextlib.AsyncExitStack()
         try:
             pool = await stack.enter_async_context(pg_pool(self.dsn, max_size=self.max_size))
-            saver = _saver_class()(conn=pool)
+            saver = pooled_saver(pool)
             try:
                 await setup_postgres(pool, saver)
             except psycopg.Error as exc:
