@@ -19,7 +19,9 @@ The learning loop and anything else that wants the same database calls
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import re
 import select
 from collections.abc import AsyncIterator
@@ -35,18 +37,32 @@ from .._errors import (
     StorageUnavailableError,
 )
 
-__all__ = ["is_postgres", "redact_dsn", "check_dsn", "pg_connect", "pg_pool", "storage_error", "check_idle", "POOL_SIZE"]
+__all__ = ["is_postgres", "redact_dsn", "check_dsn", "pg_connect", "pg_pool", "storage_error", "check_idle", "POOL_SIZE", "pool_size"]
 
 _SCHEMES = ("postgresql://", "postgres://")
 
 #: Seconds to wait for the server when connecting.
 CONNECT_TIMEOUT_S = 5
 
-#: Connections per process by default. Every run and checkpoint write takes one
-#: for a statement or a short transaction; 20 keeps a server with many runs in
-#: flight from queueing on the pool, and 4 processes x 20 stay under PostgreSQL's
-#: default ``max_connections = 100``.
-POOL_SIZE = 20
+#: Connections per process (``SLMGRAPH_PG_POOL`` overrides it). Every run and
+#: checkpoint write takes one for a statement or a short transaction; 16 keep a
+#: server with its runs in flight from queueing on the pool, and 4 processes x 16
+#: stay well under PostgreSQL's default ``max_connections = 100``.
+POOL_SIZE = 16
+
+
+def pool_size() -> int:
+    """Connections per process: ``SLMGRAPH_PG_POOL`` or :data:`POOL_SIZE`.
+
+    Raises:
+        ConfigError: ``SLMGRAPH_PG_POOL`` is not a positive integer.
+    """
+    raw = os.environ.get("SLMGRAPH_PG_POOL", "").strip()
+    if not raw:
+        return POOL_SIZE
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError("SLMGRAPH_PG_POOL", f"must be a positive number of connections, got {raw!r}")
+    return int(raw)
 
 
 def is_postgres(checkpoint: Any) -> bool:
@@ -102,6 +118,9 @@ def storage_error(dsn: str, exc: BaseException) -> StorageError:
     state = getattr(exc, "sqlstate", None) or ""
     if state in ("28P01", "28000") or "password authentication failed" in text or "no password supplied" in text:
         return StorageAuthError(shown, f"the server refused the credentials ({_first_line(exc)}); check the user and password in the DSN")
+    if state == "53300" or "too many clients" in text or "remaining connection slots" in text:
+        return StorageUnavailableError(shown, f"the server has no free connection ({_first_line(exc)}); lower "
+                                       "SLMGRAPH_PG_POOL (connections per process) or raise max_connections")
     if state == "3D000" or re.search(r"database \"[^\"]*\" does not exist", text):
         return StorageNotFoundError(shown, f"{_first_line(exc)}; create it (`createdb NAME`) or fix the name in the DSN")
     return StorageUnavailableError(
@@ -151,7 +170,7 @@ async def pg_connect(dsn: str) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def pg_pool(dsn: str, *, max_size: int = POOL_SIZE) -> AsyncIterator[Any]:
+async def pg_pool(dsn: str, *, max_size: int | None = None) -> AsyncIterator[Any]:
     """An open ``psycopg_pool.AsyncConnectionPool`` on ``dsn``, closed on exit.
 
     One connection is made first, so a wrong password, a missing database or an
@@ -160,25 +179,54 @@ async def pg_pool(dsn: str, *, max_size: int = POOL_SIZE) -> AsyncIterator[Any]:
     Raises:
         ConfigError, StorageUnavailableError, StorageAuthError, StorageNotFoundError.
     """
+    max_size = max_size or pool_size()
     probe = await pg_connect(dsn)
     await probe.close()
     try:
         from psycopg_pool import AsyncConnectionPool
     except ImportError:
         raise MissingDependencyError("PostgreSQL checkpoints", "postgres") from None
+    sweeps: set[asyncio.Future[Any]] = set()
     pool = AsyncConnectionPool(
         dsn,
-        min_size=1,
+        # Every connection is opened up front (a password exchange each): a burst
+        # of runs then never waits while the pool grows one connection at a time.
+        min_size=max_size,
         max_size=max_size,
         kwargs={"connect_timeout": CONNECT_TIMEOUT_S, **_connect_kwargs()},
         # A connection is checked before it is lent: after a server restart the
         # pool replaces the dead ones instead of handing them to a run.
-        check=check_idle,
+        check=lambda conn: _checked(pool, conn, sweeps),
         open=False,
         name="slmgraph",
     )
-    await pool.open(wait=True, timeout=CONNECT_TIMEOUT_S * 2)
+    try:
+        await pool.open(wait=True, timeout=CONNECT_TIMEOUT_S * 2)
+    except Exception as exc:  # PoolTimeout: the server let one connection in, not all of them
+        await pool.close()
+        raise StorageUnavailableError(
+            redact_dsn(dsn), f"could not open {max_size} connections within {CONNECT_TIMEOUT_S * 2} s ({_first_line(exc)}); "
+            "is the server's max_connections used up? Lower SLMGRAPH_PG_POOL or raise max_connections"
+        ) from None
     try:
         yield pool
     finally:
+        for sweep in list(sweeps):
+            sweep.cancel()
         await pool.close()
+
+
+async def _checked(pool: Any, conn: Any, sweeps: set[asyncio.Future[Any]]) -> None:
+    """:func:`check_idle`; when a connection turns out dead, every idle one is
+    swept at once (``pool.check()``), so after a server restart the pool does not
+    hand out its dead connections one by one, each failed check followed by the
+    pool's growing back-off pause."""
+    try:
+        await check_idle(conn)
+    except Exception:
+        if not sweeps:
+            sweep = asyncio.ensure_future(pool.check())
+            sweeps.add(sweep)
+            sweep.add_done_callback(sweeps.discard)
+            sweep.add_done_callback(lambda t: t.cancelled() or t.exception())  # the pool logs its own failures
+        raise

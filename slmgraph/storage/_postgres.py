@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .._errors import MissingDependencyError
-from ._pg import POOL_SIZE, check_dsn, pg_pool, storage_error
+from ._pg import check_dsn, pg_pool, storage_error
 from ._pg_runs import SCHEMA, PostgresRunStore
 
 __all__ = ["PostgresStore", "setup_postgres", "postgres_store_of", "pooled_saver"]
@@ -89,7 +89,7 @@ class PostgresStore:
     when a session opens the database.
     """
 
-    def __init__(self, dsn: str, *, max_size: int = POOL_SIZE) -> None:
+    def __init__(self, dsn: str, *, max_size: int | None = None) -> None:
         self.dsn = check_dsn(dsn)
         self.max_size = max_size
         self.store = PostgresRunStore(None, dsn)
