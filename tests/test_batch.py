@@ -165,3 +165,43 @@ def test_batch_on_postgres_resumes_from_the_shared_store(pg_dsn, tmp_path):
     assert json.loads(proc.communicate(timeout=120)[0])["rows"] == 12
     assert sorted(r["ticket"] for r in _out(tmp_path)) == [f"T{i:03d}" for i in range(12)]
     assert collections.Counter(scale_graph.lines(tmp_path, "calls.log")) == collections.Counter(texts)  # none re-run
+
+
+async def _statuses_scenario(store) -> dict[str, str]:
+    """Three threads with runs (one with two), one unasked; ``statuses`` of two of
+    them and of one without runs."""
+    await store.begin("r1", "batch/j/a", "x", 30.0)
+    await store.finish("r1", "batch/j/a", "failed", "boom")
+    await store.begin("r2", "batch/j/a", "x", 30.0)  # the newer run of thread a
+    await store.finish("r2", "batch/j/a", "done")
+    await store.begin("r3", "batch/j/b", "y", 30.0)
+    await store.begin("r4", "batch/j/c", "z", 30.0)  # not asked about
+    await store.finish("r4", "batch/j/c", "done")
+    try:
+        return await store.statuses(["batch/j/a", "batch/j/b", "batch/j/none"])
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_statuses_answers_the_asked_threads_with_their_newest_run(kind, tmp_path):
+    import asyncio
+
+    from slmgraph.graphs._runs_memory import MemoryRunStore
+    from slmgraph.graphs._runs_sqlite import SqliteRunStore
+
+    store = MemoryRunStore() if kind == "memory" else SqliteRunStore(tmp_path / "runs.sqlite")
+    assert asyncio.run(_statuses_scenario(store)) == {"batch/j/a": "done", "batch/j/b": "running"}
+
+
+@pytest.mark.postgres
+def test_statuses_on_postgres_answers_the_asked_threads_with_their_newest_run(pg_dsn):
+    import asyncio
+
+    from slmgraph.storage import PostgresRunStore, pg_pool
+
+    async def scenario():
+        async with pg_pool(pg_dsn, max_size=2) as pool:
+            return await _statuses_scenario(PostgresRunStore(pool, pg_dsn))
+
+    assert asyncio.run(scenario()) == {"batch/j/a": "done", "batch/j/b": "running"}

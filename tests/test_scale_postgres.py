@@ -292,3 +292,61 @@ def test_prune_dry_run_then_removes_exactly_the_old_finished_threads(pg_dsn, tmp
         assert conn.execute("SELECT count(*) FROM learn_snapshots").fetchone()[0] == 1
         assert conn.execute("SELECT count(*) FROM slmgraph_effects WHERE thread_id LIKE 'old-%'").fetchone()[0] == 0
     assert graph.get_result("new-1").status == "answered"  # the kept thread still reads back
+
+
+# -- the pool -------------------------------------------------------------------
+
+
+def test_checkpoint_writes_of_one_process_use_the_pool_concurrently(pg_dsn):
+    """LangGraph's saver locks every statement behind one asyncio.Lock; on a pool
+    that lock is dropped, so concurrent runs' checkpoint reads overlap."""
+    import contextlib
+
+    from slmgraph.storage import pg_pool
+    from slmgraph.storage._postgres import pooled_saver, setup_postgres
+
+    async def scenario() -> int:
+        async with pg_pool(pg_dsn, max_size=4) as pool:
+            saver = pooled_saver(pool)
+            await setup_postgres(pool, saver)
+            lend, active, peak = pool.connection, 0, 0
+
+            @contextlib.asynccontextmanager
+            async def counted(*args, **kwargs):
+                nonlocal active, peak
+                async with lend(*args, **kwargs) as conn:
+                    active += 1
+                    peak = max(peak, active)
+                    try:
+                        await asyncio.sleep(0.01)  # a slow network: each statement takes a while
+                        yield conn
+                    finally:
+                        active -= 1
+
+            pool.connection = counted
+            configs = [{"configurable": {"thread_id": f"t{i}", "checkpoint_ns": ""}} for i in range(16)]
+            assert await asyncio.gather(*(saver.aget_tuple(c) for c in configs)) == [None] * 16
+            return peak
+
+    assert asyncio.run(scenario()) >= 2  # 1 with the saver's own lock
+
+
+def test_a_pool_larger_than_the_server_allows_is_one_clear_error(pg_dsn, tmp_path, monkeypatch):
+    monkeypatch.setenv("SCALE_TEST_DIR", str(tmp_path))
+    db = pg_dsn.rsplit("/", 1)[1]
+    role = f"lim_{db[-6:]}"
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # a limit binds a role that is not a superuser
+        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'lim-secret' CONNECTION LIMIT 2")
+        conn.execute(f"ALTER DATABASE {db} OWNER TO {role}")
+    limited = pg_dsn.replace("slm:slm-secret@", f"{role}:lim-secret@")
+    monkeypatch.setenv("SLMGRAPH_PG_POOL", "4")
+    with pytest.raises(StorageUnavailableError) as info:
+        _graph(limited).invoke("hello")
+    assert "SLMGRAPH_PG_POOL" in str(info.value) and "lim-secret" not in str(info.value)
+    monkeypatch.setenv("SLMGRAPH_PG_POOL", "2")  # within the limit: it runs
+    assert _graph(limited).invoke("hello").status == "answered"
+    assert scale_graph.lines(tmp_path, "calls.log") == ["hello"]  # the refused one never ran
+    monkeypatch.setenv("SLMGRAPH_PG_POOL", "many")
+    with pytest.raises(ConfigError) as bad:
+        _graph(pg_dsn).invoke("hello")
+    assert "SLMGRAPH_PG_POOL" in str(bad.value)

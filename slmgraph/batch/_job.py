@@ -86,12 +86,11 @@ async def held_graph(graph: SLMGraph) -> AsyncIterator[SLMGraph]:
         yield graph.with_checkpoint(saver)
 
 
-async def _known(graph: SLMGraph, job: str) -> dict[str, str]:
-    """The latest run status of each of the job's threads in the runs table."""
-    prefix = thread_of(job, "")
+async def _known(graph: SLMGraph, threads: list[str]) -> dict[str, str]:
+    """The newest run's status of each of these rows' threads (one query on the
+    rows' own threads, never the whole runs table)."""
     async with graph.runner._session() as (_, store):
-        runs = await store.runs()
-    return {r.thread_id: r.status for r in runs if r.thread_id.startswith(prefix)}
+        return dict(await store.statuses(threads))
 
 
 async def run_rows(
@@ -106,11 +105,12 @@ async def run_rows(
     """Run ``rows`` (valid ones, not yet in the output) with at most ``concurrency``
     in flight, calling ``emit(record)`` as each one finishes. A row's failure is its
     record (status ``error`` or ``bad_input``), never the job's."""
+    rows = list(rows)
     durable = graph.checkpoint is not None
     if durable:
         # Interrupted runs first, from their checkpoints (a dead worker's rows).
         await graph.arecover(thread_prefix=thread_of(job, ""))
-    known = await _known(graph, job) if durable else {}
+    known = await _known(graph, [thread_of(job, r.id) for r in rows]) if durable else {}
     queue = iter(rows)
 
     async def one(row: BatchRow) -> dict[str, Any]:

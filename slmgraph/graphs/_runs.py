@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import socket
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -125,6 +126,16 @@ class RunStore(ABC):
     async def orphaned(self, *, include_failed: bool = False) -> list[RunRecord]:
         """Unfinished runs whose owner is gone, oldest first; with
         ``include_failed``, failed runs too. Never cancelled or finished runs."""
+
+    async def statuses(self, thread_ids: Sequence[str]) -> dict[str, RunStatus]:
+        """The newest run's status of each of ``thread_ids`` that has runs (a batch
+        shard asks about its own rows only). Stores override this with one query."""
+        wanted = set(thread_ids)
+        out: dict[str, RunStatus] = {}
+        for run in await self.runs():  # oldest first: the newest run's status wins
+            if run.thread_id in wanted:
+                out[run.thread_id] = run.status
+        return out
 
     async def latest_open(self, thread_id: str) -> RunRecord | None:
         """The thread's newest run that is accepted, running or failed."""

@@ -17,7 +17,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -189,6 +189,21 @@ class SqliteRunStore(RunStore):
                     "SELECT * FROM slmgraph_runs WHERE thread_id = ? ORDER BY created, rowid", (thread_id,)
                 ).fetchall()
             return [_record(r) for r in rows]
+
+        return await self._run(body)
+
+    async def statuses(self, thread_ids: Sequence[str]) -> dict[str, RunStatus]:
+        def body(c: sqlite3.Connection) -> dict[str, RunStatus]:
+            out: dict[str, RunStatus] = {}
+            ids = list(thread_ids)
+            for i in range(0, len(ids), 500):  # under SQLite's limit of bound parameters
+                chunk = ids[i : i + 500]
+                rows = c.execute(
+                    f"SELECT thread_id, status FROM slmgraph_runs WHERE thread_id IN ({', '.join('?' * len(chunk))}) "
+                    "ORDER BY created, rowid", chunk,
+                ).fetchall()
+                out.update((r["thread_id"], r["status"]) for r in rows)  # oldest first: the newest wins
+            return out
 
         return await self._run(body)
 

@@ -206,7 +206,7 @@ async def pg_pool(dsn: str, *, max_size: int | None = None) -> AsyncIterator[Any
         await pool.close()
         raise StorageUnavailableError(
             redact_dsn(dsn), f"could not open {max_size} connections within {CONNECT_TIMEOUT_S * 2} s ({_first_line(exc)}); "
-            "is the server's max_connections used up? Lower SLMGRAPH_PG_POOL or raise max_connections"
+            "are max_connections (or the role's CONNECTION LIMIT) used up? Lower SLMGRAPH_PG_POOL or raise the limit"
         ) from None
     try:
         yield pool

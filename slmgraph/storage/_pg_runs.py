@@ -23,7 +23,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from .._errors import CheckpointError
@@ -193,6 +193,14 @@ class PostgresRunStore(RunStore):
                 f"SELECT {_COLS} FROM slmgraph_runs WHERE thread_id = %s ORDER BY created, seq", (thread_id,)
             )
         return [_record(r) for r in rows]
+
+    async def statuses(self, thread_ids: Sequence[str]) -> dict[str, RunStatus]:
+        rows = await self._fetch(
+            "SELECT DISTINCT ON (thread_id) thread_id, status FROM slmgraph_runs WHERE thread_id = ANY(%s) "
+            "ORDER BY thread_id, created DESC, seq DESC",
+            (list(thread_ids),),
+        )
+        return {r["thread_id"]: r["status"] for r in rows}
 
     async def latest_open(self, thread_id: str) -> RunRecord | None:
         rows = await self._fetch(
