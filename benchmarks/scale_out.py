@@ -13,7 +13,8 @@
    ``durability="sync"``). Target: <= 1.2x. Then ``run_batch`` against the fault
    server: rows/s / (P/L), target >= 0.95.
 3. **Ray against local.** The Ray executor with 2 workers against the local
-   executor on the same rows, with a fault server whose slots are not the limit.
+   executor on the same rows, with a fault server whose slots are not the limit,
+   on a SQLite file and on PostgreSQL (``--ray-stores``).
 
 Each model entry allows ``max_parallel = 2P`` calls in flight (P served, P in the
 server's queue), as benchmarks/concurrency.py does, so a slot never idles while
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -285,27 +287,29 @@ def part_overhead(args) -> None:
 # --------------------------------------------------------------------------- 3. Ray vs local
 
 
-def part_ray(args) -> None:
+def part_ray(args, pg=None) -> None:
     import ray
 
     from slmgraph.batch import GraphSource, LocalExecutor, RayExecutor, run_batch
 
     p, lat, m = 256, 0.02, args.ray_rows
     print(f"\n3. Ray (2 workers) against local: {m} rows, fault server P={p}, L={lat:g} s "
-          f"(P/L = {p / lat:g}/s, not the limit), SQLite store")  # fmt: skip
+          f"(P/L = {p / lat:g}/s, not the limit)")  # fmt: skip
     with FaultServer.start(latency=lat, parallel=p, max_queue=4096, reply='{"text": "$USER"}') as fault:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH", "")])
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
-            for name, executor in (("local", LocalExecutor()), ("ray, 2 workers", RayExecutor("auto", workers=2))):
-                work = Path(tempfile.mkdtemp(prefix="scale-bench-"))
-                cfg = load_config(write_config(work / "slm.toml", fault.url, 32, str(work / "c.sqlite")))
-                rows = _rows(work / "in.jsonl", m, "echo")
-                started = time.perf_counter()
-                summary = asyncio.run(run_batch(GraphSource("scale_out:echo_graph", cfg), rows, work / "out.jsonl",
-                                                concurrency=64, executor=executor, progress=False))  # fmt: skip
-                wall = time.perf_counter() - started
-                print(f"   {name:<15} {m / wall:8.1f} rows/s  ({wall:.1f} s; statuses {summary.statuses})")
+            for store in args.ray_stores:
+                for name, executor in (("local", LocalExecutor()), ("ray, 2 workers", RayExecutor("auto", workers=2))):
+                    work = Path(tempfile.mkdtemp(prefix="scale-bench-"))
+                    where = pg.createdb(f"ray_{len(name)}_{int(time.time())}") if store == "postgresql" else str(work / "c.sqlite")
+                    cfg = load_config(write_config(work / "slm.toml", fault.url, 32, where))
+                    rows = _rows(work / "in.jsonl", m, "echo")
+                    started = time.perf_counter()
+                    summary = asyncio.run(run_batch(GraphSource("scale_out:echo_graph", cfg), rows, work / "out.jsonl",
+                                                    concurrency=64, executor=executor, progress=False))  # fmt: skip
+                    wall = time.perf_counter() - started
+                    print(f"   {store:<10} {name:<15} {m / wall:8.1f} rows/s  ({wall:.1f} s; statuses {summary.statuses})")
         finally:
             ray.shutdown()
     print(f"   peak RSS: this process {peak_mb():.0f} MiB, largest child {peak_mb(resource.RUSAGE_CHILDREN):.0f} MiB")
@@ -324,16 +328,17 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--fault-seconds", type=float, default=10.0, help="length of the batch run against the fault server")
     ap.add_argument("--ray-rows", type=int, default=2000)
+    ap.add_argument("--ray-stores", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"])
     args = ap.parse_args()
-    if 1 in args.part:
-        from pg_server import pg_server
+    from pg_server import pg_server
 
-        with pg_server() as pg:
+    with pg_server() if 1 in args.part or (3 in args.part and "postgresql" in args.ray_stores) else contextlib.nullcontext() as pg:
+        if 1 in args.part:
             part_serve(args, pg)
-    if 2 in args.part:
-        part_overhead(args)
-    if 3 in args.part:
-        part_ray(args)
+        if 2 in args.part:
+            part_overhead(args)
+        if 3 in args.part:
+            part_ray(args, pg)
 
 
 if __name__ == "__main__":
