@@ -170,11 +170,14 @@ async def pg_connect(dsn: str) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def pg_pool(dsn: str, *, max_size: int | None = None) -> AsyncIterator[Any]:
+async def pg_pool(dsn: str, *, max_size: int | None = None, min_size: int = 1) -> AsyncIterator[Any]:
     """An open ``psycopg_pool.AsyncConnectionPool`` on ``dsn``, closed on exit.
 
     One connection is made first, so a wrong password, a missing database or an
     unreachable server is reported as such (a pool alone would only time out).
+    ``max_size`` defaults to :func:`pool_size`; ``min_size`` connections are open
+    before this returns (a graph's store opens all of them, see
+    :class:`~slmgraph.storage.PostgresStore`).
 
     Raises:
         ConfigError, StorageUnavailableError, StorageAuthError, StorageNotFoundError.
@@ -189,9 +192,7 @@ async def pg_pool(dsn: str, *, max_size: int | None = None) -> AsyncIterator[Any
     sweeps: set[asyncio.Future[Any]] = set()
     pool = AsyncConnectionPool(
         dsn,
-        # Every connection is opened up front (a password exchange each): a burst
-        # of runs then never waits while the pool grows one connection at a time.
-        min_size=max_size,
+        min_size=min(max(1, min_size), max_size),
         max_size=max_size,
         kwargs={"connect_timeout": CONNECT_TIMEOUT_S, **_connect_kwargs()},
         # A connection is checked before it is lent: after a server restart the
@@ -205,7 +206,7 @@ async def pg_pool(dsn: str, *, max_size: int | None = None) -> AsyncIterator[Any
     except Exception as exc:  # PoolTimeout: the server let one connection in, not all of them
         await pool.close()
         raise StorageUnavailableError(
-            redact_dsn(dsn), f"could not open {max_size} connections within {CONNECT_TIMEOUT_S * 2} s ({_first_line(exc)}); "
+            redact_dsn(dsn), f"could not open {min_size} connections within {CONNECT_TIMEOUT_S * 2} s ({_first_line(exc)}); "
             "are max_connections (or the role's CONNECTION LIMIT) used up? Lower SLMGRAPH_PG_POOL or raise the limit"
         ) from None
     try:

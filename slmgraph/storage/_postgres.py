@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .._errors import MissingDependencyError
-from ._pg import check_dsn, pg_pool, storage_error
+from ._pg import check_dsn, pg_pool, pool_size, storage_error
 from ._pg_runs import SCHEMA, PostgresRunStore
 
 __all__ = ["PostgresStore", "setup_postgres", "postgres_store_of", "pooled_saver"]
@@ -103,7 +103,10 @@ class PostgresStore:
 
         stack = contextlib.AsyncExitStack()
         try:
-            pool = await stack.enter_async_context(pg_pool(self.dsn, max_size=self.max_size))
+            # Every connection is opened up front (a password exchange each): a
+            # burst of runs then never waits while the pool grows one at a time.
+            size = self.max_size or pool_size()
+            pool = await stack.enter_async_context(pg_pool(self.dsn, max_size=size, min_size=size))
             saver = pooled_saver(pool)
             try:
                 await setup_postgres(pool, saver)
