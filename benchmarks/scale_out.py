@@ -203,7 +203,8 @@ def part_serve(args, pg) -> None:
             finally:
                 proc.terminate()
                 proc.wait(timeout=60)
-    print(f"   peak RSS of the server processes: {peak_mb(resource.RUSAGE_CHILDREN):.0f} MiB")
+    print(f"   peak RSS of the server processes: {peak_mb(resource.RUSAGE_CHILDREN):.0f} MiB; "
+          f"load average after: {os.getloadavg()[0]:.1f}")
 
 
 # --------------------------------------------------------------------------- 2. batch overhead
@@ -245,6 +246,7 @@ def part_overhead(args) -> None:
     n, conc = args.rows, args.concurrency
     text = "I love this phone, the battery lasts for days"
     print(f"\n2. batch overhead: {n} rows, instant model, concurrency {conc}, CPU time per row")
+    print(f"   load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"{'store':>14} {'slmgraph batch µs':>17} {'raw abatch µs':>13} {'ratio':>6} {'batch rows/s':>12} {'abatch rows/s':>13}")
     for store in args.stores:
         work = Path(tempfile.mkdtemp(prefix="scale-bench-"))
@@ -295,6 +297,7 @@ def part_ray(args, pg=None) -> None:
     p, lat, m = 256, 0.02, args.ray_rows
     print(f"\n3. Ray (2 workers) against local: {m} rows, fault server P={p}, L={lat:g} s "
           f"(P/L = {p / lat:g}/s, not the limit)")  # fmt: skip
+    print(f"   load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     with FaultServer.start(latency=lat, parallel=p, max_queue=4096, reply='{"text": "$USER"}') as fault:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH", "")])
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
