@@ -30,8 +30,10 @@ from pydantic import BaseModel
 from .._context import EffectLog, RunContext
 from .._errors import ConfigError, SlmGraphError, UnknownSkillError
 from .._harden import harden_models
+from .._sync import is_async
 from ..ledger import PriceTable
 from ..models._base import Message, Model
+from ..privacy._policy import PrivacyPolicy
 from ..skills._run import run_skill
 from ..skills._skill import Accepted, Rejected, Skill
 from ._state import SLMState, run_reset
@@ -48,6 +50,9 @@ RUN_EFFECTS: contextvars.ContextVar[Callable[[str, str], EffectLog] | None] = co
 
 Input = str | Callable[[Any], Any]
 
+#: slmgraph's own state fields (:class:`SLMState`), which no node's output may take.
+_SLM_FIELDS = frozenset(SLMState.__annotations__)
+
 
 @dataclass(frozen=True)
 class Bindings:
@@ -60,13 +65,16 @@ class Bindings:
     capture: Any = None
 
     @classmethod
-    def of(cls, models: Mapping[str, Model] | Bindings, prices: PriceTable | None, large_keys: Iterable[str]) -> Bindings:
+    def of(
+        cls, models: Mapping[str, Model] | Bindings, prices: PriceTable | None, large_keys: Iterable[str],
+        privacy: PrivacyPolicy | None = None,
+    ) -> Bindings:
         """Bindings from a node factory's arguments. A plain mapping goes through
-        :func:`~slmgraph.harden` (a remote model without a privacy policy is refused
-        here, at build); a :class:`Bindings` is used as it is."""
+        :func:`~slmgraph.harden` with ``privacy`` (a remote model without a privacy
+        policy is refused here, at build); a :class:`Bindings` is used as it is."""
         if isinstance(models, Bindings):
             return models
-        return cls(harden_models(models), prices or PriceTable(), frozenset(large_keys))
+        return cls(harden_models(models, privacy=privacy), prices or PriceTable(), frozenset(large_keys))
 
     def context(self, state: Any, config: RunnableConfig | None, history: tuple[Message, ...] = ()) -> RunContext:
         return RunContext.fresh(self.models, self.prices, self.large_keys, history, _effects(state, config))
@@ -149,17 +157,24 @@ class SkillNode(Generic[OutT]):
         starts_run: bool | type = False,
         prices: PriceTable | None = None,
         large_keys: Sequence[str] = ("large",),
+        privacy: PrivacyPolicy | None = None,
     ) -> None:
         self.skills: Mapping[str, Skill] = dict(skill) if isinstance(skill, Mapping) else {skill.name: skill}
         if not self.skills:
             raise ConfigError("skill", "a skill node needs a skill")
         self.single: Skill | None = None if isinstance(skill, Mapping) else skill
-        self.bind = Bindings.of(models, prices, large_keys)
+        self.bind = Bindings.of(models, prices, large_keys, privacy)
         for s in self.skills.values():
             if s.runner is None:  # composite skills name their own keys
                 self.bind.require(s.model, f"skill {s.name!r}")
+        if callable(input) and is_async(input):
+            raise ConfigError("input", "must be a state key or a plain function `state -> input`, not async; "
+                              "do async work in a node before this one and read its result from the state")  # fmt: skip
         self.input = input
         self.output = output or (self.single.name if self.single else "output")
+        if self.output in _SLM_FIELDS:
+            raise ConfigError("output", f"{self.output!r} is one of slmgraph's own state fields "
+                              f"({', '.join(sorted(_SLM_FIELDS))}); write the skill's output to a key of your own")  # fmt: skip
         self.on_reject = on_reject
         self.large = large
         self.name = name or (self.single.name if self.single else "specialist")
@@ -293,6 +308,7 @@ def skill_node(
     starts_run: bool | type = False,
     prices: PriceTable | None = None,
     large_keys: Sequence[str] = ("large",),
+    privacy: PrivacyPolicy | None = None,
 ) -> SkillNode[OutT]:
     """A LangGraph node that runs ``skill`` on its bound small model.
 
@@ -318,6 +334,8 @@ def skill_node(
             the thread left in the ledger and the escalations (``True``), or in
             every :func:`~slmgraph.graphs.add_run_list` field of the state type given.
         prices, large_keys: the ledger's price table; keys counted as large.
+        privacy: the privacy gate's policy for models that leave the machine
+            (required for them, as in :func:`~slmgraph.build_graph`).
 
     Every rejection appends a record to ``escalations``; every model call
     appends an entry to ``ledger``.
@@ -325,6 +343,7 @@ def skill_node(
     return SkillNode(
         skill, models=models, input=input, output=output, on_reject=on_reject, large=large, name=name,
         collect=collect, answer=answer, starts_run=starts_run, prices=prices, large_keys=large_keys,
+        privacy=privacy,
     )
 
 

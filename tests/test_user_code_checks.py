@@ -1,0 +1,137 @@
+"""User code and hostile text the graph is given: refused at build with a ConfigError
+naming the field, or at run with a typed error, never a stray exception mid-run.
+Found by a new-user review; each test failed before its fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from langgraph.graph import END, START, StateGraph
+from pydantic import BaseModel
+
+from slmgraph import (
+    AcceptancePolicy,
+    ConfigError,
+    OpenAIModel,
+    RequestError,
+    SLMState,
+    Skill,
+    build_graph,
+    escalation_node,
+    router_node,
+    RulesRouter,
+    skill_node,
+)
+from slmgraph.privacy import PrivacyGate, PrivacyPolicy
+from slmgraph.testing import ScriptedModel
+
+
+class Amount(BaseModel):
+    amount: float
+
+
+def _skill(**changes: Any) -> Skill:
+    return Skill(name="refund", description="the refund amount", instructions="Give the amount.",
+                 output_type=Amount, **changes)
+
+
+def _small() -> ScriptedModel:
+    return ScriptedModel([{"amount": 1.0}], repeat_last=True)
+
+
+# -- build time -------------------------------------------------------------------
+
+
+def test_an_async_check_is_refused_at_build():
+    """An ``async def`` check used to be called without being awaited: the coroutine
+    counted as a failure reason, so every answer escalated (with a RuntimeWarning)."""
+
+    async def check(request, output):
+        return None
+
+    with pytest.raises(ConfigError, match="acceptance.check") as info:
+        AcceptancePolicy(check=check)
+    assert "async" in str(info.value)
+
+
+def test_a_sync_runner_is_refused_at_build():
+    """A plain ``def`` runner used to fail mid-run with ``TypeError: object ... can't be
+    used in 'await' expression``."""
+
+    def runner(skill, data, ctx, node):
+        return None
+
+    with pytest.raises(ConfigError, match="skill.runner"):
+        _skill(runner=runner)
+
+
+def test_async_callables_that_are_not_plain_functions_still_pass():
+    class Runner:
+        async def __call__(self, skill, data, ctx, node):
+            return None
+
+    assert _skill(runner=Runner()).runner is not None
+
+
+@pytest.mark.parametrize("field", ["ledger", "escalations", "run_id"])
+def test_a_skill_node_writing_to_slmgraphs_own_fields_is_refused(field):
+    """``output="ledger"`` used to fail mid-run with ``KeyError: 0`` in the reducer."""
+    with pytest.raises(ConfigError, match="output"):
+        skill_node(_skill(), models={"small": _small()}, output=field)
+
+
+def test_an_async_input_function_is_refused_at_build():
+    """An ``async def`` input used to hand the skill a coroutine: a bad_input rejection
+    ("Input should be a valid string") and a never-awaited RuntimeWarning."""
+
+    async def text_of(state):
+        return state["text"]
+
+    with pytest.raises(ConfigError, match="input"):
+        skill_node(_skill(), models={"small": _small()}, input=text_of)
+
+
+def test_node_factories_take_the_privacy_policy_their_error_asks_for():
+    """The ConfigError for a remote model says "pass privacy=PrivacyPolicy(...)", but the
+    node factories took no ``privacy`` argument."""
+    cloud = OpenAIModel("gpt-x", base_url="http://127.0.0.1:9/v1", api_key="k", local=False)
+    with pytest.raises(ConfigError, match="privacy"):
+        skill_node(_skill(), models={"small": cloud})
+    policy = PrivacyPolicy(action="redact")
+    node = skill_node(_skill(), models={"small": cloud}, privacy=policy)
+    assert isinstance(node.bind.models["small"], PrivacyGate)
+    router = router_node(RulesRouter([], default="refund"), [_skill()], models={"large": cloud}, privacy=policy)
+    assert isinstance(router.bind.models["large"], PrivacyGate)
+    esc = escalation_node(None, [_skill()], models={"large": cloud}, privacy=policy)
+    assert isinstance(esc.bind.models["large"], PrivacyGate)
+
+
+# -- run time: text that is not valid Unicode -------------------------------------
+
+
+@pytest.mark.parametrize("request_", ["refund \ud800 now", {"text": "refund \udcff"}])
+def test_a_lone_surrogate_in_a_request_is_a_request_error(request_):
+    """A lone surrogate (what undecodable bytes become) used to crash with an untyped
+    ``UnicodeEncodeError`` while counting tokens."""
+    graph = build_graph([_skill()], models={"small": _small()}, checkpoint=None)
+    with pytest.raises(RequestError, match="surrogate"):
+        graph.invoke(request_)
+
+
+async def test_a_lone_surrogate_in_a_users_own_graph_is_a_request_error():
+    class State(SLMState, total=False):
+        text: str
+        amount: dict | None
+
+    builder = StateGraph(State)
+    builder.add_node("refund", skill_node(_skill(), models={"small": _small()}, input="text", output="amount"))
+    builder.add_edge(START, "refund")
+    builder.add_edge("refund", END)
+    with pytest.raises(RequestError, match="surrogate"):
+        await builder.compile().ainvoke({"text": "refund \ud83d"})
+
+
+def test_valid_non_ascii_text_still_runs():
+    graph = build_graph([_skill()], models={"small": _small()}, checkpoint=None)
+    assert graph.invoke("Rückerstattung 5 € 🙂").status == "answered"
