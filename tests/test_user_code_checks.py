@@ -135,3 +135,34 @@ async def test_a_lone_surrogate_in_a_users_own_graph_is_a_request_error():
 def test_valid_non_ascii_text_still_runs():
     graph = build_graph([_skill()], models={"small": _small()}, checkpoint=None)
     assert graph.invoke("Rückerstattung 5 € 🙂").status == "answered"
+
+
+# -- an escalation node in a state of the user's own ------------------------------
+
+
+async def test_the_large_models_answer_survives_in_a_state_without_an_answer_field():
+    """In a state made of ``SLMState`` plus the user's fields, the escalation node's
+    ``answer`` had no channel: LangGraph dropped it, and the result said "answered by
+    the large model" with no answer. The escalation record now carries it."""
+    from slmgraph import RunResult
+    from slmgraph.testing import FunctionModel
+
+    class State(SLMState, total=False):
+        request: str
+        amount: dict | None
+
+    models = {"small": FunctionModel(lambda m, s: "not json"),
+              "large": FunctionModel(lambda m, s: {"action": "final", "answer": "42 EUR"}, name="big")}
+    skill = _skill(acceptance=AcceptancePolicy(min_confidence=None, max_repairs=0))
+    node = skill_node(skill, models=models, output="amount", on_reject="escalation", starts_run=State)
+    builder = StateGraph(State)
+    builder.add_node("refund", node)
+    builder.add_node("escalation", escalation_node(None, [skill], models=models))
+    builder.add_edge(START, "refund")
+    builder.add_conditional_edges("refund", node.branch(), ["escalation", END])
+    builder.add_edge("escalation", END)
+    state = await builder.compile().ainvoke({"request": "refund 42 EUR"})
+    assert state["escalations"][-1]["status"] == "escalated"
+    assert state["escalations"][-1]["answer"] == "42 EUR"
+    result = RunResult.from_state(state, thread_id="t")
+    assert result.status == "escalated" and result.answer == "42 EUR"

@@ -79,6 +79,8 @@ class RunResult(BaseModel, Generic[OutT]):
             large: the large model, whose tokenizer counts the direct-large baseline.
         """
         values = {k: v for k in _copied(cls) if (v := state.get(k)) is not None}
+        if "answer" not in values and (said := _escalated_answer(state)) is not None:
+            values["answer"] = said  # a state without an ``answer`` field: the record's copy
         for k, factory in _factories(cls):
             if k not in values:  # filled here: pydantic inspects the factory on every call
                 values[k] = factory()
@@ -102,10 +104,18 @@ class RunResult(BaseModel, Generic[OutT]):
             ledger=entries,
             totals=run_totals(
                 entries, prices, request=state.get("request"),
-                answer=state.get("answer") or raw or state.get("draft"), large=large,
+                answer=values.get("answer") or raw or state.get("draft"), large=large,
             ),
             run_id=state.get("run_id") or None,
         )
+
+
+def _escalated_answer(state: Mapping[str, Any]) -> str | None:
+    """The large model's answer as the last escalated record holds it."""
+    for e in reversed(state.get("escalations") or ()):
+        if e.get("status") == "escalated" and e.get("answer") is not None:
+            return e["answer"]
+    return None
 
 
 @functools.cache

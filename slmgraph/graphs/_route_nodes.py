@@ -157,7 +157,9 @@ class EscalationNode:
             "tool_calls": [dataclasses.asdict(c) for c in result.tool_calls],
             "messages": [AIMessage(result.answer, name="escalation")],
             "ledger": ctx.recorder.dump(),
-            "escalations": [{**record, "status": "escalated"}],
+            # The record carries the answer too: a state of the user's own may have no
+            # ``answer`` field, and LangGraph drops writes to fields a state lacks.
+            "escalations": [{**record, "status": "escalated", "answer": result.answer}],
         }
 
 
