@@ -4,7 +4,7 @@ Found by a new-user review; each test failed before its fix."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 from langgraph.graph import END, START, StateGraph
@@ -23,6 +23,7 @@ from slmgraph import (
     RulesRouter,
     skill_node,
 )
+from slmgraph.graphs import add_run_list
 from slmgraph.privacy import PrivacyGate, PrivacyPolicy
 from slmgraph.testing import ScriptedModel
 
@@ -166,3 +167,28 @@ async def test_the_large_models_answer_survives_in_a_state_without_an_answer_fie
     assert state["escalations"][-1]["answer"] == "42 EUR"
     result = RunResult.from_state(state, thread_id="t")
     assert result.status == "escalated" and result.answer == "42 EUR"
+
+
+# -- fan-out ------------------------------------------------------------------------
+
+
+async def test_fan_out_over_a_string_is_refused_not_sent_per_character():
+    """``fan_out("item", ...)`` on a key holding text used to send one task per character."""
+    from slmgraph import UserError, fan_out
+
+    class State(SLMState, total=False):
+        text: str
+        item: str
+        amounts: Annotated[list, add_run_list]
+
+    builder = StateGraph(State)
+    builder.add_node("refund", skill_node(_skill(), models={"small": _small()}, input="item", output="amounts", collect=True))
+    builder.add_conditional_edges(START, fan_out("text", "refund"), ["refund", END])
+    builder.add_edge("refund", END)
+    with pytest.raises(UserError, match="fan_out"):
+        await builder.compile().ainvoke({"text": "refund 5"})
+
+
+def test_the_collect_docs_name_the_reducer_that_keeps_runs_apart():
+    """``operator.add`` (which the docstring suggested) keeps every earlier run's items."""
+    assert "add_run_list" in skill_node.__doc__ and "such as ``operator.add``" not in skill_node.__doc__

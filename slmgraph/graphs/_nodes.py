@@ -28,7 +28,7 @@ from langgraph.types import Send
 from pydantic import BaseModel
 
 from .._context import EffectLog, RunContext
-from .._errors import ConfigError, SlmGraphError, UnknownSkillError
+from .._errors import ConfigError, SlmGraphError, UnknownSkillError, UserError
 from .._harden import harden_models
 from .._sync import is_async
 from ..ledger import PriceTable
@@ -328,7 +328,10 @@ def skill_node(
             names the node that takes rejected sub-tasks: route there with
             :meth:`SkillNode.branch`.
         collect: append ``{"input": ..., "output": ...}`` to a list (for a
-            fan-out target; the output key needs a list reducer such as ``operator.add``).
+            fan-out target). Give the output key the reducer
+            :func:`~slmgraph.graphs.add_run_list` and pass ``starts_run=`` your state
+            type to the first node, so each run on a thread starts with an empty
+            list (``operator.add`` would keep every earlier run's items).
         answer: a state key for the answer text (the skill's ``render``).
         starts_run: this is the graph's first node: clear what earlier runs on
             the thread left in the ledger and the escalations (``True``), or in
@@ -361,6 +364,9 @@ def fan_out(
 
     async def send(state: Any) -> list[Send] | str:
         found = items(state) if callable(items) else _get(state, items)
+        if isinstance(found, (str, bytes, Mapping)):
+            raise UserError(f"fan_out to {to!r} needs a list of items, got {type(found).__name__}; "
+                            "return a list (e.g. [text] for a single item)")  # fmt: skip
         sends = [Send(to, {key: item, "run_id": _get(state, "run_id", "")}) for item in found or ()]
         return sends or empty
 
