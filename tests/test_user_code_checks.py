@@ -192,3 +192,23 @@ async def test_fan_out_over_a_string_is_refused_not_sent_per_character():
 def test_the_collect_docs_name_the_reducer_that_keeps_runs_apart():
     """``operator.add`` (which the docstring suggested) keeps every earlier run's items."""
     assert "add_run_list" in skill_node.__doc__ and "such as ``operator.add``" not in skill_node.__doc__
+
+
+def test_a_model_with_a_sync_complete_is_refused_at_build():
+    """A user's ``Model`` subclass with a plain ``def complete`` used to fail mid-run with
+    ``TypeError: object ModelReply can't be used in 'await' expression``."""
+    from slmgraph import Model
+
+    class Mine(Model):
+        name, provider, context_window = "mine", "mine", 4096
+
+        def complete(self, messages, *, schema=None, settings=None):  # type: ignore[override]
+            raise AssertionError("never called")
+
+    for make in (lambda: build_graph([_skill()], models={"small": Mine()}, checkpoint=None),
+                 lambda: build_graph([_skill()], models={"small": Mine()}, checkpoint=None, harden=False),
+                 lambda: skill_node(_skill(), models={"small": Mine()})):
+        with pytest.raises(ConfigError, match="models.small"):
+            make()
+    with pytest.raises(ConfigError, match="not a model"):
+        skill_node(_skill(), models={"small": object()})

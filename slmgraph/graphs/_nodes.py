@@ -32,7 +32,7 @@ from .._errors import ConfigError, SlmGraphError, UnknownSkillError, UserError
 from .._harden import harden_models
 from .._sync import is_async
 from ..ledger import PriceTable
-from ..models._base import Message, Model
+from ..models._base import Message, Model, check_model
 from ..privacy._policy import PrivacyPolicy
 from ..skills._run import run_skill
 from ..skills._skill import Accepted, Rejected, Skill
@@ -74,6 +74,8 @@ class Bindings:
         policy is refused here, at build); a :class:`Bindings` is used as it is."""
         if isinstance(models, Bindings):
             return models
+        for key, model in models.items():
+            check_model(model, key)
         return cls(harden_models(models, privacy=privacy), prices or PriceTable(), frozenset(large_keys))
 
     def context(self, state: Any, config: RunnableConfig | None, history: tuple[Message, ...] = ()) -> RunContext:
