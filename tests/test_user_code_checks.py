@@ -212,3 +212,47 @@ def test_a_model_with_a_sync_complete_is_refused_at_build():
             make()
     with pytest.raises(ConfigError, match="not a model"):
         skill_node(_skill(), models={"small": object()})
+
+
+# -- a state of the user's own: its input key ----------------------------------------
+
+
+class _Contract(SLMState, total=False):
+    contract: str
+    amount: dict | None
+
+
+def _one_node_graph(input_key: str):
+    builder = StateGraph(_Contract)
+    builder.add_node("refund", skill_node(_skill(), models={"small": _small()}, input=input_key, output="amount",
+                                          starts_run=_Contract))
+    builder.add_edge(START, "refund")
+    builder.add_edge("refund", END)
+    return builder.compile()
+
+
+async def test_the_baseline_counts_a_request_held_under_a_key_of_the_users_own():
+    """``RunResult.from_state`` read the baseline's request only from ``request``: a
+    state holding it under ``contract`` (as the README's example does) priced a direct
+    large-model call at the answer's tokens alone."""
+    from slmgraph import Price, PriceTable, RunResult
+
+    state = await _one_node_graph("contract").ainvoke({"contract": "x" * 3000})
+    prices = PriceTable(prices={"large": Price(input_per_mtok=1.0)})
+    result = RunResult.from_state(state, thread_id="t", output_key="amount", prices=prices, request_key="contract")
+    assert result.totals.baseline_prompt_tokens == 1000  # 3000 bytes at one token per 3
+    assert result.totals.baseline_usd == pytest.approx(1000 / 1e6)
+
+
+async def test_a_skill_node_whose_input_key_was_never_written_says_so():
+    """``input="txt"`` (a typo for ``contract``) used to skip the node silently; the run
+    then read as "answered by the small models" with nothing answered."""
+    from slmgraph import UserError
+
+    with pytest.raises(UserError, match="'txt'"):
+        await _one_node_graph("txt").ainvoke({"contract": "refund 5"})
+
+
+async def test_a_none_input_still_skips_the_node():
+    state = await _one_node_graph("contract").ainvoke({"contract": None})
+    assert state.get("amount") is None and state["ledger"] == []

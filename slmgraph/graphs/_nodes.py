@@ -234,6 +234,10 @@ class SkillNode(Generic[OutT]):
     async def __call__(self, state: Any, config: RunnableConfig) -> dict[str, Any]:
         request = self.request_of(state)
         if request is None:
+            if isinstance(self.input, str) and isinstance(state, Mapping) and self.input not in state:
+                raise UserError(f"skill node {self.name!r} reads its input from state key {self.input!r}, which "
+                                f"nothing has written (the state has {sorted(state)}); check the key's name, "
+                                "or write None there to skip the node")  # fmt: skip
             return dict(self.reset)  # nothing to work on: an earlier sub-task was not answered
         skill = self.skill_of(state)
         ctx = self.bind.context(state, config, _history(state) if skill.memory else ())

@@ -70,12 +70,15 @@ class RunResult(BaseModel, Generic[OutT]):
         output_type: type[BaseModel] | None = None,
         output_key: str = "output",
         large: Model | None = None,
+        request_key: str = "request",
     ) -> RunResult[Any]:
         """The result of the run whose final state is ``state``.
 
         Args:
             output_type: validates ``state[output_key]`` into :attr:`output`.
             output_key: the state field holding the run's output as JSON.
+            request_key: the state field holding the run's input, whose tokens the
+                direct-large baseline counts.
             large: the large model, whose tokenizer counts the direct-large baseline.
         """
         values = {k: v for k in _copied(cls) if (v := state.get(k)) is not None}
@@ -103,7 +106,7 @@ class RunResult(BaseModel, Generic[OutT]):
             message=outcome_message(state, status),
             ledger=entries,
             totals=run_totals(
-                entries, prices, request=state.get("request"),
+                entries, prices, request=state.get(request_key),
                 answer=values.get("answer") or raw or state.get("draft"), large=large,
             ),
             run_id=state.get("run_id") or None,
