@@ -16,6 +16,7 @@ from slmgraph import (
     OpenAIModel,
     RequestError,
     SLMState,
+    UserError,
     Skill,
     build_graph,
     escalation_node,
@@ -256,3 +257,41 @@ async def test_a_skill_node_whose_input_key_was_never_written_says_so():
 async def test_a_none_input_still_skips_the_node():
     state = await _one_node_graph("contract").ainvoke({"contract": None})
     assert state.get("amount") is None and state["ledger"] == []
+
+
+# -- a check's verdict, and exceptions from the user's own code --------------------
+
+
+@pytest.mark.parametrize("verdict", [True, False, 42])
+def test_a_check_returning_something_other_than_none_or_a_reason_is_a_user_error(verdict, tmp_path):
+    """``check=lambda i, o: o.amount > 0`` used to reject every good answer with the
+    reason ``True`` (and accept on ``False``), escalating to the paid model."""
+    skill = _skill(acceptance=AcceptancePolicy(check=lambda request, output: verdict))
+    graph = build_graph([skill], models={"small": _small()}, checkpoint=tmp_path / "c.sqlite")
+    with pytest.raises(UserError, match="return None to accept") as info:
+        graph.invoke("refund 1 EUR", thread_id="t-check")
+    assert info.value.thread_id == "t-check" and info.value.run_id
+
+
+def test_a_check_returning_none_or_a_reason_still_decides():
+    ok = build_graph([_skill(acceptance=AcceptancePolicy(check=lambda i, o: None))], models={"small": _small()}, checkpoint=None)
+    assert ok.invoke("refund 1 EUR").status == "answered"
+    bad = build_graph([_skill(acceptance=AcceptancePolicy(check=lambda i, o: "amount too small", max_repairs=0))],
+                      models={"small": _small()}, checkpoint=None)  # fmt: skip
+    assert bad.invoke("refund 1 EUR").escalation_reason == "failed_check"
+
+
+def test_an_exception_from_the_users_check_names_the_run(tmp_path):
+    """A ``KeyError`` from a user's check used to come out with no way to find the run."""
+
+    def check(request, output):
+        raise KeyError("currency")
+
+    graph = build_graph([_skill(acceptance=AcceptancePolicy(check=check))], models={"small": _small()},
+                        checkpoint=tmp_path / "c.sqlite")  # fmt: skip
+    with pytest.raises(KeyError) as info:
+        graph.invoke("refund 1 EUR", thread_id="t-user")
+    assert info.value.thread_id == "t-user" and info.value.run_id
+    assert any(info.value.run_id in note for note in info.value.__notes__)
+    failed = graph.pending_runs(include_failed=True)
+    assert [(r.thread_id, r.run_id) for r in failed] == [("t-user", info.value.run_id)]
