@@ -84,6 +84,8 @@ class RunResult(BaseModel, Generic[OutT]):
         values = {k: v for k in _copied(cls) if (v := state.get(k)) is not None}
         if "answer" not in values and (said := _escalated_answer(state)) is not None:
             values["answer"] = said  # a state without an ``answer`` field: the record's copy
+        if "escalation_reason" not in values and (why := _reason(state)) is not None:
+            values["escalation_reason"] = why  # a pipeline's node escalated: its record says why
         for k, factory in _factories(cls):
             if k not in values:  # filled here: pydantic inspects the factory on every call
                 values[k] = factory()
@@ -133,11 +135,17 @@ def _factories(cls: type[RunResult]) -> tuple[tuple[str, Any], ...]:
                  if k in _copied(cls) and f.default_factory is not None)
 
 
-def outcome_message(state: Mapping[str, Any], status: str | None = None) -> str:
-    status = status or state.get("status")
+def _reason(state: Mapping[str, Any]) -> str | None:
+    """Why the run escalated: the router's field, or else the last escalation record's."""
     reason = state.get("escalation_reason")
     if reason is None and state.get("escalations"):
         reason = state["escalations"][-1].get("reason")
+    return reason
+
+
+def outcome_message(state: Mapping[str, Any], status: str | None = None) -> str:
+    status = status or state.get("status")
+    reason = _reason(state)
     if status == "answered":
         return f"answered by skill {state.get('route')!r}" if state.get("route") else "answered by the small models"
     if status == "escalated":
