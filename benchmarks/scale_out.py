@@ -23,7 +23,7 @@ max_parallel`` graphs at once (the ratio of serve's defaults, 8 runs for 4 calls
 and queues the other requests: runs admitted far beyond what the model hosts take
 only interleave their database steps on the event loop and delay every model
 call (with 128 admitted, the first model call of a 160-request burst left 1.9 s
-after the burst instead of 0.4 s). The load generator speaks plain HTTP/1.1 on
+after the burst; with 16, 0.6 s). The load generator speaks plain HTTP/1.1 on
 asyncio streams, one connection per request, so its own CPU (on the same two
 cores) delays the servers as little as it can. Peak memory: this process, and its
 largest child.
