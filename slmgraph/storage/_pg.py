@@ -144,8 +144,9 @@ async def check_idle(conn: Any) -> None:
     from psycopg_pool import AsyncConnectionPool
 
     try:
-        fd = conn.pgconn.socket
-        readable = bool(select.select([fd], [], [], 0)[0])
+        poller = select.poll()  # poll, not select: no limit on the descriptor's number
+        poller.register(conn.pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
+        readable = bool(poller.poll(0))
     except Exception:  # noqa: BLE001 - a closed connection has no socket: test it
         readable = True
     if readable or conn.closed or conn.broken:
@@ -183,6 +184,7 @@ async def pg_pool(dsn: str, *, max_size: int | None = None, min_size: int = 1) -
         ConfigError, StorageUnavailableError, StorageAuthError, StorageNotFoundError.
     """
     max_size = max_size or pool_size()
+    min_size = min(max(1, min_size), max_size)
     probe = await pg_connect(dsn)
     await probe.close()
     try:
@@ -192,7 +194,7 @@ async def pg_pool(dsn: str, *, max_size: int | None = None, min_size: int = 1) -
     sweeps: set[asyncio.Future[Any]] = set()
     pool = AsyncConnectionPool(
         dsn,
-        min_size=min(max(1, min_size), max_size),
+        min_size=min_size,
         max_size=max_size,
         kwargs={"connect_timeout": CONNECT_TIMEOUT_S, **_connect_kwargs()},
         # A connection is checked before it is lent: after a server restart the
