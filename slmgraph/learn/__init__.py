@@ -48,6 +48,7 @@ _EXPORTS = {
     "shadow_run": "._shadow",
     "DEFAULT_LEARNING_STORE": "._sqlite",
     "SqliteLearningStore": "._sqlite",
+    "PostgresLearningStore": "._postgres",
     "Event": "._store",
     "LearningStore": "._store",
     "Snapshot": "._store",

@@ -52,7 +52,7 @@ def _learner(args: argparse.Namespace, cfg: Any, store: Any, strategy: str = "me
     else:
         from ._lora import LoraStrategy
 
-        made = LoraStrategy(store.path.parent / "adapters", progress=not args.no_progress)
+        made = LoraStrategy(store.artifacts / "adapters", progress=not args.no_progress)
     return Learner.for_graph(_graph(args, cfg), store, strategy=made, embedder=default_embedder(),
                              near=lc.near_duplicate, holdout=lc.holdout, margin=lc.margin, progress=not args.no_progress)
 
@@ -64,7 +64,7 @@ async def _data_list(args: argparse.Namespace, store: Any) -> int:
     if args.json:
         print(json.dumps({"records": counts, "snapshots": snaps}, indent=2))
         return 0
-    print(f"store:     {store.path}")
+    print(f"store:     {store.where}")
     print(f"records:   {sum(counts.values())} ({', '.join(f'{k} {v}' for k, v in sorted(counts.items())) or 'none'})")
     print(f"snapshots: {len(snaps)}")
     for s in snaps:

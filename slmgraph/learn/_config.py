@@ -2,7 +2,9 @@
 
     [learning]
     enabled = true             # ready graphs (run, serve) capture and serve learned versions
-    store = ".slmgraph/learning.sqlite"   # default: beside the checkpoint file
+    store = ".slmgraph/learning.sqlite"   # a file or a postgresql:// DSN; default: the
+                                          # checkpoint's database when that is PostgreSQL,
+                                          # else learning.sqlite beside the checkpoint file
     audit_sample = 0.05        # share of accepted answers the large model spot-checks
     raw = false                # keep records unredacted (off: PII is scrubbed first)
     refresh_s = 1.0            # how stale the served version may be
@@ -71,12 +73,21 @@ def learning_config(config: Config) -> LearningConfig:
 
 
 def store_of(config: Config) -> Any:
-    """The learning store the config names (default: beside the checkpoint file)."""
-    from ._sqlite import SqliteLearningStore
+    """The learning store the config names: ``[learning] store`` (a file or a
+    PostgreSQL DSN); by default the checkpoint's database when the checkpoint is a
+    ``postgresql://`` DSN, else ``learning.sqlite`` beside the checkpoint file."""
+    from ..storage._pg import is_postgres
 
     cfg = learning_config(config)
-    path = Path(cfg.store) if cfg.store else Path(config.checkpoint).parent / "learning.sqlite"
-    return SqliteLearningStore(path)
+    where = cfg.store or config.checkpoint
+    if is_postgres(where):
+        from ._postgres import PostgresLearningStore
+
+        artifacts = Path(config.checkpoint).parent if not is_postgres(config.checkpoint) else Path(".slmgraph")
+        return PostgresLearningStore(str(where).strip(), artifacts=artifacts)
+    from ._sqlite import SqliteLearningStore
+
+    return SqliteLearningStore(Path(cfg.store) if cfg.store else Path(config.checkpoint).parent / "learning.sqlite")
 
 
 def learning_graph(graph: Any, config: Config) -> Any:

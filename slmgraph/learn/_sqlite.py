@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sqlite3
 import threading
 import time
@@ -18,16 +17,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
-
 from .._errors import ConfigError
-from ._errors import CorruptSnapshotError, SchemaMismatchError, UnknownVersionError
-from ._records import RECORD_SCHEMA, LearningRecord, RecordKind
-from ._store import STORE_FORMAT, Event, LearningStore, Snapshot, Version
+from ._errors import UnknownVersionError
+from ._records import LearningRecord, RecordKind
+from ._store import (
+    STORE_FORMAT, Event, LearningStore, Snapshot, Version, check_record, decode_records, decode_snapshot, newer_format,
+)
 
 __all__ = ["SqliteLearningStore", "DEFAULT_LEARNING_STORE"]
 
-log = logging.getLogger("slmgraph.learn")
 
 #: Where the learning loop keeps its data unless told otherwise.
 DEFAULT_LEARNING_STORE = Path(".slmgraph") / "learning.sqlite"
@@ -68,6 +66,8 @@ class SqliteLearningStore(LearningStore):
 
     def __init__(self, path: str | Path = DEFAULT_LEARNING_STORE) -> None:
         self.path = Path(path)
+        self.where = repr(str(self.path))
+        self.artifacts = self.path.parent
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._guard = threading.Lock()  # only ever taken in worker threads
@@ -99,10 +99,7 @@ class SqliteLearningStore(LearningStore):
             conn.execute("INSERT OR IGNORE INTO learn_meta VALUES ('format', ?)", (str(STORE_FORMAT),))
             found = int(conn.execute("SELECT value FROM learn_meta WHERE key='format'").fetchone()[0])
             if found > STORE_FORMAT:
-                raise SchemaMismatchError(
-                    f"the learning store {str(self.path)!r} has format {found}, newer than this slmgraph's "
-                    f"{STORE_FORMAT}; upgrade slmgraph or use another store file"
-                )
+                raise newer_format(self.where, found)
             self._ready = True
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -133,9 +130,7 @@ class SqliteLearningStore(LearningStore):
 
     # -- records --------------------------------------------------------------------
     async def add(self, record: LearningRecord) -> bool:
-        if record.schema_version > RECORD_SCHEMA:
-            raise SchemaMismatchError(f"record format {record.schema_version} is newer than {RECORD_SCHEMA}; upgrade slmgraph")
-        body = record.model_dump_json()
+        body = check_record(record)
 
         def work(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
@@ -159,19 +154,7 @@ class SqliteLearningStore(LearningStore):
             sql += " AND created_at > ?"
             args.append(since)
         sql += " ORDER BY created_at, seq"
-        rows = await self._run(lambda c: c.execute(sql, args).fetchall())
-        out = []
-        for seq, body in rows:
-            try:
-                rec = LearningRecord.model_validate_json(body)
-            except ValidationError as exc:
-                # Kept in the file as it is; reported, never silently used or deleted.
-                log.warning("learning record %s cannot be read (%s); skipped", seq, exc.errors()[0]["msg"])
-                continue
-            if rec.schema_version > RECORD_SCHEMA:
-                raise SchemaMismatchError(f"record {seq} has format {rec.schema_version}, newer than {RECORD_SCHEMA}; upgrade slmgraph")
-            out.append(rec)
-        return out
+        return decode_records(await self._run(lambda c: c.execute(sql, args).fetchall()))
 
     async def count(self, *, skill: str | None = None) -> dict[str, int]:
         sql = "SELECT kind, COUNT(*) FROM learn_records" + (" WHERE skill = ?" if skill is not None else "") + " GROUP BY kind"
@@ -210,12 +193,7 @@ class SqliteLearningStore(LearningStore):
             if rows:
                 raise UnknownVersionError("unique snapshot for the prefix", snapshot_id, [r[0] for r in rows])
             raise UnknownVersionError("snapshot", snapshot_id, known)
-        sid, body = rows[0]
-        try:
-            snap = Snapshot.model_validate_json(body)
-        except ValidationError as exc:
-            raise CorruptSnapshotError(sid, f"its stored body cannot be read: {exc.errors()[0]['msg']}") from None
-        return snap.verify()
+        return decode_snapshot(*rows[0])
 
     async def snapshots(self, target: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT id, target, created_at, n_train, n_holdout FROM learn_snapshots"
