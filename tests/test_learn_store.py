@@ -146,6 +146,31 @@ async def test_versions_read_back_and_take_their_evaluation_once_evaluated(where
     await store.close()
 
 
+async def test_shadow_assignments_and_results(where):
+    from slmgraph.learn import ShadowResult
+
+    store = open_store(where)
+    await store.save_version(Version(id="triage@m-1", target="triage", strategy="memory"))
+    assert await store.shadow_of("triage") is None
+    with pytest.raises(UnknownVersionError):
+        await store.set_shadow("triage", "triage@nope", 0.5)
+    await store.set_shadow("triage", "triage@m-1", 0.25, reason="passed the holdout")
+    assert await store.shadow_of("triage") == ("triage@m-1", 0.25)
+
+    def res(key: str, at: float) -> ShadowResult:
+        return ShadowResult(key=key, target="triage", candidate="triage@m-1", request=key, at=at,
+                            served_escalated=True, candidate_escalated=False, candidate_output={"label": "x"})
+
+    assert await store.add_shadow(res("k2", 2.0)) and await store.add_shadow(res("k1", 1.0))
+    assert not await store.add_shadow(res("k1", 3.0))  # one result per key
+    assert [r.key for r in await store.shadow_results("triage@m-1")] == ["k1", "k2"]
+    assert await store.shadow_results("triage@m-2") == []
+    await store.set_shadow("triage", None, reason="stop")
+    assert await store.shadow_of("triage") is None
+    assert [(e.kind, e.version) for e in await store.events("triage")] == [("shadow", "triage@m-1"), ("shadow", None)]
+    await store.close()
+
+
 async def test_a_store_written_by_a_newer_slmgraph_is_refused(where):
     store = open_store(where)
     await store.count()  # creates the tables

@@ -96,6 +96,7 @@ LEARN_EXPECTED = {
     "register_strategy", "shadow_run", "teacher_output", "with_learning",
     "LoraStrategy", "LoraSettings", "train_lora", "peft_to_gguf", "write_modelfile", "HeadStrategy",
     "LearningConfig", "write_report", "first_candidate_model", "PostgresLearningStore",
+    "ShadowResult", "LiveShadow", "live_report",
 }
 
 

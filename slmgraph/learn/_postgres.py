@@ -27,7 +27,7 @@ from typing import Any
 
 from .._errors import StorageError
 from ._errors import UnknownVersionError
-from ._records import LearningRecord, RecordKind
+from ._records import LearningRecord, RecordKind, ShadowResult
 from ._store import (
     STORE_FORMAT, Event, LearningStore, Snapshot, Version, check_record, decode_records, decode_snapshot, newer_format,
 )
@@ -49,6 +49,11 @@ _SCHEMA = (
     "created_at DOUBLE PRECISION NOT NULL, strategy TEXT NOT NULL, body TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS slmgraph_learn_current (target TEXT PRIMARY KEY, stack TEXT NOT NULL, "
     "changed_at DOUBLE PRECISION NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS slmgraph_learn_shadow_target (target TEXT PRIMARY KEY, version TEXT NOT NULL, "
+    "sample DOUBLE PRECISION NOT NULL, changed_at DOUBLE PRECISION NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS slmgraph_learn_shadow (seq BIGSERIAL PRIMARY KEY, key TEXT UNIQUE NOT NULL, "
+    "candidate TEXT NOT NULL, target TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, body TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS slmgraph_learn_shadow_candidate ON slmgraph_learn_shadow (candidate, at)",
     "CREATE TABLE IF NOT EXISTS slmgraph_learn_events (seq BIGSERIAL PRIMARY KEY, at DOUBLE PRECISION NOT NULL, "
     "target TEXT NOT NULL, kind TEXT NOT NULL, version TEXT, detail TEXT NOT NULL)",
 )
@@ -304,6 +309,35 @@ class PostgresLearningStore(LearningStore):
                                "ORDER BY seq DESC LIMIT %s", ((target,) if target else ()) + (limit,))
         return [Event(seq=r["seq"], at=r["at"], target=r["target"], kind=r["kind"], version=r["version"],
                       detail=json.loads(r["detail"])) for r in reversed(rows)]
+
+    # -- live shadow ----------------------------------------------------------------
+    async def set_shadow(self, target: str, version_id: str | None, sample: float = 0.1, reason: str = "") -> None:
+        if version_id is not None:
+            await self.version(version_id)  # must exist
+        async with self._conn(tx=True) as conn:
+            if version_id is None:
+                await conn.execute("DELETE FROM slmgraph_learn_shadow_target WHERE target = %s", (target,))
+            else:
+                await conn.execute(
+                    "INSERT INTO slmgraph_learn_shadow_target VALUES (%s,%s,%s,%s) ON CONFLICT (target) DO UPDATE SET "
+                    "version = excluded.version, sample = excluded.sample, changed_at = excluded.changed_at",
+                    (target, version_id, sample, time.time()))
+            await conn.execute("INSERT INTO slmgraph_learn_events (at, target, kind, version, detail) VALUES (%s,%s,%s,%s,%s)",
+                               (time.time(), target, "shadow", version_id, json.dumps({"reason": reason, "sample": sample})))
+
+    async def shadow_of(self, target: str) -> tuple[str, float] | None:
+        rows = await self._all("SELECT version, sample FROM slmgraph_learn_shadow_target WHERE target = %s", (target,))
+        return (rows[0]["version"], float(rows[0]["sample"])) if rows else None
+
+    async def add_shadow(self, result: ShadowResult) -> bool:
+        n = await self._exec(
+            "INSERT INTO slmgraph_learn_shadow (key, candidate, target, at, body) VALUES (%s,%s,%s,%s,%s) "
+            "ON CONFLICT (key) DO NOTHING", (result.key, result.candidate, result.target, result.at, result.model_dump_json()))
+        return n == 1
+
+    async def shadow_results(self, version_id: str) -> list[ShadowResult]:
+        rows = await self._all("SELECT body FROM slmgraph_learn_shadow WHERE candidate = %s ORDER BY at, seq", (version_id,))
+        return [ShadowResult.model_validate_json(r["body"]) for r in rows]
 
     def __repr__(self) -> str:
         return f"PostgresLearningStore({self.where!r})"

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from .._errors import ConfigError
 from ._errors import UnknownVersionError
-from ._records import LearningRecord, RecordKind
+from ._records import LearningRecord, RecordKind, ShadowResult
 from ._store import (
     STORE_FORMAT, Event, LearningStore, Snapshot, Version, check_record, decode_records, decode_snapshot, newer_format,
 )
@@ -47,6 +47,12 @@ CREATE TABLE IF NOT EXISTS learn_snapshots(
 CREATE TABLE IF NOT EXISTS learn_versions(
     id TEXT PRIMARY KEY, target TEXT NOT NULL, created_at REAL NOT NULL, strategy TEXT NOT NULL, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS learn_current(target TEXT PRIMARY KEY, stack TEXT NOT NULL, changed_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS learn_shadow_target(
+    target TEXT PRIMARY KEY, version TEXT NOT NULL, sample REAL NOT NULL, changed_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS learn_shadow(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT UNIQUE NOT NULL, candidate TEXT NOT NULL, target TEXT NOT NULL,
+    at REAL NOT NULL, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS learn_shadow_candidate ON learn_shadow(candidate, at);
 CREATE TABLE IF NOT EXISTS learn_events(
     seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, target TEXT NOT NULL, kind TEXT NOT NULL,
     version TEXT, detail TEXT NOT NULL);
@@ -280,6 +286,40 @@ class SqliteLearningStore(LearningStore):
         sql += (" WHERE target = ?" if target else "") + " ORDER BY seq DESC LIMIT ?"
         rows = await self._run(lambda c: c.execute(sql, ((target,) if target else ()) + (limit,)).fetchall())
         return [Event(seq=s, at=a, target=t, kind=k, version=v, detail=json.loads(d)) for s, a, t, k, v, d in reversed(rows)]
+
+    # -- live shadow ----------------------------------------------------------------
+    async def set_shadow(self, target: str, version_id: str | None, sample: float = 0.1, reason: str = "") -> None:
+        if version_id is not None:
+            await self.version(version_id)  # must exist
+
+        def work(conn: sqlite3.Connection) -> None:
+            def tx() -> None:
+                if version_id is None:
+                    conn.execute("DELETE FROM learn_shadow_target WHERE target = ?", (target,))
+                else:
+                    conn.execute("INSERT INTO learn_shadow_target VALUES (?,?,?,?) ON CONFLICT(target) DO UPDATE SET "
+                                 "version = excluded.version, sample = excluded.sample, changed_at = excluded.changed_at",
+                                 (target, version_id, sample, time.time()))
+                conn.execute("INSERT INTO learn_events(at, target, kind, version, detail) VALUES (?,?,?,?,?)",
+                             (time.time(), target, "shadow", version_id, json.dumps({"reason": reason, "sample": sample})))
+            self._tx(conn, tx)
+        await self._run(work)
+
+    async def shadow_of(self, target: str) -> tuple[str, float] | None:
+        row = await self._run(lambda c: c.execute(
+            "SELECT version, sample FROM learn_shadow_target WHERE target = ?", (target,)).fetchone())
+        return (row[0], float(row[1])) if row else None
+
+    async def add_shadow(self, result: ShadowResult) -> bool:
+        cur = await self._run(lambda c: c.execute(
+            "INSERT OR IGNORE INTO learn_shadow(key, candidate, target, at, body) VALUES (?,?,?,?,?)",
+            (result.key, result.candidate, result.target, result.at, result.model_dump_json())))
+        return cur.rowcount == 1
+
+    async def shadow_results(self, version_id: str) -> list[ShadowResult]:
+        rows = await self._run(lambda c: c.execute(
+            "SELECT body FROM learn_shadow WHERE candidate = ? ORDER BY at, seq", (version_id,)).fetchall())
+        return [ShadowResult.model_validate_json(r[0]) for r in rows]
 
     def __repr__(self) -> str:
         return f"SqliteLearningStore({str(self.path)!r})"

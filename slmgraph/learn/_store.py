@@ -21,7 +21,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, ValidationError
 
 from ._errors import CorruptSnapshotError, SchemaMismatchError
-from ._records import RECORD_SCHEMA, LearningRecord, RecordKind, canonical_json
+from ._records import RECORD_SCHEMA, LearningRecord, RecordKind, ShadowResult, canonical_json
 
 __all__ = ["LearningStore", "Snapshot", "Version", "Event", "snapshot_hash", "STORE_FORMAT",
            "decode_records", "decode_snapshot", "check_record", "newer_format"]
@@ -255,6 +255,24 @@ class LearningStore(ABC):
     @abstractmethod
     async def events(self, target: str | None = None, limit: int = 100) -> list[Event]:
         """Events, oldest first (the last ``limit``)."""
+
+    # -- live shadow ----------------------------------------------------------------
+    @abstractmethod
+    async def set_shadow(self, target: str, version_id: str | None, sample: float = 0.1, reason: str = "") -> None:
+        """Run ``version_id`` in shadow on a ``sample`` share of ``target``'s live
+        requests (``None``: stop), and log it."""
+
+    @abstractmethod
+    async def shadow_of(self, target: str) -> tuple[str, float] | None:
+        """The version in shadow for ``target`` and its sample share, if any. Cheap."""
+
+    @abstractmethod
+    async def add_shadow(self, result: ShadowResult) -> bool:
+        """Store a shadow result unless one with its key exists; ``True`` if added."""
+
+    @abstractmethod
+    async def shadow_results(self, version_id: str) -> list[ShadowResult]:
+        """A candidate's shadow results, oldest first."""
 
     async def close(self) -> None:  # pragma: no cover - default: nothing to close
         """Release connections."""
