@@ -147,3 +147,16 @@ async def test_only_the_sampled_share_of_traffic_is_shadowed(tmp_path, share):
     if share == 0.0:
         assert got == set()
     await store.close()
+
+
+async def test_the_native_langgraph_path_shadows_too(tmp_path):
+    from slmgraph.graphs._state import new_run
+
+    graph, store, _, _, cand = await _in_shadow(tmp_path)
+    native = graph.compile()
+    out = await native.ainvoke(new_run(LIVE[0]), {"configurable": {"thread_id": "n"}})
+    assert out["status"] == "escalated"  # the served version's answer
+    await graph.shadow.drain()
+    [result] = await store.shadow_results(cand)
+    assert result.request == LIVE[0] and not result.candidate_escalated and result.thread_id == "n"
+    await store.close()

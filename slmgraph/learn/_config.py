@@ -11,6 +11,7 @@
     adopt_after = 3            # agreeing records that make a proposed label real
     holdout = 0.2              # newest share of records held out for shadow evaluation
     margin = 0.02              # how much worse on quality a candidate may be (interval bound)
+    shadow_pending = 2         # shadow runs in flight at most (`slmgraph learn shadow`); 0: never shadow
     [learning.drift]
     window = 200
     min_runs = 50
@@ -56,6 +57,7 @@ class LearningConfig(BaseModel):
     near_duplicate: float = Field(0.97, gt=0.0, le=1.0)
     holdout: float = Field(0.2, ge=0.0, lt=1.0)
     margin: float = Field(0.02, ge=0.0, le=1.0)
+    shadow_pending: int = Field(2, ge=0)
     drift: DriftConfig | None = Field(default_factory=DriftConfig)
 
 
@@ -100,4 +102,4 @@ def learning_graph(graph: Any, config: Config) -> Any:
 
     monitor = DriftMonitor(**cfg.drift.model_dump()) if cfg.drift is not None else None
     return with_learning(graph, store_of(config), audit_sample=cfg.audit_sample, raw=cfg.raw,
-                         refresh_s=cfg.refresh_s, monitor=monitor)
+                         refresh_s=cfg.refresh_s, monitor=monitor, shadow_pending=cfg.shadow_pending)
