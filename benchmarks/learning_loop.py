@@ -35,6 +35,7 @@ import resource
 import sys
 import tempfile
 import time
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -85,15 +86,27 @@ def small_model(kind: str):
     return first_candidate_model()
 
 
-def graph_for(labels, bank, embedder, oracle, small, args):
-    fixed = {} if args.none_threshold is None else {"none_threshold": args.none_threshold}
-    if args.decisive_margin is not None:
-        fixed["decisive_margin"] = args.decisive_margin
-    skill = classify_skill(labels, bank, embedder=embedder, name="triage",
-                           description="sort a customer-support message into one help-desk intent", **fixed)
+async def graph_for(labels, bank, embedder, oracle, small, args):
+    what = {"embedder": embedder, "name": "triage", "description": "sort a customer-support message into one help-desk intent"}
+    skill = classify_skill(labels, bank, **what)
+    if args.fix_thresholds:  # the builder fixed the bars calibrated on the first bank
+        runner = skill.runner
+        skill = classify_skill(labels, bank, none_threshold=await runner.threshold(), decisive_margin=await runner.margin(), **what)
     prices = PriceTable(prices={oracle.name: Price(per_call_usd=COST)}, baseline_model=oracle.name)
     return build_graph([skill], models={"small": small, "large": oracle},
                        escalation=EscalationAgent(tools=()), prices=prices, checkpoint=None, name="helpdesk")
+
+
+def audit_by_request(graph, share: float) -> None:
+    """Pick the audited requests by their text, not by the (random) run id, so every
+    strategy's stream audits the same requests and the comparison is fair."""
+    from slmgraph.graphs._nodes import _get, as_text
+
+    def sampled(state, config) -> bool:
+        text = as_text(_get(state, "request") or "")
+        return share > 0 and zlib.crc32(text.encode()) % 10_000 < share * 10_000
+
+    graph.spec.capture.sampled = sampled
 
 
 async def replay(graph, stream, *, learner=None, every=0, window=250, log=print):
@@ -174,23 +187,24 @@ def strategy_of(name: str, args):
 async def run_stream(args, seed: int) -> dict[str, dict]:
     rows = load(Path(args.data))
     labels, bank, stream = split(rows, seed=seed, known=args.known, per_label=args.per_label, n=args.n, intents=args.intents)
-    print(f"\n== seed {seed}: Banking77 train split (CC BY 4.0): {len(stream)} requests, "
+    print(f"\n== seed {seed}{' (thresholds fixed on the first bank)' if args.fix_thresholds else ''}: Banking77 train split (CC BY 4.0): {len(stream)} requests, "
           f"{len(set(lb for _, lb in stream))} intents; the help desk starts knowing {len(labels)} intents "
           f"from {len(bank)} examples; small tier: {args.small}")
     embedder = cached(HashingEmbedder() if args.embedder == "hashing" else default_embedder())
     small = small_model(args.small)
     answers = {t: lb for t, lb in stream}
     t0 = time.perf_counter()
-    off, off_windows, _, _ = await replay(graph_for(labels, bank, embedder, OracleModel(answers, cost_per_call=COST), small, args),
-                                          stream, window=args.window)
+    off_graph = await graph_for(labels, bank, embedder, OracleModel(answers, cost_per_call=COST), small, args)
+    off, off_windows, _, _ = await replay(off_graph, stream, window=args.window)
     columns = {"learning off": {**figures(off), "seconds": time.perf_counter() - t0}}
     windows = {"learning off": off_windows}
     for name in args.strategies.split(","):
         print(f"-- learning on, strategy {name}")
         with tempfile.TemporaryDirectory() as tmp:
             store = SqliteLearningStore(Path(tmp) / "learning.sqlite")
-            graph = with_learning(graph_for(labels, bank, embedder, OracleModel(answers, cost_per_call=COST), small, args),
-                                  store, audit_sample=args.audit, refresh_s=0.0)
+            base = await graph_for(labels, bank, embedder, OracleModel(answers, cost_per_call=COST), small, args)
+            graph = with_learning(base, store, audit_sample=args.audit, refresh_s=0.0)
+            audit_by_request(graph, args.audit)
             learner = Learner.for_graph(graph, store, strategy=strategy_of(name, args), embedder=embedder,
                                         near=args.near, holdout=0.2, margin=args.margin)
             t1 = time.perf_counter()
@@ -312,8 +326,9 @@ def main() -> None:
     ap.add_argument("--small", choices=["stand-in", "smollm2"], default="stand-in",
                     help="the small tier: the first-candidate stand-in, or SmolLM2-135M through the embedded engine")
     ap.add_argument("--intents", type=int, default=0, help="only this many intents in the stream (0: all 77)")
-    ap.add_argument("--none-threshold", type=float, help="fix the skill's 'none fits' bar (default: automatic)")
-    ap.add_argument("--decisive-margin", type=float, help="fix the skill's decisive lead (default: automatic)")
+    ap.add_argument("--fix-thresholds", action="store_true",
+                    help="fix the skill's 'none fits' bar and decisive lead at their values calibrated on the first bank "
+                         "(memory then keeps them; head recalibrates them on each new bank)")
     ap.add_argument("--lora-steps", type=int, default=40)
     ap.add_argument("--out", default=".slmgraph/learning-benchmark")
     args = ap.parse_args()
