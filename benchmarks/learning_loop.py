@@ -109,7 +109,20 @@ def audit_by_request(graph, share: float) -> None:
     graph.spec.capture.sampled = sampled
 
 
-async def replay(graph, stream, *, learner=None, every=0, window=250, log=print):
+async def live_step(graph, learner, log) -> tuple[bool, str | None]:
+    """Judge the candidate in shadow on its live results, then put the next one there."""
+    await graph.shadow.drain()
+    promoted, got = False, await learner.store.shadow_of("triage")
+    if got is not None:
+        rp = await learner.judge_live(got[0])
+        promoted = rp.promote
+        log(f"    live {rp.n} ({rp.extra['labelled']} with a teacher answer): quality {rp.current.quality[0]:.3f} -> "
+            f"{rp.candidate.quality[0]:.3f}, escalation {rp.current.escalation_rate[0]:.3f} -> "
+            f"{rp.candidate.escalation_rate[0]:.3f}: {'promoted' if promoted else 'not promoted'}: {rp.why}")
+    return promoted, got[0] if got else None
+
+
+async def replay(graph, stream, *, learner=None, every=0, window=250, log=print, live=0.0):
     outcomes, windows, marks, adopted = [], [], [], []
     win = {"runs": 0, "escalations": 0, "cost_usd": 0.0}
     for i, (text, gold) in enumerate(stream, 1):
@@ -123,6 +136,27 @@ async def replay(graph, stream, *, learner=None, every=0, window=250, log=print)
         if i % window == 0:
             windows.append({"label": f"{i - window + 1}-{i}", **win})
             win = {"runs": 0, "escalations": 0, "cost_usd": 0.0}
+        if learner is not None and every and i % every == 0 and live:
+            # Live mode: the candidate in shadow is judged on its live results (the
+            # only promotion gate), then the next candidate goes into shadow.
+            t0 = time.perf_counter()
+            promoted, judged = await live_step(graph, learner, log)
+            if promoted:
+                v = await learner.store.version(judged)
+                fresh = [lb for lb in v.payload.get("labels", []) if lb not in adopted]
+                adopted += fresh
+                marks.append({"index": len(windows), "kind": "promote", "version": judged, "reason": "live shadow"})
+                log(f"  after {i}: promoted {judged} on live results ({len(fresh)} labels adopted)")
+            try:
+                cycle = await learner.cycle("triage", promote=False)
+            except Exception as exc:  # e.g. no holdout yet
+                log(f"  after {i}: no candidate ({exc})")
+                continue
+            if cycle.candidate is not None:
+                await learner.store.set_shadow("triage", cycle.candidate.id, live, reason="benchmark")
+                learner.cache.invalidate("triage")
+                log(f"  after {i}: {cycle.candidate.id} in shadow on {live:.0%} ({time.perf_counter() - t0:.1f}s)")
+            continue
         if learner is not None and every and i % every == 0:
             t0 = time.perf_counter()
             cycle = await learner.cycle("triage")
@@ -208,7 +242,8 @@ async def run_stream(args, seed: int) -> dict[str, dict]:
             learner = Learner.for_graph(graph, store, strategy=strategy_of(name, args), embedder=embedder,
                                         near=args.near, holdout=0.2, margin=args.margin)
             t1 = time.perf_counter()
-            on, on_windows, marks, adopted = await replay(graph, stream, learner=learner, every=args.every, window=args.window)
+            on, on_windows, marks, adopted = await replay(graph, stream, learner=learner, every=args.every, window=args.window,
+                                                          live=args.live)
             columns[f"on, {name}"] = {**figures(on, off), "seconds": time.perf_counter() - t1,
                                       "promotions": len(marks), "adopted": len(adopted), "records": await store.count()}
             windows[f"on, {name}"] = on_windows
@@ -326,6 +361,9 @@ def main() -> None:
     ap.add_argument("--small", choices=["stand-in", "smollm2"], default="stand-in",
                     help="the small tier: the first-candidate stand-in, or SmolLM2-135M through the embedded engine")
     ap.add_argument("--intents", type=int, default=0, help="only this many intents in the stream (0: all 77)")
+    ap.add_argument("--live", type=float, default=0.0, metavar="SHARE",
+                    help="promote on live shadow results only: each cycle's candidate runs in shadow on this share "
+                         "of the next requests and is judged at the next cycle")
     ap.add_argument("--fix-thresholds", action="store_true",
                     help="fix the skill's 'none fits' bar and decisive lead at their values calibrated on the first bank "
                          "(memory then keeps them; head recalibrates them on each new bank)")
