@@ -83,7 +83,7 @@ def build(models) -> StateGraph:
 async def main(message: str) -> None:
     graph = build(models_from_config(load_config())).compile()
     state = await graph.ainvoke({"message": message})
-    result = RunResult.from_state(state, thread_id="example")
+    result = RunResult.from_state(state, thread_id="example", request_key="message")
     print(f"queue:   {state['queue']}")
     print(f"ticket:  {state.get('ticket')}")
     print(f"reply:   {(state.get('reply') or {}).get('reply', '(escalation needed)')}")

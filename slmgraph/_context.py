@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from ._errors import ConfigError, RequestTooLargeError, UserError
 from .ledger import PriceTable, Recorder
-from ._untrusted import neutralize_messages
+from ._untrusted import neutralize_messages, require_unicode
 from .models._base import Message, Model, ModelReply, ModelSettings
 
 __all__ = ["RunContext", "EffectLog"]
@@ -149,7 +149,9 @@ def check_fits(model: Model, messages: Sequence[Message], settings: ModelSetting
 
     Raises:
         RequestTooLargeError: the prompt plus the reply reserve exceeds the window.
+        RequestError: a message is not valid Unicode (a lone surrogate).
     """
+    require_unicode(messages)
     reserve = (settings.max_tokens if settings and settings.max_tokens else None) or DEFAULT_REPLY_RESERVE
     tokens = sum(model.count_tokens(m.content) + 4 for m in messages)
     limit = model.context_window - reserve

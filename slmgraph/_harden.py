@@ -11,7 +11,8 @@
 ``build_graph`` applies it to every model it is given and ``models_from_config`` to
 every model it builds; a model that already has a layer does not get it twice, so
 ``harden(harden(m))`` is ``harden(m)``. In-process models (the embedded engine, test
-doubles) have no transport to retry or break and are returned as they are.
+doubles) have no transport to retry or break and are returned as they are, or,
+when ``limit`` is given, behind that concurrency limit only.
 """
 
 from __future__ import annotations
@@ -126,6 +127,8 @@ def _protect(
     model: Model, retry: RetryPolicy, breaker: CircuitBreaker | None, limit: ConcurrencyLimit | int | None, guards: Guards
 ) -> Model:
     if not _protect_needed(model):
+        if limit is not None and not _networked(model) and not _has(model, (GuardedModel, PooledModel)):
+            return GuardedModel(model, limit=_limit(limit))  # an explicit limit holds in-process too
         return model
     if isinstance(model, FallbackModel):
         members = [_protect(m, retry, breaker, limit, guards) for m in model.members]

@@ -1,4 +1,5 @@
-"""Keeping untrusted text (requests, tool results) from posing as chat structure.
+"""Keeping untrusted text (requests, tool results) from posing as chat structure,
+and refusing text that is not valid Unicode.
 
 Local engines render the chat template and then tokenize the whole prompt with
 special tokens enabled (llama-cpp-python does, and so do servers built on
@@ -14,9 +15,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from ._errors import RequestError
 from .models._base import Message
 
-__all__ = ["neutralize_control_tokens", "neutralize_messages"]
+__all__ = ["neutralize_control_tokens", "neutralize_messages", "require_unicode"]
 
 _JOINER = "\u2060"
 # ChatML / Llama 3 / Phi (<|...|>), DeepSeek (<｜...｜>), Llama 2 ([INST], <<SYS>>, <s>), Gemma turns.
@@ -39,3 +41,25 @@ def neutralize_messages(messages: Sequence[Message]) -> Sequence[Message]:
     if all(a is m.content for a, m in zip(out, messages)):
         return messages
     return [Message(m.role, c) for m, c in zip(messages, out)]
+
+
+def require_unicode(messages: Sequence[Message]) -> None:
+    """Refuse messages holding a lone UTF-16 surrogate (what undecodable bytes become
+    with ``errors="surrogateescape"``, or a JSON ``"\\ud800"``): no tokenizer or wire
+    format can encode it.
+
+    Raises:
+        RequestError: naming the code point and its position.
+    """
+    for m in messages:
+        text = m.content
+        if text.isascii():
+            continue
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise RequestError(
+                f"the {m.role} message holds a lone surrogate (U+{ord(text[exc.start]):04X}) at character "
+                f"{exc.start}, which is not valid Unicode text; decode its bytes as UTF-8 "
+                '(e.g. errors="replace") before sending it'
+            ) from None

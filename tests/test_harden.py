@@ -130,3 +130,28 @@ def test_a_fallback_has_each_member_hardened_and_one_gate_in_front(fault_server,
         [RetryingModel, GuardedModel, OpenAIModel], [RetryingModel, GuardedModel, OllamaModel],
     ]  # fmt: skip
     assert not out.local and out.endpoint == fault_server.openai_url
+
+
+async def test_an_explicit_limit_holds_for_an_in_process_model():
+    """``harden(in_process, limit=2)`` used to return the model as it was, so a fan-out
+    of 10 ran 10 calls at once."""
+    import asyncio
+
+    from slmgraph.models._base import Message
+    from slmgraph.testing import FunctionModel
+
+    now = peak = 0
+
+    async def slow(messages, schema):
+        nonlocal now, peak
+        now += 1
+        peak = max(peak, now)
+        await asyncio.sleep(0.01)
+        now -= 1
+        return '{"text": "ok"}'
+
+    limited = harden(FunctionModel(slow), limit=2)
+    assert harden(limited, limit=2) is limited
+    await asyncio.gather(*(limited.complete([Message("user", "hi")]) for _ in range(10)))
+    assert peak == 2
+    assert harden(ScriptedModel([])).__class__ is ScriptedModel  # no limit asked: as given

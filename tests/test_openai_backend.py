@@ -209,6 +209,14 @@ def _chunk(content: str | None, finish: str | None = None) -> dict:
     }  # fmt: skip
 
 
+def _completion(content: str) -> dict:
+    return {
+        "id": "c1", "object": "chat.completion", "created": 0, "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+    }  # fmt: skip
+
+
 @pytest.fixture
 async def fake(httpserver):
     m = OpenAIModel("m", base_url=httpserver.url_for("/v1"), timeout=5)
@@ -240,6 +248,27 @@ async def test_stream_options_dropped_when_rejected(httpserver, fake: OpenAIMode
         assert chunks[-1].reply.text == "ok" and chunks[-1].reply.finish_reason == "stop"
     assert m._stream_usage is False
     assert len(httpserver.log) == 3  # one rejected call, then it is not sent again
+
+
+async def test_logprobs_dropped_when_the_server_refuses_them(httpserver, fake: OpenAIModel) -> None:
+    def handler(request: Request) -> Response:
+        if "logprobs" in request.get_json() or "top_logprobs" in request.get_json():
+            return Response(json.dumps({"error": {"message": "logprobs is not supported with this model"}}), status=400)
+        return Response(json.dumps(_completion('{"sentiment": "positive"}')), content_type="application/json")
+
+    httpserver.expect_request("/v1/chat/completions").respond_with_handler(handler)
+    wants = ModelSettings(temperature=0.0, logprobs=True, top_logprobs=2)
+    for _ in range(2):
+        reply = await fake.complete(REVIEW, schema=SENTIMENT, settings=wants)
+        assert reply.parsed == {"sentiment": "positive"} and reply.logprobs is None
+    assert len(httpserver.log) == 3  # one refused call, then logprobs are not asked for again
+
+
+async def test_a_400_about_something_else_is_not_retried_without_logprobs(httpserver, fake: OpenAIModel) -> None:
+    httpserver.expect_request("/v1/chat/completions").respond_with_json({"error": {"message": "bad temperature"}}, status=400)
+    with pytest.raises(ModelHTTPError):
+        await fake.complete(REVIEW, settings=ModelSettings(logprobs=True))
+    assert len(httpserver.log) == 1
 
 
 async def test_stream_usage_from_server_when_given(httpserver, fake: OpenAIModel) -> None:

@@ -20,7 +20,7 @@ from .._sync import iterate_sync, run_sync
 from ..agents._escalation import EscalationAgent
 from ..agents._router import ModelRouter, Router, RulesRouter, check_router, model_keys_of, skill_names_of
 from ..ledger import PriceTable
-from ..models._base import Message, Model
+from ..models._base import Message, Model, check_model
 from ..privacy._policy import PrivacyPolicy
 from ..skills._skill import Skill
 from ._durable import OnBusy
@@ -169,6 +169,8 @@ def build_graph(
     for key in sorted(needed):
         if key not in models:
             raise ConfigError(f"models.{key}", f"no model is bound to {key!r}; bind one with models={{{key!r}: ...}}")
+    for key, model in models.items():
+        check_model(model, key)
     if harden:
         models = harden_models(models, privacy=privacy)
     spec = GraphSpec(

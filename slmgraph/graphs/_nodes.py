@@ -28,10 +28,12 @@ from langgraph.types import Send
 from pydantic import BaseModel
 
 from .._context import EffectLog, RunContext
-from .._errors import ConfigError, SlmGraphError, UnknownSkillError
+from .._errors import ConfigError, SlmGraphError, UnknownSkillError, UserError
 from .._harden import harden_models
+from .._sync import is_async
 from ..ledger import PriceTable
-from ..models._base import Message, Model
+from ..models._base import Message, Model, check_model
+from ..privacy._policy import PrivacyPolicy
 from ..skills._run import run_skill
 from ..skills._skill import Accepted, Rejected, Skill
 from ._state import SLMState, run_reset
@@ -48,6 +50,9 @@ RUN_EFFECTS: contextvars.ContextVar[Callable[[str, str], EffectLog] | None] = co
 
 Input = str | Callable[[Any], Any]
 
+#: slmgraph's own state fields (:class:`SLMState`), which no node's output may take.
+_SLM_FIELDS = frozenset(SLMState.__annotations__)
+
 
 @dataclass(frozen=True)
 class Bindings:
@@ -60,13 +65,18 @@ class Bindings:
     capture: Any = None
 
     @classmethod
-    def of(cls, models: Mapping[str, Model] | Bindings, prices: PriceTable | None, large_keys: Iterable[str]) -> Bindings:
+    def of(
+        cls, models: Mapping[str, Model] | Bindings, prices: PriceTable | None, large_keys: Iterable[str],
+        privacy: PrivacyPolicy | None = None,
+    ) -> Bindings:
         """Bindings from a node factory's arguments. A plain mapping goes through
-        :func:`~slmgraph.harden` (a remote model without a privacy policy is refused
-        here, at build); a :class:`Bindings` is used as it is."""
+        :func:`~slmgraph.harden` with ``privacy`` (a remote model without a privacy
+        policy is refused here, at build); a :class:`Bindings` is used as it is."""
         if isinstance(models, Bindings):
             return models
-        return cls(harden_models(models), prices or PriceTable(), frozenset(large_keys))
+        for key, model in models.items():
+            check_model(model, key)
+        return cls(harden_models(models, privacy=privacy), prices or PriceTable(), frozenset(large_keys))
 
     def context(self, state: Any, config: RunnableConfig | None, history: tuple[Message, ...] = ()) -> RunContext:
         return RunContext.fresh(self.models, self.prices, self.large_keys, history, _effects(state, config))
@@ -149,17 +159,24 @@ class SkillNode(Generic[OutT]):
         starts_run: bool | type = False,
         prices: PriceTable | None = None,
         large_keys: Sequence[str] = ("large",),
+        privacy: PrivacyPolicy | None = None,
     ) -> None:
         self.skills: Mapping[str, Skill] = dict(skill) if isinstance(skill, Mapping) else {skill.name: skill}
         if not self.skills:
             raise ConfigError("skill", "a skill node needs a skill")
         self.single: Skill | None = None if isinstance(skill, Mapping) else skill
-        self.bind = Bindings.of(models, prices, large_keys)
+        self.bind = Bindings.of(models, prices, large_keys, privacy)
         for s in self.skills.values():
             if s.runner is None:  # composite skills name their own keys
                 self.bind.require(s.model, f"skill {s.name!r}")
+        if callable(input) and is_async(input):
+            raise ConfigError("input", "must be a state key or a plain function `state -> input`, not async; "
+                              "do async work in a node before this one and read its result from the state")  # fmt: skip
         self.input = input
         self.output = output or (self.single.name if self.single else "output")
+        if self.output in _SLM_FIELDS:
+            raise ConfigError("output", f"{self.output!r} is one of slmgraph's own state fields "
+                              f"({', '.join(sorted(_SLM_FIELDS))}); write the skill's output to a key of your own")  # fmt: skip
         self.on_reject = on_reject
         self.large = large
         self.name = name or (self.single.name if self.single else "specialist")
@@ -217,6 +234,10 @@ class SkillNode(Generic[OutT]):
     async def __call__(self, state: Any, config: RunnableConfig) -> dict[str, Any]:
         request = self.request_of(state)
         if request is None:
+            if isinstance(self.input, str) and isinstance(state, Mapping) and self.input not in state:
+                raise UserError(f"skill node {self.name!r} reads its input from state key {self.input!r}, which "
+                                f"nothing has written (the state has {sorted(state)}); check the key's name, "
+                                "or write None there to skip the node")  # fmt: skip
             return dict(self.reset)  # nothing to work on: an earlier sub-task was not answered
         skill = self.skill_of(state)
         ctx = self.bind.context(state, config, _history(state) if skill.memory else ())
@@ -293,6 +314,7 @@ def skill_node(
     starts_run: bool | type = False,
     prices: PriceTable | None = None,
     large_keys: Sequence[str] = ("large",),
+    privacy: PrivacyPolicy | None = None,
 ) -> SkillNode[OutT]:
     """A LangGraph node that runs ``skill`` on its bound small model.
 
@@ -312,12 +334,17 @@ def skill_node(
             names the node that takes rejected sub-tasks: route there with
             :meth:`SkillNode.branch`.
         collect: append ``{"input": ..., "output": ...}`` to a list (for a
-            fan-out target; the output key needs a list reducer such as ``operator.add``).
+            fan-out target). Give the output key the reducer
+            :func:`~slmgraph.graphs.add_run_list` and pass ``starts_run=`` your state
+            type to the first node, so each run on a thread starts with an empty
+            list (``operator.add`` would keep every earlier run's items).
         answer: a state key for the answer text (the skill's ``render``).
         starts_run: this is the graph's first node: clear what earlier runs on
             the thread left in the ledger and the escalations (``True``), or in
             every :func:`~slmgraph.graphs.add_run_list` field of the state type given.
         prices, large_keys: the ledger's price table; keys counted as large.
+        privacy: the privacy gate's policy for models that leave the machine
+            (required for them, as in :func:`~slmgraph.build_graph`).
 
     Every rejection appends a record to ``escalations``; every model call
     appends an entry to ``ledger``.
@@ -325,6 +352,7 @@ def skill_node(
     return SkillNode(
         skill, models=models, input=input, output=output, on_reject=on_reject, large=large, name=name,
         collect=collect, answer=answer, starts_run=starts_run, prices=prices, large_keys=large_keys,
+        privacy=privacy,
     )
 
 
@@ -342,6 +370,9 @@ def fan_out(
 
     async def send(state: Any) -> list[Send] | str:
         found = items(state) if callable(items) else _get(state, items)
+        if isinstance(found, (str, bytes, Mapping)):
+            raise UserError(f"fan_out to {to!r} needs a list of items, got {type(found).__name__}; "
+                            "return a list (e.g. [text] for a single item)")  # fmt: skip
         sends = [Send(to, {key: item, "run_id": _get(state, "run_id", "")}) for item in found or ()]
         return sends or empty
 

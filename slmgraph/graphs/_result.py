@@ -70,15 +70,22 @@ class RunResult(BaseModel, Generic[OutT]):
         output_type: type[BaseModel] | None = None,
         output_key: str = "output",
         large: Model | None = None,
+        request_key: str = "request",
     ) -> RunResult[Any]:
         """The result of the run whose final state is ``state``.
 
         Args:
             output_type: validates ``state[output_key]`` into :attr:`output`.
             output_key: the state field holding the run's output as JSON.
+            request_key: the state field holding the run's input, whose tokens the
+                direct-large baseline counts.
             large: the large model, whose tokenizer counts the direct-large baseline.
         """
         values = {k: v for k in _copied(cls) if (v := state.get(k)) is not None}
+        if "answer" not in values and (said := _escalated_answer(state)) is not None:
+            values["answer"] = said  # a state without an ``answer`` field: the record's copy
+        if "escalation_reason" not in values and (why := _reason(state)) is not None:
+            values["escalation_reason"] = why  # a pipeline's node escalated: its record says why
         for k, factory in _factories(cls):
             if k not in values:  # filled here: pydantic inspects the factory on every call
                 values[k] = factory()
@@ -101,11 +108,19 @@ class RunResult(BaseModel, Generic[OutT]):
             message=outcome_message(state, status),
             ledger=entries,
             totals=run_totals(
-                entries, prices, request=state.get("request"),
-                answer=state.get("answer") or raw or state.get("draft"), large=large,
+                entries, prices, request=state.get(request_key),
+                answer=values.get("answer") or raw or state.get("draft"), large=large,
             ),
             run_id=state.get("run_id") or None,
         )
+
+
+def _escalated_answer(state: Mapping[str, Any]) -> str | None:
+    """The large model's answer as the last escalated record holds it."""
+    for e in reversed(state.get("escalations") or ()):
+        if e.get("status") == "escalated" and e.get("answer") is not None:
+            return e["answer"]
+    return None
 
 
 @functools.cache
@@ -120,11 +135,17 @@ def _factories(cls: type[RunResult]) -> tuple[tuple[str, Any], ...]:
                  if k in _copied(cls) and f.default_factory is not None)
 
 
-def outcome_message(state: Mapping[str, Any], status: str | None = None) -> str:
-    status = status or state.get("status")
+def _reason(state: Mapping[str, Any]) -> str | None:
+    """Why the run escalated: the router's field, or else the last escalation record's."""
     reason = state.get("escalation_reason")
     if reason is None and state.get("escalations"):
         reason = state["escalations"][-1].get("reason")
+    return reason
+
+
+def outcome_message(state: Mapping[str, Any], status: str | None = None) -> str:
+    status = status or state.get("status")
+    reason = _reason(state)
     if status == "answered":
         return f"answered by skill {state.get('route')!r}" if state.get("route") else "answered by the small models"
     if status == "escalated":

@@ -16,6 +16,7 @@ from ..agents._escalation import EscalationAgent
 from ..agents._router import Router
 from ..ledger import PriceTable
 from ..models._base import Model
+from ..privacy._policy import PrivacyPolicy
 from ..skills._skill import EscalationReason, Skill
 from ._nodes import Bindings, _get, _metered, as_text
 from ._state import NEW_RUN, GraphState, run_reset
@@ -29,12 +30,13 @@ class RouterNode:
     def __init__(
         self, router: Router, skills: Sequence[Skill], *, models: Mapping[str, Model] | Bindings,
         threshold: float = 0.5, prices: PriceTable | None = None, large_keys: Sequence[str] = ("large",),
+        privacy: PrivacyPolicy | None = None,
     ) -> None:
         if not 0.0 <= threshold <= 1.0:
             raise ConfigError("route_threshold", f"must be between 0 and 1, got {threshold}")
         self.router, self.skills, self.threshold = router, list(skills), threshold
         self.names = {s.name for s in self.skills}
-        self.bind = Bindings.of(models, prices, large_keys)
+        self.bind = Bindings.of(models, prices, large_keys, privacy)
         self.reset = run_reset(GraphState)
 
     async def __call__(self, state: Any, config: RunnableConfig) -> dict[str, Any]:
@@ -88,6 +90,7 @@ class RouterNode:
 def router_node(
     router: Router, skills: Sequence[Skill], *, models: Mapping[str, Model] | Bindings,
     threshold: float = 0.5, prices: PriceTable | None = None, large_keys: Sequence[str] = ("large",),
+    privacy: PrivacyPolicy | None = None,
 ) -> RouterNode:
     """A LangGraph node that routes ``state["request"]`` to one of ``skills``.
 
@@ -96,7 +99,8 @@ def router_node(
     ``route`` and ``route_confidence``; a decision with no skill, or below
     ``threshold``, sets ``escalation_reason``. Route on with :meth:`RouterNode.branch`.
     """
-    return RouterNode(router, skills, models=models, threshold=threshold, prices=prices, large_keys=large_keys)
+    return RouterNode(router, skills, models=models, threshold=threshold, prices=prices, large_keys=large_keys,
+                      privacy=privacy)
 
 
 class EscalationNode:
@@ -104,10 +108,10 @@ class EscalationNode:
 
     def __init__(
         self, agent: EscalationAgent, skills: Mapping[str, Skill], *, models: Mapping[str, Model] | Bindings,
-        prices: PriceTable | None = None, large_keys: Sequence[str] = ("large",),
+        prices: PriceTable | None = None, large_keys: Sequence[str] = ("large",), privacy: PrivacyPolicy | None = None,
     ) -> None:
         self.agent, self.skills = agent, dict(skills)
-        self.bind = Bindings.of(models, prices, large_keys)
+        self.bind = Bindings.of(models, prices, large_keys, privacy)
         for n in agent.tools or ():
             if n not in self.skills:
                 raise UnknownSkillError(n, list(self.skills))
@@ -153,18 +157,22 @@ class EscalationNode:
             "tool_calls": [dataclasses.asdict(c) for c in result.tool_calls],
             "messages": [AIMessage(result.answer, name="escalation")],
             "ledger": ctx.recorder.dump(),
-            "escalations": [{**record, "status": "escalated"}],
+            # The record carries the answer too: a state of the user's own may have no
+            # ``answer`` field, and LangGraph drops writes to fields a state lacks.
+            "escalations": [{**record, "status": "escalated", "answer": result.answer}],
         }
 
 
 def escalation_node(
     agent: EscalationAgent | None = None, skills: Mapping[str, Skill] | Sequence[Skill] = (), *,
     models: Mapping[str, Model] | Bindings, prices: PriceTable | None = None, large_keys: Sequence[str] = ("large",),
+    privacy: PrivacyPolicy | None = None,
 ) -> EscalationNode:
     """A LangGraph node that hands the request to the large model's agent, with the
     specialist's ``draft`` and the ``escalation_reason`` from the state; the agent
     may call ``skills`` as tools. With no model bound to the agent's key the run
     ends ``escalation_needed``, the draft kept."""
     by_name = dict(skills) if isinstance(skills, Mapping) else {s.name: s for s in skills}
-    return EscalationNode(agent or EscalationAgent(), by_name, models=models, prices=prices, large_keys=large_keys)
+    return EscalationNode(agent or EscalationAgent(), by_name, models=models, prices=prices, large_keys=large_keys,
+                          privacy=privacy)
 

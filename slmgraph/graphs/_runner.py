@@ -104,12 +104,25 @@ def _recorded(request: Any) -> str:
 
 
 def _annotate(exc: BaseException, thread_id: str | None, run_id: str | None) -> None:
-    """Let a failed run's error say which run it was."""
-    if isinstance(exc, SlmGraphError):
+    """Let a failed run's error say which run it was: slmgraph's errors carry
+    ``thread_id`` and ``run_id``; an exception from the user's own code (a node, a
+    check, a model) gets the same attributes and a note naming the run."""
+    if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit)):
+        return
+    if getattr(exc, "thread_id", None) and getattr(exc, "run_id", None):
+        return
+    try:
         if not getattr(exc, "thread_id", None):
-            exc.thread_id = thread_id
+            exc.thread_id = thread_id  # type: ignore[attr-defined]
         if not getattr(exc, "run_id", None):
-            exc.run_id = run_id or None
+            exc.run_id = run_id or None  # type: ignore[attr-defined]
+    except AttributeError:  # an exception type with __slots__
+        return
+    if not isinstance(exc, SlmGraphError):
+        exc.add_note(
+            f"slmgraph: raised in run {run_id or '-'} on thread {thread_id!r}; the run is recorded as failed "
+            "and its checkpoint is kept (pending_runs(include_failed=True) lists it)"
+        )
 
 
 class Runner:

@@ -65,7 +65,8 @@ class SLMState(TypedDict, total=False):
         escalations: one record per rejected sub-task of this run: ``node``,
             ``skill``, ``reason``, ``detail``, ``draft`` and ``status`` (``escalated``,
             ``escalation_needed``, ``escalation_failed``, or ``rejected`` when it
-            was handed to another node).
+            was handed to another node); an escalation node's ``escalated``
+            record also holds the large model's ``answer``.
         run_id: the id of the run in the durable runs table (empty outside one).
     """
 

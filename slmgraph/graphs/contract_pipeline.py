@@ -124,7 +124,8 @@ def _found(state: Mapping[str, Any]) -> dict[str, Any] | None:
         return state["clauses"]
     for e in state.get("escalations") or ():
         if e["node"] == "find_clauses" and isinstance(e.get("draft"), dict):
-            return e["draft"]
+            # A draft with no verified clause leaves nothing to rate or summarise.
+            return e["draft"] if e["draft"].get("clauses") else None
     return None
 
 

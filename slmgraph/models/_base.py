@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-from .._errors import InvalidModelOutputError
-from .._sync import run_sync
+from .._errors import ConfigError, InvalidModelOutputError
+from .._sync import is_async, run_sync
 
 __all__ = [
     "Message",
@@ -31,6 +31,7 @@ __all__ = [
     "try_parse_json",
     "is_local_endpoint",
     "estimate_tokens",
+    "check_model",
 ]
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -307,3 +308,18 @@ def try_parse_json(text: str) -> Any:
         return parse_json_reply(text)
     except InvalidModelOutputError:
         return None
+
+
+def check_model(model: object, key: str) -> None:
+    """Refuse, at build time, a binding the graph cannot call.
+
+    Raises:
+        ConfigError: (field ``models.KEY``) it has no ``async def complete(...)``.
+    """
+    complete = getattr(model, "complete", None)
+    name = type(model).__name__
+    if complete is None or not callable(complete):
+        raise ConfigError(f"models.{key}", f"{name} is not a model: it has no complete(); subclass slmgraph.Model "
+                          "and define `async def complete(self, messages, *, schema=None, settings=None)`")  # fmt: skip
+    if not is_async(complete):
+        raise ConfigError(f"models.{key}", f"{name}.complete must be `async def`: the graph awaits it")

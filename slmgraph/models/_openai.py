@@ -127,6 +127,7 @@ class OpenAIModel(Model):
         self.local = local
         self.schema_mode: SchemaMode = schema_mode
         self._stream_usage = True  # whether to send stream_options
+        self._logprobs_ok = True  # False once the server has refused logprobs
         # One client per event loop: an HTTP client must not outlive or cross loops.
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = (
             weakref.WeakKeyDictionary()
@@ -166,7 +167,7 @@ class OpenAIModel(Model):
                 kwargs[key] = value
         if settings.stop:
             kwargs["stop"] = list(settings.stop)
-        if settings.logprobs:
+        if settings.logprobs and self._logprobs_ok:
             kwargs["logprobs"] = True
             # llama_cpp.server returns no logprobs at all without top_logprobs.
             kwargs["top_logprobs"] = settings.top_logprobs or 0
@@ -185,7 +186,8 @@ class OpenAIModel(Model):
 
     async def _create(self, kwargs: dict[str, Any]) -> Any:
         """One ``chat.completions.create``, switching schema mode or dropping
-        ``stream_options`` once if the server rejects them.
+        ``stream_options`` or ``logprobs`` once if the server rejects them (a skill
+        without logprobs measures its confidence by sampling, or not at all).
 
         A rejection is a 400, 422 or 500 whose body names the field:
         ``llama_cpp.server`` answers 500 to ``{"type": "json_schema"}``.
@@ -204,6 +206,10 @@ class OpenAIModel(Model):
                 elif "stream_options" in kwargs and "stream_options" in said:
                     self._stream_usage = False
                     del kwargs["stream_options"]
+                elif "logprobs" in kwargs and "logprob" in said.lower():
+                    self._logprobs_ok = False
+                    kwargs.pop("logprobs")
+                    kwargs.pop("top_logprobs", None)
                 else:
                     raise self._error(exc, kwargs) from exc
             except openai.OpenAIError as exc:

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from .._context import RunContext
-from .._errors import InvalidModelOutputError, RequestTooLargeError
+from .._errors import InvalidModelOutputError, RequestTooLargeError, UserError
 from ..models._base import Message, ModelReply, ModelSettings
 from ._skill import DEFAULT_MIN_CONFIDENCE, Accepted, EscalationReason, Rejected, Skill
 
@@ -101,7 +101,7 @@ async def run_skill(
             reason, detail = EscalationReason.INVALID_OUTPUT, f"{exc}{cut}"
             messages = _repair(messages, reply, f"That reply is invalid: {exc}.{cut}")
             continue
-        if policy.check is not None and (problem := policy.check(data, output)):
+        if policy.check is not None and (problem := _checked(skill, policy.check(data, output))):
             reason, detail = EscalationReason.FAILED_CHECK, str(problem)
             messages = _repair(messages, reply, f"That reply fails a check: {problem}.")
             continue
@@ -117,6 +117,17 @@ async def run_skill(
             return Rejected(EscalationReason.LOW_CONFIDENCE, why, output.model_dump(mode="json"), attempt, confidence)
         return Accepted(output, confidence, attempt)
     return Rejected(reason, detail, draft, policy.max_repairs + 1)
+
+
+def _checked(skill: Skill, verdict: object) -> str | None:
+    """A check's verdict: ``None`` (or ``""``) accepts, a ``str`` is the reason to reject.
+    Anything else (``True`` for "fine", a number) is ambiguous and refused."""
+    if verdict is None or isinstance(verdict, str):
+        return verdict or None
+    raise UserError(
+        f"the acceptance check of skill {skill.name!r} returned {verdict!r} "
+        f"({type(verdict).__name__}); return None to accept the answer or a str saying why it is wrong"
+    )
 
 
 def _bar(min_confidence: float | str | None, confidence: float | None) -> float | None:

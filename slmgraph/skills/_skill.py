@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import json
 import re
 from collections.abc import Awaitable, Callable, Hashable, Sequence
@@ -14,6 +15,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from .._errors import ConfigError, InvalidModelOutputError
+from .._sync import is_async
 
 __all__ = [
     "Skill",
@@ -109,6 +111,9 @@ class AcceptancePolicy:
             raise ConfigError("acceptance.min_confidence", f'must be between 0 and 1, "auto" or None, got {bar!r}')
         if self.samples < 1:
             raise ConfigError("acceptance.samples", "must be >= 1")
+        if self.check is not None and is_async(self.check):
+            raise ConfigError("acceptance.check", "must be a plain function `(input, output) -> reason | None`, "
+                              "not async: the check is called, never awaited")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,9 +170,13 @@ class Skill(Generic[InT, OutT]):
                 raise ConfigError(
                     f"skill.{attr}",
                     f"skill {self.name!r}: {attr} must be a pydantic BaseModel subclass, got {shown}; "
-                    f"declare one, e.g. `class {self.name.title().replace('_', '')}Output(BaseModel): ...`"
+                    f"declare one, e.g. `class {self.name.title().replace('_', '')}{attr[:-5].title()}(BaseModel): ...`"
                     + (" (for a list or a plain value, wrap it in a field or use pydantic.RootModel)" if attr == "output_type" else ""),
                 )
+        if self.runner is not None and (inspect.isfunction(self.runner) or inspect.ismethod(self.runner)) \
+                and not is_async(self.runner):
+            raise ConfigError("skill.runner", f"skill {self.name!r}: the runner must be `async def "
+                              "runner(skill, input, ctx, node)`: the graph awaits it")  # fmt: skip
 
     def clone(self, **changes: Any) -> Skill[InT, OutT]:
         """A copy with some fields changed, e.g. ``skill.clone(model="large")``."""
