@@ -19,6 +19,9 @@ the embedded engine and the skill's schema), training time and peak memory.
 
     .venv/bin/python benchmarks/learning_loop.py                       # both parts
     .venv/bin/python benchmarks/learning_loop.py --part stream --embedder hashing   # quick
+    .venv/bin/python benchmarks/learning_loop.py --part stream --strategies memory,head --seeds 7,11
+    .venv/bin/python benchmarks/learning_loop.py --part stream --small smollm2 --n 200 --intents 30 --known 10 \\
+        --every 100 --window 50 --audit 0.2      # the real SmolLM2 small tier, on a short stream
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import resource
 import sys
 import tempfile
 import time
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -55,11 +59,14 @@ def load(path: Path) -> list[tuple[str, str]]:
         return [(r["text"], r["category"]) for r in csv.DictReader(f)]
 
 
-def split(rows, *, seed: int, known: int, per_label: int, n: int):
+def split(rows, *, seed: int, known: int, per_label: int, n: int, intents: int = 0):
     rng = random.Random(seed)
     rows = rows[:]
     rng.shuffle(rows)
     labels = sorted({lb for _, lb in rows})
+    if intents:  # a narrower stream: only these intents occur
+        labels = sorted(rng.sample(labels, intents))
+        rows = [r for r in rows if r[1] in labels]
     known_labels = sorted(rng.sample(labels, known))
     bank, rest, taken = [], [], Counter()
     for text, lb in rows:
@@ -71,15 +78,51 @@ def split(rows, *, seed: int, known: int, per_label: int, n: int):
     return known_labels, bank, rest[:n]
 
 
-def graph_for(labels, bank, embedder, oracle):
-    skill = classify_skill(labels, bank, embedder=embedder, name="triage",
-                           description="sort a customer-support message into one help-desk intent")
+def small_model(kind: str):
+    if kind == "smollm2":  # the real small tier: SmolLM2-135M-Instruct through the embedded engine
+        from slmgraph.models._llamacpp import LlamaCppModel
+
+        return LlamaCppModel()
+    return first_candidate_model()
+
+
+async def graph_for(labels, bank, embedder, oracle, small, args):
+    what = {"embedder": embedder, "name": "triage", "description": "sort a customer-support message into one help-desk intent"}
+    skill = classify_skill(labels, bank, **what)
+    if args.fix_thresholds:  # the builder fixed the bars calibrated on the first bank
+        runner = skill.runner
+        skill = classify_skill(labels, bank, none_threshold=await runner.threshold(), decisive_margin=await runner.margin(), **what)
     prices = PriceTable(prices={oracle.name: Price(per_call_usd=COST)}, baseline_model=oracle.name)
-    return build_graph([skill], models={"small": first_candidate_model(), "large": oracle},
+    return build_graph([skill], models={"small": small, "large": oracle},
                        escalation=EscalationAgent(tools=()), prices=prices, checkpoint=None, name="helpdesk")
 
 
-async def replay(graph, stream, *, learner=None, every=0, window=250, log=print):
+def audit_by_request(graph, share: float) -> None:
+    """Pick the audited requests by their text, not by the (random) run id, so every
+    strategy's stream audits the same requests and the comparison is fair."""
+    from slmgraph.graphs._nodes import _get, as_text
+
+    def sampled(state, config) -> bool:
+        text = as_text(_get(state, "request") or "")
+        return share > 0 and zlib.crc32(text.encode()) % 10_000 < share * 10_000
+
+    graph.spec.capture.sampled = sampled
+
+
+async def live_step(graph, learner, log) -> tuple[bool, str | None]:
+    """Judge the candidate in shadow on its live results, then put the next one there."""
+    await graph.shadow.drain()
+    promoted, got = False, await learner.store.shadow_of("triage")
+    if got is not None:
+        rp = await learner.judge_live(got[0])
+        promoted = rp.promote
+        log(f"    live {rp.n} ({rp.extra['labelled']} with a teacher answer): quality {rp.current.quality[0]:.3f} -> "
+            f"{rp.candidate.quality[0]:.3f}, escalation {rp.current.escalation_rate[0]:.3f} -> "
+            f"{rp.candidate.escalation_rate[0]:.3f}: {'promoted' if promoted else 'not promoted'}: {rp.why}")
+    return promoted, got[0] if got else None
+
+
+async def replay(graph, stream, *, learner=None, every=0, window=250, log=print, live=0.0):
     outcomes, windows, marks, adopted = [], [], [], []
     win = {"runs": 0, "escalations": 0, "cost_usd": 0.0}
     for i, (text, gold) in enumerate(stream, 1):
@@ -93,6 +136,27 @@ async def replay(graph, stream, *, learner=None, every=0, window=250, log=print)
         if i % window == 0:
             windows.append({"label": f"{i - window + 1}-{i}", **win})
             win = {"runs": 0, "escalations": 0, "cost_usd": 0.0}
+        if learner is not None and every and i % every == 0 and live:
+            # Live mode: the candidate in shadow is judged on its live results (the
+            # only promotion gate), then the next candidate goes into shadow.
+            t0 = time.perf_counter()
+            promoted, judged = await live_step(graph, learner, log)
+            if promoted:
+                v = await learner.store.version(judged)
+                fresh = [lb for lb in v.payload.get("labels", []) if lb not in adopted]
+                adopted += fresh
+                marks.append({"index": len(windows), "kind": "promote", "version": judged, "reason": "live shadow"})
+                log(f"  after {i}: promoted {judged} on live results ({len(fresh)} labels adopted)")
+            try:
+                cycle = await learner.cycle("triage", promote=False)
+            except Exception as exc:  # e.g. no holdout yet
+                log(f"  after {i}: no candidate ({exc})")
+                continue
+            if cycle.candidate is not None:
+                await learner.store.set_shadow("triage", cycle.candidate.id, live, reason="benchmark")
+                learner.cache.invalidate("triage")
+                log(f"  after {i}: {cycle.candidate.id} in shadow on {live:.0%} ({time.perf_counter() - t0:.1f}s)")
+            continue
         if learner is not None and every and i % every == 0:
             t0 = time.perf_counter()
             cycle = await learner.cycle("triage")
@@ -115,53 +179,105 @@ async def replay(graph, stream, *, learner=None, every=0, window=250, log=print)
     return outcomes, windows, marks, adopted
 
 
-def summary(name, outs):
+def figures(outs, base=None):
+    """Second-half escalation rate, quality (CI), cost; against ``base`` the paired difference."""
     half = len(outs) // 2
-    esc = sum(o[0] for o in outs) / len(outs)
-    esc2 = sum(o[0] for o in outs[half:]) / (len(outs) - half)
-    q = bootstrap([o[1] for o in outs])
-    cost = sum(o[2] for o in outs)
-    print(f"{name:<14} escalation {esc:.3f} (second half {esc2:.3f})  quality {q[0]:.3f} [{q[1]:.3f}, {q[2]:.3f}]  cost ${cost:.3f}")
-    return esc2, q, cost
+    out = {"escalation": sum(o[0] for o in outs) / len(outs),
+           "escalation_2nd": sum(o[0] for o in outs[half:]) / (len(outs) - half),
+           "quality": bootstrap([o[1] for o in outs]), "cost": sum(o[2] for o in outs)}
+    if base is not None:
+        out["diff"] = bootstrap([b[1] - a[1] for a, b in zip(base, outs)])
+        out["esc_cut"] = 1 - out["escalation_2nd"] / base_2nd if (base_2nd := figures(base)["escalation_2nd"]) else 0.0
+        out["cost_ratio"] = out["cost"] / max(figures(base)["cost"], 1e-12)
+    return out
+
+
+def side_by_side(columns: dict[str, dict]) -> None:
+    """One row per figure, one column per run (learning off first)."""
+    names = list(columns)
+    print(f"{'':<34}" + "".join(f"{n:>26}" for n in names))
+
+    def row(label, fn):
+        print(f"{label:<34}" + "".join(f"{fn(columns[n]):>26}" for n in names))
+
+    row("escalation rate, whole stream", lambda f: f"{f['escalation']:.3f}")
+    row("escalation rate, second half", lambda f: f"{f['escalation_2nd']:.3f}")
+    row("  lower than learning off", lambda f: f"{f['esc_cut']:.1%}" if "esc_cut" in f else "")
+    row("quality, 95% CI", lambda f: "{:.3f} [{:.3f}, {:.3f}]".format(*f["quality"]))
+    row("quality difference vs off, paired", lambda f: "{:+.3f} [{:+.3f}, {:+.3f}]".format(*f["diff"]) if "diff" in f else "")
+    row("total cost", lambda f: f"${f['cost']:.3f}" + (f" ({f['cost_ratio']:.2f}x)" if "cost_ratio" in f else ""))
+    row("promotions / labels adopted", lambda f: f"{f.get('promotions', '')} / {f.get('adopted', '')}" if "promotions" in f else "")
+    row("wall time", lambda f: f"{f['seconds']:.0f}s")
+
+
+def strategy_of(name: str, args):
+    if name == "head":
+        from slmgraph.learn import HeadStrategy
+
+        return HeadStrategy(adopt_after=args.adopt_after)
+    return MemoryStrategy(adopt_after=args.adopt_after)
+
+
+async def run_stream(args, seed: int) -> dict[str, dict]:
+    rows = load(Path(args.data))
+    labels, bank, stream = split(rows, seed=seed, known=args.known, per_label=args.per_label, n=args.n, intents=args.intents)
+    print(f"\n== seed {seed}{' (thresholds fixed on the first bank)' if args.fix_thresholds else ''}: Banking77 train split (CC BY 4.0): {len(stream)} requests, "
+          f"{len(set(lb for _, lb in stream))} intents; the help desk starts knowing {len(labels)} intents "
+          f"from {len(bank)} examples; small tier: {args.small}")
+    embedder = cached(HashingEmbedder() if args.embedder == "hashing" else default_embedder())
+    small = small_model(args.small)
+    answers = {t: lb for t, lb in stream}
+    t0 = time.perf_counter()
+    off_graph = await graph_for(labels, bank, embedder, OracleModel(answers, cost_per_call=COST), small, args)
+    off, off_windows, _, _ = await replay(off_graph, stream, window=args.window)
+    columns = {"learning off": {**figures(off), "seconds": time.perf_counter() - t0}}
+    windows = {"learning off": off_windows}
+    for name in args.strategies.split(","):
+        print(f"-- learning on, strategy {name}")
+        with tempfile.TemporaryDirectory() as tmp:
+            store = SqliteLearningStore(Path(tmp) / "learning.sqlite")
+            base = await graph_for(labels, bank, embedder, OracleModel(answers, cost_per_call=COST), small, args)
+            graph = with_learning(base, store, audit_sample=args.audit, refresh_s=0.0)
+            audit_by_request(graph, args.audit)
+            learner = Learner.for_graph(graph, store, strategy=strategy_of(name, args), embedder=embedder,
+                                        near=args.near, holdout=0.2, margin=args.margin)
+            t1 = time.perf_counter()
+            on, on_windows, marks, adopted = await replay(graph, stream, learner=learner, every=args.every, window=args.window,
+                                                          live=args.live)
+            columns[f"on, {name}"] = {**figures(on, off), "seconds": time.perf_counter() - t1,
+                                      "promotions": len(marks), "adopted": len(adopted), "records": await store.count()}
+            windows[f"on, {name}"] = on_windows
+            await store.close()
+        if name == args.strategies.split(",")[0]:
+            md, png = write_report(args.out, on_windows, marks, title=f"help desk on Banking77: learning on ({name}) vs off",
+                                   baseline=off_windows)
+            print(f"report: {md}, {png}")
+    print("\nwindow        " + "".join(f"{'esc ' + n:>20}" for n in windows) + "".join(f"{'cost ' + n:>20}" for n in windows))
+    for i, w in enumerate(off_windows):
+        print(f"{w['label']:<13} " + "".join(f"{ws[i]['escalations'] / ws[i]['runs']:>20.3f}" for ws in windows.values())
+              + "".join(f"{'$%.3f' % ws[i]['cost_usd']:>20}" for ws in windows.values()))
+    print()
+    side_by_side(columns)
+    for n, f in columns.items():
+        if "records" in f:
+            print(f"records at the end ({n}): {f['records']}")
+    print(f"embedder {embedder.name}; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    return columns
 
 
 async def stream_part(args) -> None:
-    rows = load(Path(args.data))
-    labels, bank, stream = split(rows, seed=args.seed, known=args.known, per_label=args.per_label, n=args.n)
-    print(f"Banking77 train split (CC BY 4.0): {len(stream)} requests, {len(set(lb for _, lb in stream))} intents; "
-          f"the help desk starts knowing {len(labels)} intents from {len(bank)} examples")
-    embedder = cached(HashingEmbedder() if args.embedder == "hashing" else default_embedder())
-    answers = {t: lb for t, lb in stream}
-    t0 = time.perf_counter()
-    off_oracle = OracleModel(answers, cost_per_call=COST)
-    off, off_windows, _, _ = await replay(graph_for(labels, bank, embedder, off_oracle), stream, window=args.window)
-    t_off = time.perf_counter() - t0
-    with tempfile.TemporaryDirectory() as tmp:
-        store = SqliteLearningStore(Path(tmp) / "learning.sqlite")
-        on_oracle = OracleModel(answers, cost_per_call=COST)
-        graph = with_learning(graph_for(labels, bank, embedder, on_oracle), store, audit_sample=args.audit, refresh_s=0.0)
-        learner = Learner.for_graph(graph, store, strategy=MemoryStrategy(adopt_after=args.adopt_after),
-                                    embedder=embedder, near=args.near, holdout=0.2, margin=args.margin)
-        t1 = time.perf_counter()
-        on, on_windows, marks, adopted = await replay(graph, stream, learner=learner, every=args.every, window=args.window)
-        t_on = time.perf_counter() - t1
-        counts = await store.count()
-        await store.close()
-    print(f"\nwindow        escalation off  escalation on   cost off   cost on")
-    for a, b in zip(off_windows, on_windows):
-        print(f"{a['label']:<13} {a['escalations'] / a['runs']:>14.3f}  {b['escalations'] / b['runs']:>13.3f}  "
-              f"${a['cost_usd']:>8.3f}  ${b['cost_usd']:>7.3f}")
-    print()
-    e_off, q_off, c_off = summary("learning off", off)
-    e_on, q_on, c_on = summary("learning on", on)
-    diff = bootstrap([b[1] - a[1] for a, b in zip(off, on)])
-    print(f"quality difference (on - off, paired): {diff[0]:+.4f} [{diff[1]:+.4f}, {diff[2]:+.4f}]")
-    print(f"second-half escalation rate: {e_on:.3f} vs {e_off:.3f}: {1 - e_on / e_off:.1%} lower (target >= 50%)")
-    print(f"total cost: ${c_on:.3f} vs ${c_off:.3f} ({c_on / c_off:.2f}x; audits included)")
-    print(f"labels adopted: {len(adopted)}; promotions: {len(marks)}; records: {counts}")
-    print(f"wall time: learning off {t_off:.0f}s, learning on {t_on:.0f}s (cycles included); embedder {embedder.name}")
-    md, png = write_report(args.out, on_windows, marks, title="help desk on Banking77: learning on vs off", baseline=off_windows)
-    print(f"report: {md}, {png}")
+    runs = {seed: await run_stream(args, seed) for seed in (int(x) for x in str(args.seeds).split(","))}
+    if len(runs) > 1:
+        print("\n== over seeds " + ", ".join(map(str, runs)))
+        for name in next(iter(runs.values())):
+            if name == "learning off":
+                continue
+            cuts = [r[name]["esc_cut"] for r in runs.values()]
+            diffs = [r[name]["diff"] for r in runs.values()]
+            costs = [r[name]["cost_ratio"] for r in runs.values()]
+            print(f"{name:<14} second-half escalation cut " + ", ".join(f"{c:.1%}" for c in cuts)
+                  + "; quality diff " + ", ".join("{:+.3f} [{:+.3f}, {:+.3f}]".format(*d) for d in diffs)
+                  + "; cost " + ", ".join(f"{c:.2f}x" for c in costs))
 
 
 # -- part 2: LoRA --------------------------------------------------------------------------
@@ -240,7 +356,17 @@ def main() -> None:
     ap.add_argument("--near", type=float, default=0.97)
     ap.add_argument("--margin", type=float, default=0.02)
     ap.add_argument("--embedder", choices=["e5", "hashing"], default="e5")
-    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--seeds", default="7", help="comma-separated shuffle seeds, e.g. 7,11")
+    ap.add_argument("--strategies", default="memory", help="comma-separated: memory, head (side by side)")
+    ap.add_argument("--small", choices=["stand-in", "smollm2"], default="stand-in",
+                    help="the small tier: the first-candidate stand-in, or SmolLM2-135M through the embedded engine")
+    ap.add_argument("--intents", type=int, default=0, help="only this many intents in the stream (0: all 77)")
+    ap.add_argument("--live", type=float, default=0.0, metavar="SHARE",
+                    help="promote on live shadow results only: each cycle's candidate runs in shadow on this share "
+                         "of the next requests and is judged at the next cycle")
+    ap.add_argument("--fix-thresholds", action="store_true",
+                    help="fix the skill's 'none fits' bar and decisive lead at their values calibrated on the first bank "
+                         "(memory then keeps them; head recalibrates them on each new bank)")
     ap.add_argument("--lora-steps", type=int, default=40)
     ap.add_argument("--out", default=".slmgraph/learning-benchmark")
     args = ap.parse_args()

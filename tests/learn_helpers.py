@@ -24,12 +24,12 @@ def triage(threshold: float = 0.5, embedder=EMBEDDER, margin=None):
                           decisive_margin=margin, name="triage", description="sort a help-desk message")
 
 
-def helpdesk(tmp: Path, answers: dict[str, str], *, checkpoint: bool = True, small=None, skill=None, **learn):
-    """(learning graph, store, oracle) in ``tmp``."""
+def helpdesk(tmp: Path, answers: dict[str, str], *, checkpoint: bool | str = True, small=None, skill=None, store=None, **learn):
+    """(learning graph, store, oracle) in ``tmp`` (``checkpoint``: a DSN, or a file in ``tmp``)."""
     oracle = OracleModel(answers, cost_per_call=0.002)
     base = build_graph(
         [skill or triage()], models={"small": small or first_candidate_model(), "large": oracle},
-        escalation=EscalationAgent(tools=()), prices=PriceTable(prices={"oracle": Price(per_call_usd=0.002)}), checkpoint=tmp / "ck.sqlite" if checkpoint else None, name="helpdesk",
+        escalation=EscalationAgent(tools=()), prices=PriceTable(prices={"oracle": Price(per_call_usd=0.002)}), checkpoint=checkpoint if isinstance(checkpoint, str) else (tmp / "ck.sqlite" if checkpoint else None), name="helpdesk",
     )
-    store = SqliteLearningStore(tmp / "learn.sqlite")
+    store = store or SqliteLearningStore(tmp / "learn.sqlite")
     return with_learning(base, store, **learn), store, oracle

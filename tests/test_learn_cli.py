@@ -81,3 +81,31 @@ def test_bad_input_is_a_clear_error_not_a_traceback(setup, capsys):
     bad.write_text("[learning]\naudit_sample = 2.0\n")
     assert main(["learn", "status", "--config", str(bad)]) == 2
     assert "learning.audit_sample" in capsys.readouterr().err
+
+
+def test_shadow_on_live_traffic_then_judge_from_the_cli(setup, capsys):
+    import asyncio
+
+    graph, store, cfg, tmp = setup
+    asyncio.run(_fill(graph, store))
+    assert main(["learn", "run", "--graph", "learn_cli_test", "--live", "1.0", "--no-progress", "--config", cfg]) == 0
+    out = capsys.readouterr().out
+    assert "in shadow on 100% of live traffic" in out and "not promoted" in out
+    version = out.split("candidate ")[1].split()[0]
+    assert main(["learn", "shadow", version, "--sample", "1.5", "--config", cfg]) == 2
+    assert "--sample" in capsys.readouterr().err
+    live = ["I would like to change my card PIN", "can I change my PIN please", "how to change the PIN of my card"]
+
+    async def traffic():
+        graph.spec.models["large"].answers.update({t: "change_pin" for t in live})
+        for t in live:
+            assert (await graph.ainvoke(t)).status == "escalated"  # the served version answers
+        await graph.shadow.drain()
+        await store.close()
+
+    asyncio.run(traffic())
+    assert main(["learn", "judge", version, "--graph", "learn_cli_test", "--min-labelled", "3", "--config", cfg]) == 0
+    out = capsys.readouterr().out
+    assert "3 live shadow results (3 with a teacher answer)" in out and "promoted: escalates less" in out
+    assert main(["learn", "status", "--json", "--config", cfg]) == 0
+    assert json.loads(capsys.readouterr().out)["targets"]["triage"]["current"] == version

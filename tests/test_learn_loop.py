@@ -192,3 +192,15 @@ async def test_memory_on_the_embedded_model(tmp_path):
     after = await graph.ainvoke("I want to change my PIN now")
     assert after.status == "answered" and after.output.label == "change_pin" and after.totals.large_calls == 0
     await store.close()
+
+
+def test_a_candidate_that_only_differs_by_rounding_is_not_promoted():
+    from slmgraph.learn import compare
+    from slmgraph.learn._shadow import Outcome
+
+    same = [Outcome(True, 1.0, 0.001) for _ in range(8)]
+    cheaper_by_rounding = [Outcome(True, 1.0, 0.001 - 1e-15) for _ in range(8)]
+    report = compare(None, same, "triage@x", cheaper_by_rounding)
+    assert not report.promote and "neither" in report.why
+    really_cheaper = [Outcome(True, 1.0, 0.0009) for _ in range(8)]
+    assert compare(None, same, "triage@x", really_cheaper).promote

@@ -95,7 +95,8 @@ LEARN_EXPECTED = {
     "compare", "curate", "decide", "label_balance", "load_corrections", "record_key", "redactor",
     "register_strategy", "shadow_run", "teacher_output", "with_learning",
     "LoraStrategy", "LoraSettings", "train_lora", "peft_to_gguf", "write_modelfile", "HeadStrategy",
-    "LearningConfig", "write_report", "first_candidate_model",
+    "LearningConfig", "write_report", "first_candidate_model", "PostgresLearningStore",
+    "ShadowResult", "LiveShadow", "live_report",
 }
 
 

@@ -148,6 +148,8 @@ class Capture:
         self.on_outcome = on_outcome
         self.on_audit = on_audit
         self.agent = agent
+        #: Runs a candidate in shadow on live requests (:class:`~slmgraph.learn.LiveShadow`).
+        self.live: Any = None
 
     def _key(self, state: Any, config: Any, node: str, request: str) -> str:
         run_id = _get(state, "run_id") or ""
@@ -209,6 +211,20 @@ class Capture:
         if self.on_outcome is not None:
             await self.on_outcome(skill, escalated, version)
 
+    async def _shadow(self, node: Any, state: Any, config: Any, skill: Skill, request: Any, version: str | None,
+                      outcome: Any, record: dict[str, Any] | None) -> None:
+        escalated = record is not None
+        text = as_text(request)
+        try:
+            await self.live.offer(
+                skill, request, dict(node.bind.models), node.bind.large_keys,
+                key=self._key(state, config, f"shadow:{node.name}", text), run_id=str(_get(state, "run_id") or ""),
+                thread_id=_thread(config), text=text, served=version, served_escalated=escalated,
+                served_output=None if escalated or not isinstance(outcome, Accepted) else outcome.output.model_dump(mode="json"),
+            )
+        except Exception as exc:  # the shadow never fails the run it watches
+            log.warning("could not start a shadow run: %s", exc)
+
     async def after_skill(
         self, node: Any, state: Any, update: dict[str, Any], config: Any, outcome: Any, record: dict[str, Any] | None,
     ) -> dict[str, Any]:
@@ -219,6 +235,8 @@ class Capture:
         skill = node.skill_of(state)
         version = self.version_of(skill.name)
         request = node.request_of(state)
+        if self.live is not None:
+            await self._shadow(node, state, config, skill, request, version, outcome, record)
         if record is not None:
             if record.get("status") == "rejected":
                 return update  # handed on: the escalation node (or the user's) records it

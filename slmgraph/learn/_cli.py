@@ -52,7 +52,7 @@ def _learner(args: argparse.Namespace, cfg: Any, store: Any, strategy: str = "me
     else:
         from ._lora import LoraStrategy
 
-        made = LoraStrategy(store.path.parent / "adapters", progress=not args.no_progress)
+        made = LoraStrategy(store.artifacts / "adapters", progress=not args.no_progress)
     return Learner.for_graph(_graph(args, cfg), store, strategy=made, embedder=default_embedder(),
                              near=lc.near_duplicate, holdout=lc.holdout, margin=lc.margin, progress=not args.no_progress)
 
@@ -64,7 +64,7 @@ async def _data_list(args: argparse.Namespace, store: Any) -> int:
     if args.json:
         print(json.dumps({"records": counts, "snapshots": snaps}, indent=2))
         return 0
-    print(f"store:     {store.path}")
+    print(f"store:     {store.where}")
     print(f"records:   {sum(counts.values())} ({', '.join(f'{k} {v}' for k, v in sorted(counts.items())) or 'none'})")
     print(f"snapshots: {len(snaps)}")
     for s in snaps:
@@ -152,20 +152,50 @@ async def _run(args: argparse.Namespace, cfg: Any, store: Any) -> int:
     code = 0
     for target in [args.skill] if args.skill else list(learner.skills):
         try:
-            result = await learner.cycle(target, promote=not args.no_promote)
+            result = await learner.cycle(target, promote=not args.no_promote, live_sample=args.live)
         except EmptySnapshotError as exc:
             print(f"{target}: nothing to learn yet: {exc}")
             code = code or 1
             continue
-        rep = result.report
         print(f"{target}: snapshot {result.snapshot.id}, candidate {result.candidate.id if result.candidate else '-'}")
-        if rep is not None:
-            c, n = rep.current, rep.candidate
-            print(f"  holdout {rep.n}: quality {c.quality[0]:.3f} -> {n.quality[0]:.3f} (diff {rep.quality_diff[0]:+.3f}, "
-                  f"95% CI {rep.quality_diff[1]:+.3f}..{rep.quality_diff[2]:+.3f}); escalation {c.escalation_rate[0]:.3f} -> "
-                  f"{n.escalation_rate[0]:.3f}; cost/request ${c.cost[0]:.6f} -> ${n.cost[0]:.6f}")
+        if result.report is not None:
+            _print_report("holdout", result.report)
         print(f"  {'promoted' if result.promoted else 'not promoted'}: {result.note}")
     return code
+
+
+def _print_report(what: str, rep: Any) -> None:
+    c, n = rep.current, rep.candidate
+    print(f"  {what} {rep.n}: quality {c.quality[0]:.3f} -> {n.quality[0]:.3f} (diff {rep.quality_diff[0]:+.3f}, "
+          f"95% CI {rep.quality_diff[1]:+.3f}..{rep.quality_diff[2]:+.3f}); escalation {c.escalation_rate[0]:.3f} -> "
+          f"{n.escalation_rate[0]:.3f}; cost/request ${c.cost[0]:.6f} -> ${n.cost[0]:.6f}")
+
+
+async def _shadow(args: argparse.Namespace, store: Any) -> int:
+    if args.stop:
+        await store.set_shadow(args.version, None, reason=args.reason)
+        print(f"{args.version}: no version in shadow")
+        return 0
+    if not 0.0 < args.sample <= 1.0:
+        from .._errors import ConfigError
+
+        raise ConfigError("--sample", f"must be above 0 and at most 1, got {args.sample}")
+    version = await store.version(args.version)
+    await store.set_shadow(version.target, version.id, args.sample, reason=args.reason)
+    print(f"{version.target}: {version.id} in shadow on {args.sample:.0%} of live traffic (it never answers)")
+    return 0
+
+
+async def _judge(args: argparse.Namespace, cfg: Any, store: Any) -> int:
+    learner = _learner(args, cfg, store)
+    version = await store.version(args.version)
+    promoted_before = await store.current(version.target)
+    rep = await learner.judge_live(version.id, promote=not args.no_promote, min_labelled=args.min_labelled)
+    print(f"{version.target}: {version.id} on {rep.n} live shadow results ({rep.extra['labelled']} with a teacher answer)")
+    _print_report("live", rep)
+    now = await store.current(version.target)
+    print(f"  {'promoted' if now != promoted_before else 'not promoted'}: {rep.why}")
+    return 0
 
 
 async def _promote(args: argparse.Namespace, store: Any) -> int:
@@ -237,8 +267,23 @@ def add_learning_commands(sub: Any, common: argparse.ArgumentParser, config_of: 
     p.add_argument("--skill")
     p.add_argument("--strategy", choices=["memory", "head", "lora"], default="memory")
     p.add_argument("--no-promote", action="store_true", help="evaluate only")
+    p.add_argument("--live", type=float, metavar="SHARE",
+                   help="put a passing candidate in shadow on this share of live traffic instead of promoting it")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(fn=run(_run, True))
+    p = lsub.add_parser("shadow", parents=[common], help="run a version in shadow on live traffic (it never answers)")
+    p.add_argument("version", help="the version (with --stop: the skill)")
+    p.add_argument("--sample", type=float, default=0.1, help="share of live requests (default 0.1)")
+    p.add_argument("--stop", action="store_true", help="stop the skill's shadow")
+    p.add_argument("--reason", default="manual")
+    p.set_defaults(fn=run(_shadow))
+    p = lsub.add_parser("judge", parents=[common], help="judge a version on its live shadow results; promote if it passes")
+    p.add_argument("version")
+    p.add_argument("--graph", default="helpdesk")
+    p.add_argument("--min-labelled", type=int, default=10, help="live results with a teacher answer needed")
+    p.add_argument("--no-promote", action="store_true", help="evaluate only")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(fn=run(_judge, True))
     p = lsub.add_parser("promote", parents=[common], help="serve a version (atomic)")
     p.add_argument("version")
     p.add_argument("--reason", default="manual")

@@ -2,13 +2,16 @@
 
     [learning]
     enabled = true             # ready graphs (run, serve) capture and serve learned versions
-    store = ".slmgraph/learning.sqlite"   # default: beside the checkpoint file
+    store = ".slmgraph/learning.sqlite"   # a file or a postgresql:// DSN; default: the
+                                          # checkpoint's database when that is PostgreSQL,
+                                          # else learning.sqlite beside the checkpoint file
     audit_sample = 0.05        # share of accepted answers the large model spot-checks
     raw = false                # keep records unredacted (off: PII is scrubbed first)
     refresh_s = 1.0            # how stale the served version may be
     adopt_after = 3            # agreeing records that make a proposed label real
     holdout = 0.2              # newest share of records held out for shadow evaluation
     margin = 0.02              # how much worse on quality a candidate may be (interval bound)
+    shadow_pending = 2         # shadow runs in flight at most (`slmgraph learn shadow`); 0: never shadow
     [learning.drift]
     window = 200
     min_runs = 50
@@ -54,6 +57,7 @@ class LearningConfig(BaseModel):
     near_duplicate: float = Field(0.97, gt=0.0, le=1.0)
     holdout: float = Field(0.2, ge=0.0, lt=1.0)
     margin: float = Field(0.02, ge=0.0, le=1.0)
+    shadow_pending: int = Field(2, ge=0)
     drift: DriftConfig | None = Field(default_factory=DriftConfig)
 
 
@@ -71,12 +75,21 @@ def learning_config(config: Config) -> LearningConfig:
 
 
 def store_of(config: Config) -> Any:
-    """The learning store the config names (default: beside the checkpoint file)."""
-    from ._sqlite import SqliteLearningStore
+    """The learning store the config names: ``[learning] store`` (a file or a
+    PostgreSQL DSN); by default the checkpoint's database when the checkpoint is a
+    ``postgresql://`` DSN, else ``learning.sqlite`` beside the checkpoint file."""
+    from ..storage._pg import is_postgres
 
     cfg = learning_config(config)
-    path = Path(cfg.store) if cfg.store else Path(config.checkpoint).parent / "learning.sqlite"
-    return SqliteLearningStore(path)
+    where = cfg.store or config.checkpoint
+    if is_postgres(where):
+        from ._postgres import PostgresLearningStore
+
+        artifacts = Path(config.checkpoint).parent if not is_postgres(config.checkpoint) else Path(".slmgraph")
+        return PostgresLearningStore(str(where).strip(), artifacts=artifacts)
+    from ._sqlite import SqliteLearningStore
+
+    return SqliteLearningStore(Path(cfg.store) if cfg.store else Path(config.checkpoint).parent / "learning.sqlite")
 
 
 def learning_graph(graph: Any, config: Config) -> Any:
@@ -89,4 +102,4 @@ def learning_graph(graph: Any, config: Config) -> Any:
 
     monitor = DriftMonitor(**cfg.drift.model_dump()) if cfg.drift is not None else None
     return with_learning(graph, store_of(config), audit_sample=cfg.audit_sample, raw=cfg.raw,
-                         refresh_s=cfg.refresh_s, monitor=monitor)
+                         refresh_s=cfg.refresh_s, monitor=monitor, shadow_pending=cfg.shadow_pending)

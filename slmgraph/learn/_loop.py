@@ -120,8 +120,12 @@ class Learner:
         report.extra["snapshot"] = snapshot.id
         return report
 
-    async def cycle(self, target: str, *, promote: bool = True) -> CycleResult:
-        """One cycle: snapshot, propose, shadow-evaluate, and promote if it passes."""
+    async def cycle(self, target: str, *, promote: bool = True, live_sample: float | None = None) -> CycleResult:
+        """One cycle: snapshot, propose, shadow-evaluate, and promote if it passes.
+
+        With ``live_sample``, a candidate that passes on the holdout is not promoted
+        yet: it goes into shadow on that share of live traffic, and
+        :meth:`judge_live` promotes it (or not) on its live results."""
         snap = await self.snapshot(target)
         current = await self.store.current(target)
         parent = await self.store.version(current) if current else None
@@ -134,10 +138,38 @@ class Learner:
         candidate.evaluation = report.to_dict()
         await self.store.save_version(candidate)
         await self.store.log(Event(target=target, kind="evaluated", version=candidate.id, detail=candidate.evaluation))
+        if report.promote and promote and live_sample:
+            await self.store.set_shadow(target, candidate.id, live_sample, reason=report.why)
+            if self.cache is not None:
+                self.cache.invalidate(target)
+            return CycleResult(target, snap, candidate, report, False, f"in shadow on {live_sample:.0%} of live traffic: {report.why}")
         promoted = bool(report.promote and promote)
         if promoted:
             await self.promote(candidate.id, reason=report.why)
         return CycleResult(target, snap, candidate, report, promoted, report.why)
+
+    async def judge_live(self, version_id: str, *, promote: bool = True, min_labelled: int = 10) -> ShadowReport:
+        """Judge a candidate on its shadow results on live traffic, by the same rule
+        as on the holdout, and promote it if it passes (its shadow then stops).
+
+        Raises:
+            UnknownVersionError: no such version.
+        """
+        from ._live import live_report
+
+        version = await self.store.version(version_id)
+        results = await self.store.shadow_results(version_id)
+        records = await self.store.records(skill=version.target)
+        report = live_report(self._skill(version.target), results, records, margin=self.margin, min_labelled=min_labelled)
+        holdout = version.evaluation
+        version.evaluation = {**report.to_dict(), "holdout": holdout}
+        await self.store.save_version(version)
+        await self.store.log(Event(target=version.target, kind="evaluated", version=version_id, detail=version.evaluation))
+        if report.promote and promote:
+            await self.promote(version_id, reason=f"live shadow: {report.why}")
+            if (await self.store.shadow_of(version.target) or ("",))[0] == version_id:
+                await self.store.set_shadow(version.target, None, reason="promoted")
+        return report
 
     async def promote(self, version_id: str, *, reason: str = "manual") -> None:
         version = await self.store.version(version_id)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..privacy._detectors import Detector, GazetteerNameDetector, default_detectors
 from ..privacy._logs import scrub
 
-__all__ = ["LearningRecord", "RecordKind", "RECORD_SCHEMA", "record_key", "redactor", "canonical_json"]
+__all__ = ["LearningRecord", "ShadowResult", "RecordKind", "RECORD_SCHEMA", "record_key", "redactor", "canonical_json"]
 
 #: The record format's version; a store refuses records of a newer format.
 RECORD_SCHEMA = 1
@@ -103,6 +103,39 @@ class LearningRecord(BaseModel):
         return self.model_dump(mode="json", exclude={"thread_id"})
 
 
+class ShadowResult(BaseModel):
+    """A candidate version run in shadow on one live request: what it would have
+    answered, beside what the served version did. It never answered anyone.
+
+    Attributes:
+        key: the dedup key (the run and the node), so a retried run writes one.
+        candidate, served: the candidate's version and the one that answered
+            (``None``: the skill as built).
+        run_id, request: join the result to the run's escalation or audit record,
+            whose teacher answer scores both sides.
+        candidate_cost: what the candidate's own (small-tier) calls cost; it is kept
+            here, never in the user's ledger.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    target: str
+    candidate: str
+    served: str | None = None
+    at: float = Field(default_factory=time.time)
+    run_id: str = ""
+    thread_id: str = ""
+    request: str
+    served_escalated: bool
+    served_output: Any = None
+    candidate_escalated: bool
+    candidate_output: Any = None
+    candidate_reason: str | None = None
+    candidate_cost: float = 0.0
+    redacted: bool = False
+
+
 def _walk(value: Any, fn: Callable[[str], str]) -> Any:
     if isinstance(value, str):
         return fn(value)
@@ -113,10 +146,11 @@ def _walk(value: Any, fn: Callable[[str], str]) -> Any:
     return value
 
 
-_TEXT_FIELDS = ("request", "draft", "escalation_detail", "small_output", "teacher_answer", "teacher_output", "teacher_problem")
+_TEXT_FIELDS = ("request", "draft", "escalation_detail", "small_output", "teacher_answer", "teacher_output", "teacher_problem",
+                "served_output", "candidate_output")
 
 
-def redactor(detectors: Sequence[Detector] | None = None, *, names: bool = True) -> Callable[[LearningRecord], LearningRecord]:
+def redactor(detectors: Sequence[Detector] | None = None, *, names: bool = True) -> Callable[[Any], Any]:
     """A function that replaces every PII value in a record's texts by its kind
     (``<EMAIL>``, ``<CARD>``, ...), one way: nothing can be restored from a stored
     record. ``detectors`` defaults to slmgraph's pattern detectors plus (with
@@ -125,8 +159,9 @@ def redactor(detectors: Sequence[Detector] | None = None, *, names: bool = True)
     if detectors is None and names:
         found.append(GazetteerNameDetector())
 
-    def apply(record: LearningRecord) -> LearningRecord:
-        changes = {f: _walk(getattr(record, f), lambda t: scrub(t, found)) for f in _TEXT_FIELDS}
+    def apply(record: Any) -> Any:  # a LearningRecord or a ShadowResult
+        fields = [f for f in _TEXT_FIELDS if f in type(record).model_fields]
+        changes = {f: _walk(getattr(record, f), lambda t: scrub(t, found)) for f in fields}
         return record.model_copy(update={**changes, "redacted": True})
 
     return apply

@@ -61,6 +61,7 @@ class VersionCache:
         self.store = store
         self.refresh_s = refresh_s
         self._seen: dict[str, tuple[float, str | None]] = {}
+        self._shadow: dict[str, tuple[float, tuple[str, float] | None]] = {}
 
     async def current(self, target: str) -> str | None:
         now = time.monotonic()
@@ -71,6 +72,16 @@ class VersionCache:
         self._seen[target] = (now, vid)
         return vid
 
+    async def shadow(self, target: str) -> tuple[str, float] | None:
+        """The version in shadow for ``target`` and its sample share (same staleness)."""
+        now = time.monotonic()
+        hit = self._shadow.get(target)
+        if hit is not None and now - hit[0] < self.refresh_s:
+            return hit[1]
+        got = await self.store.shadow_of(target)
+        self._shadow[target] = (now, got)
+        return got
+
     def peek(self, target: str) -> str | None:
         """The last version read for ``target``, without a read."""
         hit = self._seen.get(target)
@@ -79,8 +90,10 @@ class VersionCache:
     def invalidate(self, target: str | None = None) -> None:
         if target is None:
             self._seen.clear()
+            self._shadow.clear()
         else:
             self._seen.pop(target, None)
+            self._shadow.pop(target, None)
 
 
 class VersionedRunner:
@@ -139,6 +152,7 @@ def with_learning(
     raw: bool = False,
     refresh_s: float = 1.0,
     monitor: Any = None,
+    shadow_pending: int = 2,
 ) -> Any:
     """A copy of ``graph`` that learns: it records escalations (and an audited
     sample of accepted answers) in ``store``, and serves each skill's current
@@ -151,11 +165,14 @@ def with_learning(
         audit_sample: share of accepted answers spot-checked by the large model.
         raw: store records unredacted (off by default).
         monitor: a :class:`~slmgraph.learn.DriftMonitor` fed with every outcome.
+        shadow_pending: shadow runs in flight at most, when a candidate is in
+            shadow on live traffic (``slmgraph learn shadow``); ``0``: never shadow.
 
     Returns:
         A new graph (same checkpoint, same models); ``graph`` itself is unchanged.
     """
     from ..graphs._graph import SLMGraph
+    from ._live import LiveShadow
     from ._strategies import apply_version, remember_settings
 
     cache = VersionCache(store, refresh_s)
@@ -175,8 +192,12 @@ def with_learning(
         on_audit=monitor.audit if monitor is not None else None,
         agent=spec.escalation,
     )
+    if shadow_pending > 0:
+        capture.live = LiveShadow(store, cache, max_pending=shadow_pending,
+                                  redact=None if raw else capture._redact)  # type: ignore[arg-type]
     if monitor is not None:
         monitor.attach(store, cache)
     learned = SLMGraph(dataclasses.replace(spec, skills=skills, capture=capture), checkpoint=graph.checkpoint, name=graph.name)
     learned.learning = cache  # type: ignore[attr-defined]
+    learned.shadow = capture.live  # type: ignore[attr-defined]
     return learned

@@ -154,6 +154,9 @@ def compare(current_id: str | None, current: Sequence[Outcome], candidate_id: st
     return report
 
 
+_TIE = 1e-9
+
+
 def decide(report: ShadowReport) -> tuple[bool, str]:
     """Promote only when not worse on quality (the difference's lower bound is at
     least ``-margin``) and the candidate escalates less or costs less."""
@@ -161,8 +164,9 @@ def decide(report: ShadowReport) -> tuple[bool, str]:
     if lo < -report.margin:
         return False, f"worse on quality: the difference's lower bound {lo:+.3f} is below -{report.margin:.3f}"
     cur, cand = report.current, report.candidate
-    if cand.escalation_rate[0] < cur.escalation_rate[0]:
+    # "Less" means less by more than rounding: a candidate that behaves the same is not promoted.
+    if cand.escalation_rate[0] < cur.escalation_rate[0] - _TIE:
         return True, f"escalates less ({cand.escalation_rate[0]:.3f} vs {cur.escalation_rate[0]:.3f}), quality not worse"
-    if cand.cost[0] < cur.cost[0]:
+    if cand.cost[0] < cur.cost[0] * (1 - _TIE) - _TIE:
         return True, f"costs less (${cand.cost[0]:.6f} vs ${cur.cost[0]:.6f} a request), quality not worse"
     return False, "neither escalates less nor costs less than the current version"

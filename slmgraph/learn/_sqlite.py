@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sqlite3
 import threading
 import time
@@ -18,16 +17,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
-
 from .._errors import ConfigError
-from ._errors import CorruptSnapshotError, SchemaMismatchError, UnknownVersionError
-from ._records import RECORD_SCHEMA, LearningRecord, RecordKind
-from ._store import STORE_FORMAT, Event, LearningStore, Snapshot, Version
+from ._errors import UnknownVersionError
+from ._records import LearningRecord, RecordKind, ShadowResult
+from ._store import (
+    STORE_FORMAT, Event, LearningStore, Snapshot, Version, check_record, decode_records, decode_snapshot, newer_format,
+)
 
 __all__ = ["SqliteLearningStore", "DEFAULT_LEARNING_STORE"]
 
-log = logging.getLogger("slmgraph.learn")
 
 #: Where the learning loop keeps its data unless told otherwise.
 DEFAULT_LEARNING_STORE = Path(".slmgraph") / "learning.sqlite"
@@ -49,6 +47,12 @@ CREATE TABLE IF NOT EXISTS learn_snapshots(
 CREATE TABLE IF NOT EXISTS learn_versions(
     id TEXT PRIMARY KEY, target TEXT NOT NULL, created_at REAL NOT NULL, strategy TEXT NOT NULL, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS learn_current(target TEXT PRIMARY KEY, stack TEXT NOT NULL, changed_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS learn_shadow_target(
+    target TEXT PRIMARY KEY, version TEXT NOT NULL, sample REAL NOT NULL, changed_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS learn_shadow(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT UNIQUE NOT NULL, candidate TEXT NOT NULL, target TEXT NOT NULL,
+    at REAL NOT NULL, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS learn_shadow_candidate ON learn_shadow(candidate, at);
 CREATE TABLE IF NOT EXISTS learn_events(
     seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, target TEXT NOT NULL, kind TEXT NOT NULL,
     version TEXT, detail TEXT NOT NULL);
@@ -68,6 +72,8 @@ class SqliteLearningStore(LearningStore):
 
     def __init__(self, path: str | Path = DEFAULT_LEARNING_STORE) -> None:
         self.path = Path(path)
+        self.where = repr(str(self.path))
+        self.artifacts = self.path.parent
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._guard = threading.Lock()  # only ever taken in worker threads
@@ -99,10 +105,7 @@ class SqliteLearningStore(LearningStore):
             conn.execute("INSERT OR IGNORE INTO learn_meta VALUES ('format', ?)", (str(STORE_FORMAT),))
             found = int(conn.execute("SELECT value FROM learn_meta WHERE key='format'").fetchone()[0])
             if found > STORE_FORMAT:
-                raise SchemaMismatchError(
-                    f"the learning store {str(self.path)!r} has format {found}, newer than this slmgraph's "
-                    f"{STORE_FORMAT}; upgrade slmgraph or use another store file"
-                )
+                raise newer_format(self.where, found)
             self._ready = True
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -133,9 +136,7 @@ class SqliteLearningStore(LearningStore):
 
     # -- records --------------------------------------------------------------------
     async def add(self, record: LearningRecord) -> bool:
-        if record.schema_version > RECORD_SCHEMA:
-            raise SchemaMismatchError(f"record format {record.schema_version} is newer than {RECORD_SCHEMA}; upgrade slmgraph")
-        body = record.model_dump_json()
+        body = check_record(record)
 
         def work(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
@@ -159,19 +160,7 @@ class SqliteLearningStore(LearningStore):
             sql += " AND created_at > ?"
             args.append(since)
         sql += " ORDER BY created_at, seq"
-        rows = await self._run(lambda c: c.execute(sql, args).fetchall())
-        out = []
-        for seq, body in rows:
-            try:
-                rec = LearningRecord.model_validate_json(body)
-            except ValidationError as exc:
-                # Kept in the file as it is; reported, never silently used or deleted.
-                log.warning("learning record %s cannot be read (%s); skipped", seq, exc.errors()[0]["msg"])
-                continue
-            if rec.schema_version > RECORD_SCHEMA:
-                raise SchemaMismatchError(f"record {seq} has format {rec.schema_version}, newer than {RECORD_SCHEMA}; upgrade slmgraph")
-            out.append(rec)
-        return out
+        return decode_records(await self._run(lambda c: c.execute(sql, args).fetchall()))
 
     async def count(self, *, skill: str | None = None) -> dict[str, int]:
         sql = "SELECT kind, COUNT(*) FROM learn_records" + (" WHERE skill = ?" if skill is not None else "") + " GROUP BY kind"
@@ -210,12 +199,7 @@ class SqliteLearningStore(LearningStore):
             if rows:
                 raise UnknownVersionError("unique snapshot for the prefix", snapshot_id, [r[0] for r in rows])
             raise UnknownVersionError("snapshot", snapshot_id, known)
-        sid, body = rows[0]
-        try:
-            snap = Snapshot.model_validate_json(body)
-        except ValidationError as exc:
-            raise CorruptSnapshotError(sid, f"its stored body cannot be read: {exc.errors()[0]['msg']}") from None
-        return snap.verify()
+        return decode_snapshot(*rows[0])
 
     async def snapshots(self, target: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT id, target, created_at, n_train, n_holdout FROM learn_snapshots"
@@ -302,6 +286,40 @@ class SqliteLearningStore(LearningStore):
         sql += (" WHERE target = ?" if target else "") + " ORDER BY seq DESC LIMIT ?"
         rows = await self._run(lambda c: c.execute(sql, ((target,) if target else ()) + (limit,)).fetchall())
         return [Event(seq=s, at=a, target=t, kind=k, version=v, detail=json.loads(d)) for s, a, t, k, v, d in reversed(rows)]
+
+    # -- live shadow ----------------------------------------------------------------
+    async def set_shadow(self, target: str, version_id: str | None, sample: float = 0.1, reason: str = "") -> None:
+        if version_id is not None:
+            await self.version(version_id)  # must exist
+
+        def work(conn: sqlite3.Connection) -> None:
+            def tx() -> None:
+                if version_id is None:
+                    conn.execute("DELETE FROM learn_shadow_target WHERE target = ?", (target,))
+                else:
+                    conn.execute("INSERT INTO learn_shadow_target VALUES (?,?,?,?) ON CONFLICT(target) DO UPDATE SET "
+                                 "version = excluded.version, sample = excluded.sample, changed_at = excluded.changed_at",
+                                 (target, version_id, sample, time.time()))
+                conn.execute("INSERT INTO learn_events(at, target, kind, version, detail) VALUES (?,?,?,?,?)",
+                             (time.time(), target, "shadow", version_id, json.dumps({"reason": reason, "sample": sample})))
+            self._tx(conn, tx)
+        await self._run(work)
+
+    async def shadow_of(self, target: str) -> tuple[str, float] | None:
+        row = await self._run(lambda c: c.execute(
+            "SELECT version, sample FROM learn_shadow_target WHERE target = ?", (target,)).fetchone())
+        return (row[0], float(row[1])) if row else None
+
+    async def add_shadow(self, result: ShadowResult) -> bool:
+        cur = await self._run(lambda c: c.execute(
+            "INSERT OR IGNORE INTO learn_shadow(key, candidate, target, at, body) VALUES (?,?,?,?,?)",
+            (result.key, result.candidate, result.target, result.at, result.model_dump_json())))
+        return cur.rowcount == 1
+
+    async def shadow_results(self, version_id: str) -> list[ShadowResult]:
+        rows = await self._run(lambda c: c.execute(
+            "SELECT body FROM learn_shadow WHERE candidate = ? ORDER BY at, seq", (version_id,)).fetchall())
+        return [ShadowResult.model_validate_json(r[0]) for r in rows]
 
     def __repr__(self) -> str:
         return f"SqliteLearningStore({str(self.path)!r})"

@@ -15,12 +15,18 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+import logging
+from pathlib import Path
 
-from ._errors import CorruptSnapshotError
-from ._records import LearningRecord, RecordKind, canonical_json
+from pydantic import BaseModel, Field, ValidationError
 
-__all__ = ["LearningStore", "Snapshot", "Version", "Event", "snapshot_hash", "STORE_FORMAT"]
+from ._errors import CorruptSnapshotError, SchemaMismatchError
+from ._records import RECORD_SCHEMA, LearningRecord, RecordKind, ShadowResult, canonical_json
+
+__all__ = ["LearningStore", "Snapshot", "Version", "Event", "snapshot_hash", "STORE_FORMAT",
+           "decode_records", "decode_snapshot", "check_record", "newer_format"]
+
+log = logging.getLogger("slmgraph.learn")
 
 #: The store's table layout; a store written by a newer slmgraph is refused.
 STORE_FORMAT = 1
@@ -105,9 +111,69 @@ class Event(BaseModel):
     detail: dict[str, Any] = Field(default_factory=dict)
 
 
+def check_record(record: LearningRecord) -> str:
+    """The record as stored JSON text.
+
+    Raises:
+        SchemaMismatchError: the record is of a newer format than this slmgraph reads.
+    """
+    if record.schema_version > RECORD_SCHEMA:
+        raise SchemaMismatchError(f"record format {record.schema_version} is newer than {RECORD_SCHEMA}; upgrade slmgraph")
+    return record.model_dump_json()
+
+
+def decode_records(rows: Sequence[tuple[Any, str]]) -> list[LearningRecord]:
+    """Stored ``(seq, body)`` rows as records. An unreadable row is kept in the store
+    as it is and reported, never silently used or deleted.
+
+    Raises:
+        SchemaMismatchError: a record of a newer format.
+    """
+    out = []
+    for seq, body in rows:
+        try:
+            rec = LearningRecord.model_validate_json(body)
+        except ValidationError as exc:
+            log.warning("learning record %s cannot be read (%s); skipped", seq, exc.errors()[0]["msg"])
+            continue
+        if rec.schema_version > RECORD_SCHEMA:
+            raise SchemaMismatchError(f"record {seq} has format {rec.schema_version}, newer than {RECORD_SCHEMA}; upgrade slmgraph")
+        out.append(rec)
+    return out
+
+
+def decode_snapshot(snapshot_id: str, body: str) -> Snapshot:
+    """A stored snapshot body, verified against its hash.
+
+    Raises:
+        CorruptSnapshotError: unreadable, or its records do not match its hash.
+    """
+    try:
+        snap = Snapshot.model_validate_json(body)
+    except ValidationError as exc:
+        raise CorruptSnapshotError(snapshot_id, f"its stored body cannot be read: {exc.errors()[0]['msg']}") from None
+    return snap.verify()
+
+
+def newer_format(where: str, found: int) -> SchemaMismatchError:
+    """The error for a store written by a newer slmgraph."""
+    return SchemaMismatchError(
+        f"the learning store {where} has format {found}, newer than this slmgraph's "
+        f"{STORE_FORMAT}; upgrade slmgraph or use another store"
+    )
+
+
 class LearningStore(ABC):
     """Where the learning loop keeps its data. All methods are async and never
-    block the event loop."""
+    block the event loop.
+
+    Attributes:
+        where: what the store is, for messages (a path, or a DSN without its password).
+        artifacts: the folder for files a version needs (LoRA adapters).
+    """
+
+    where: str = ""
+    artifacts: Path = Path(".slmgraph")
 
     # -- records ------------------------------------------------------------------
     @abstractmethod
@@ -189,6 +255,24 @@ class LearningStore(ABC):
     @abstractmethod
     async def events(self, target: str | None = None, limit: int = 100) -> list[Event]:
         """Events, oldest first (the last ``limit``)."""
+
+    # -- live shadow ----------------------------------------------------------------
+    @abstractmethod
+    async def set_shadow(self, target: str, version_id: str | None, sample: float = 0.1, reason: str = "") -> None:
+        """Run ``version_id`` in shadow on a ``sample`` share of ``target``'s live
+        requests (``None``: stop), and log it."""
+
+    @abstractmethod
+    async def shadow_of(self, target: str) -> tuple[str, float] | None:
+        """The version in shadow for ``target`` and its sample share, if any. Cheap."""
+
+    @abstractmethod
+    async def add_shadow(self, result: ShadowResult) -> bool:
+        """Store a shadow result unless one with its key exists; ``True`` if added."""
+
+    @abstractmethod
+    async def shadow_results(self, version_id: str) -> list[ShadowResult]:
+        """A candidate's shadow results, oldest first."""
 
     async def close(self) -> None:  # pragma: no cover - default: nothing to close
         """Release connections."""
