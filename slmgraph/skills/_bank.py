@@ -31,7 +31,7 @@ from ._oos import OOSRule, fit_rule, loo_rule
 
 __all__ = ["ExampleBank", "Ranked", "load_examples"]
 
-_HEAD_VERSION = 2
+_HEAD_VERSION = 3
 
 
 def _numpy() -> Any:
@@ -174,7 +174,7 @@ class ExampleBank:
     def _head_key(self, identity: str) -> str:
         h = hashlib.sha256(f"head-v{_HEAD_VERSION}\n{identity}\n".encode())
         t = self._head_template
-        h.update(repr((t.l2, t.max_iter, t.folds, t.seed, t.holdout_above)).encode())
+        h.update(repr(t.settings()).encode())
         for text, label in zip(self.texts, self.labels):
             h.update(f"\n{label}\t{text}".encode("utf-8", "surrogatepass"))
         return "head-" + h.hexdigest()[:32]
@@ -195,8 +195,8 @@ class ExampleBank:
                         return head
                 except (ValueError, KeyError, OSError):
                     pass  # an unreadable blob: fit again and overwrite it
-        head = LinearHead(l2=t.l2, max_iter=t.max_iter, folds=t.folds, seed=t.seed, holdout_above=t.holdout_above)
-        await asyncio.to_thread(head.fit, matrix, self.codes, len(self.names))
+        head = t.copy_settings()
+        await asyncio.to_thread(head.fit, matrix, self.codes, len(self.names), self.texts)
         self.head_source = "fitted"
         if cache is not None:
             await asyncio.to_thread(cache.store_blob, identity, key, head.to_bytes())
@@ -207,9 +207,10 @@ class ExampleBank:
         return _normalise(await self.embedder.embed(list(texts)))
 
     # -- answers --------------------------------------------------------------------------
-    def rank(self, vector: Any, k: int) -> list[Ranked]:
+    def rank(self, vector: Any, k: int, text: str | None = None) -> list[Ranked]:
         """The ``k`` best labels for one normalised request vector: by the head's
-        probability when there is a head, else by nearest-example similarity."""
+        probability when there is a head (with the request's ``text``, its lexical
+        evidence counts too), else by nearest-example similarity."""
         np = _numpy()
         matrix = self._matrix
         if self.head is None:
@@ -221,7 +222,7 @@ class ExampleBank:
                 if len(best) == k:
                     break
             return list(best.values())
-        probs = self.head.proba(vector[None, :])[0]
+        probs = self.head.proba(vector[None, :], None if text is None else [text])[0]
         top = np.argsort(-probs, kind="stable")[:k]
         out = []
         for c in top:
@@ -270,7 +271,7 @@ class ExampleBank:
         if len(texts) != len(labels) or not texts:
             raise ConfigError("thresholds", "give as many labels as texts, at least one")
         vectors = await self.query(texts)
-        best = [self.rank(v, 1)[0] for v in vectors]
+        best = [self.rank(v, 1, t)[0] for v, t in zip(vectors, texts)]
         conf = [b.probability if b.probability is not None else 1.0 for b in best]
         self.rule = fit_rule(conf, [b.similarity for b in best], [b.label for b in best], list(labels),
                              objective=objective)  # type: ignore[arg-type]
