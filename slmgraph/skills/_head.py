@@ -91,7 +91,9 @@ class LinearHead:
     """Softmax regression over embeddings with a fitted temperature.
 
     Args:
-        l2: the L2 penalty on the weights (on standardised features).
+        l2: the L2 penalty on the weights (on standardised features); ``"auto"``
+            (the default): 0.01, scaled down by ``2000 / n`` above 2,000 examples
+            (a large bank needs less of a prior).
         max_iter: L-BFGS iterations per fit.
         folds: folds for the out-of-fold logits (temperature, thresholds); fewer
             when a class has fewer examples; 0 skips calibration (temperature 1).
@@ -102,12 +104,13 @@ class LinearHead:
             (its weight is fitted out of fold; needs calibration folds).
     """
 
-    def __init__(self, *, l2: float = 1e-2, max_iter: int = 100, folds: int = 5, seed: int = 0,
+    def __init__(self, *, l2: float | str = "auto", max_iter: int = 100, folds: int = 5, seed: int = 0,
                  holdout_above: int = 2000, lexical: bool = True) -> None:
-        if l2 < 0 or max_iter < 1 or folds < 0:
-            raise ConfigError("head", "l2 >= 0, max_iter >= 1 and folds >= 0 are needed")
+        if (l2 != "auto" and (isinstance(l2, str) or l2 < 0)) or max_iter < 1 or folds < 0:
+            raise ConfigError("head", "l2 >= 0 (or 'auto'), max_iter >= 1 and folds >= 0 are needed")
         self.l2, self.max_iter, self.folds, self.seed = l2, max_iter, folds, seed
         self.holdout_above, self.lexical = holdout_above, lexical
+        self._l2 = 1e-2 if l2 == "auto" else float(l2)
         self.mean: Any = None
         self.scale: Any = None
         self.W: Any = None
@@ -137,7 +140,7 @@ class LinearHead:
             return (basis @ W).astype(np.float32), b
         onehot = np.zeros((n, n_classes), dtype=np.float32)
         onehot[np.arange(n), y] = 1.0
-        l2 = self.l2
+        l2 = self._l2
 
         def fun(theta: Any) -> tuple[float, Any]:
             W = theta[: d * n_classes].reshape(d, n_classes)
@@ -182,6 +185,7 @@ class LinearHead:
         if texts is not None and len(texts) != len(y):
             raise ConfigError("head.fit", f"give one text per vector ({len(texts)} texts, {len(y)} vectors)")
         n_classes = int(n_classes if n_classes is not None else y.max() + 1)
+        self._l2 = float(self.l2) if self.l2 != "auto" else 1e-2 * min(1.0, 2000.0 / len(y))
         self.mean = X.mean(axis=0)
         self.scale = X.std(axis=0) + 1e-6
         Z = (X - self.mean) / self.scale
@@ -247,7 +251,7 @@ class LinearHead:
         np = _np()
         buf = io.BytesIO()
         arrays = {"mean": self.mean, "scale": self.scale, "W": self.W, "b": self.b,
-                  "params": np.array([self.l2, self.max_iter, self.folds, self.seed, self.temperature,
+                  "params": np.array([np.nan if self.l2 == "auto" else self.l2, self.max_iter, self.folds, self.seed, self.temperature,
                                      self.holdout_above, float(self.lexical), self.lex_weight,
                                      self.vector_temperature])}
         if self.oof is not None:
@@ -262,7 +266,7 @@ class LinearHead:
         np = _np()
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             l2, max_iter, folds, seed, temperature, holdout, lexical, weight, vtemp = z["params"].tolist()
-            head = cls(l2=l2, max_iter=int(max_iter), folds=int(folds), seed=int(seed), holdout_above=int(holdout),
+            head = cls(l2="auto" if np.isnan(l2) else l2, max_iter=int(max_iter), folds=int(folds), seed=int(seed), holdout_above=int(holdout),
                        lexical=bool(lexical))
             head.mean, head.scale, head.W, head.b = z["mean"], z["scale"], z["W"], z["b"]
             head.temperature, head.vector_temperature, head.lex_weight = float(temperature), float(vtemp), float(weight)
@@ -272,7 +276,7 @@ class LinearHead:
 
     def __repr__(self) -> str:
         shape = "unfitted" if self.W is None else f"{self.W.shape[0]}x{self.W.shape[1]}"
-        return f"LinearHead({shape}, l2={self.l2}, temperature={self.temperature:.3f}, lexical={self.lex_weight:g})"
+        return f"LinearHead({shape}, l2={self.l2!r}, temperature={self.temperature:.3f}, lexical={self.lex_weight:g})"
 
 
 def _nll(logits: Any, y: Any) -> float:

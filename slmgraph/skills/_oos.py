@@ -64,28 +64,30 @@ def combined(confidence: Any, similarity: Any, weight: float) -> Any:
     return np.log(np.maximum(confidence, 1e-12)) + weight * np.asarray(similarity)
 
 
-def _score(keep: Any, top: Any, gold: Any, objective: str) -> float:
+def _score(keep: Any, top: Any, gold: Any, objective: str, w: Any) -> float:
     is_oos = gold == ""
     right_kept = keep & (top == gold)
     right_none = ~keep & is_oos
     if objective == "accuracy":
-        return float((right_kept | right_none).mean())
-    n_in = int((~is_oos).sum())
-    acc = float(right_kept[~is_oos].sum()) / n_in if n_in else 0.0
-    said, tp, n_oos = int((~keep).sum()), int(right_none.sum()), int(is_oos.sum())
+        return float(w[right_kept | right_none].sum() / w.sum())
+    n_in = float(w[~is_oos].sum())
+    acc = float(w[right_kept & ~is_oos].sum()) / n_in if n_in else 0.0
+    said, tp, n_oos = float(w[~keep].sum()), float(w[right_none].sum()), float(w[is_oos].sum())
     prec = tp / said if said else 0.0
     rec = tp / n_oos if n_oos else 0.0
     return acc + (2 * prec * rec / (prec + rec) if prec + rec else 0.0)
 
 
 def fit_rule(confidence: Sequence[float], similarity: Sequence[float], top: Sequence[str],
-             gold: Sequence[str | None], *, objective: Objective = "balanced", grid: int = 40) -> OOSRule:
+             gold: Sequence[str | None], *, objective: Objective = "balanced", grid: int = 40,
+             weights: Sequence[float] | None = None) -> OOSRule:
     """The bars from labelled requests (``None``: out of scope) for the best ``objective``.
 
     ``top`` is the head's best label for each request. Two families are searched:
     both separate bars (a grid of each one's quantiles, and "no bar"), and the
     combined score for each weight in :data:`SIMILARITY_WEIGHTS` with one bar (its
-    quantiles). Ties go to the separate bars, then to lower bars.
+    quantiles). Ties go to the separate bars, then to lower bars. ``weights``
+    (one per request, default 1) weigh the requests in the objective.
     """
     import numpy as np
 
@@ -97,6 +99,9 @@ def fit_rule(confidence: Sequence[float], similarity: Sequence[float], top: Sequ
     sim = np.asarray(similarity, dtype=np.float64)
     top_a = np.asarray(list(top), dtype=object)
     gold_a = np.asarray(["" if g is None else g for g in gold], dtype=object)
+    w = np.ones(len(gold_a)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if len(w) != len(gold_a) or (w < 0).any():
+        raise ConfigError("thresholds.weights", "give one non-negative weight per request")
     qs = np.linspace(0.0, 1.0, grid + 1)
     conf_bars = np.unique(np.concatenate([[0.0], np.quantile(conf, qs)]))
     sim_bars = np.unique(np.concatenate([[-1.0], np.quantile(sim, qs)]))
@@ -104,14 +109,14 @@ def fit_rule(confidence: Sequence[float], similarity: Sequence[float], top: Sequ
     for cb in conf_bars:
         keep_c = conf >= cb
         for sb in sim_bars:
-            value = _score(keep_c & (sim >= sb), top_a, gold_a, objective)
+            value = _score(keep_c & (sim >= sb), top_a, gold_a, objective, w)
             if value > best[0] + 1e-12:
                 best = (value, -float(cb), float(cb), float(sb))
     best_score = (best[0], 0.0, float("-inf"))
     for weight in SIMILARITY_WEIGHTS:
         score = combined(conf, sim, weight)
         for bar in np.unique(np.quantile(score, np.linspace(0.0, 1.0, 4 * grid + 1))):
-            value = _score(score >= bar, top_a, gold_a, objective)
+            value = _score(score >= bar, top_a, gold_a, objective, w)
             if value > best_score[0] + 1e-12:
                 best_score = (value, weight, float(bar))
     if best_score[0] > best[0] + 1e-12:
