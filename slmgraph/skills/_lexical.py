@@ -61,27 +61,29 @@ class LexicalModel:
 
     def fit(self, texts: Sequence[str], codes: Sequence[int], n_classes: int) -> LexicalModel:
         np = _np()
-        grams = [ngrams(t) for t in texts]
         df: dict[str, int] = {}
-        for g in grams:
-            for gram in g:
+        for text in texts:  # pass 1: document frequencies (the n-grams are not kept: memory)
+            for gram in ngrams(text):
                 df[gram] = df.get(gram, 0) + 1
-        vocab = {gram: i for i, gram in enumerate(sorted(df))}
-        n = max(1, len(grams))
-        idf = np.log((1.0 + n) / (1.0 + np.array([df[g] for g in sorted(df)], dtype=np.float64))) + 1.0
-        self.vocab, self.idf, self.n_classes = vocab, idf.astype(np.float32), int(n_classes)
-        sums: dict[tuple[int, int], float] = {}
-        for g, c in zip(grams, codes):
-            idx, val = self._vector(g)
-            for j, v in zip(idx.tolist(), val.tolist()):
-                sums[(j, int(c))] = sums.get((j, int(c)), 0.0) + v
-        keys = sorted(sums)
-        feat = np.array([j for j, _ in keys], dtype=np.int64)
-        cls = np.array([c for _, c in keys], dtype=np.int64)
-        val = np.array([sums[k] for k in keys], dtype=np.float64)
-        norms = np.sqrt(np.bincount(cls, weights=val * val, minlength=n_classes))
-        val = val / np.maximum(norms[cls], 1e-12)
-        self._set_centroids(feat, cls, val)
+        names = sorted(df)
+        n = max(1, len(texts))
+        idf = np.log((1.0 + n) / (1.0 + np.array([df[g] for g in names], dtype=np.float64))) + 1.0
+        self.vocab = {gram: i for i, gram in enumerate(names)}
+        self.idf, self.n_classes = idf.astype(np.float32), int(n_classes)
+        del df, names
+        feats, vals, classes = [], [], []
+        for text, c in zip(texts, codes):  # pass 2: each text's TF-IDF vector, added to its label's sum
+            idx, val = self._vector(ngrams(text))
+            feats.append(idx)
+            vals.append(val)
+            classes.append(np.full(len(idx), int(c), dtype=np.int64))
+        empty = [np.zeros(0, np.int64)]
+        key = np.concatenate(feats or empty) * n_classes + np.concatenate(classes or empty)
+        uniq, inverse = np.unique(key, return_inverse=True)
+        sums = np.bincount(inverse, weights=np.concatenate(vals or empty).astype(np.float64))
+        feat, cls = uniq // n_classes, uniq % n_classes
+        norms = np.sqrt(np.bincount(cls, weights=sums * sums, minlength=n_classes))
+        self._set_centroids(feat, cls, sums / np.maximum(norms[cls], 1e-12))
         return self
 
     def _set_centroids(self, feat: Any, cls: Any, val: Any) -> None:
