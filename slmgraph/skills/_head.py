@@ -196,14 +196,17 @@ class LinearHead:
         lexical = self.lexical and texts is not None and bool(folds)
         oof_lex = np.zeros_like(oof_logits)
         start = None
+        if lexical:  # the texts' n-grams are counted once; each fold sums its own centroids
+            lex = LexicalModel()
+            vectors = lex.learn_vocabulary(list(texts))  # type: ignore[arg-type]
         for held in folds:
             W, b = self._fit_weights(Z[~held], y[~held], n_classes)
             oof_logits[held] = Z[held] @ W + b
             start = np.concatenate([W.ravel(), b])
             if lexical:
-                rows = np.flatnonzero(~held)
-                model = LexicalModel().fit([texts[i] for i in rows], y[rows], n_classes)
-                oof_lex[held] = model.scores([texts[i] for i in np.flatnonzero(held)])
+                train = np.flatnonzero(~held)
+                model = lex.sharing_vocabulary().fit_rows([vectors[i] for i in train], y[train], n_classes)
+                oof_lex[held] = model.score_rows([vectors[i] for i in np.flatnonzero(held)])
         # the last fold's weights start the final fit: it converges in fewer steps
         self.W, self.b = self._fit_weights(Z, y, n_classes, start=start)
         self.lex, self.lex_weight = None, 0.0
@@ -218,7 +221,7 @@ class LinearHead:
                     t = _fit_temperature(logits + w * oof_lex[seen], ys)
                     best = min(best, (_nll((logits + w * oof_lex[seen]) / t, ys), w, t))
                 if best[1] > 0:
-                    self.lex = LexicalModel().fit(list(texts), y, n_classes)  # type: ignore[arg-type]
+                    self.lex = lex.fit_rows(vectors, y, n_classes)
                     self.lex_weight, self.temperature = best[1], best[2]
                     fused = fused + best[1] * oof_lex
             self.oof = _softmax(fused / self.temperature)

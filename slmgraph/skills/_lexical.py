@@ -60,6 +60,15 @@ class LexicalModel:
         self.n_classes = 0
 
     def fit(self, texts: Sequence[str], codes: Sequence[int], n_classes: int) -> LexicalModel:
+        """The vocabulary, its IDF and each label's centroid from labelled texts."""
+        return self.fit_rows(self.learn_vocabulary(texts), codes, n_classes)
+
+    def learn_vocabulary(self, texts: Sequence[str]) -> list[tuple[Any, Any]]:
+        """Set the vocabulary and IDF from ``texts``; return each text's TF-IDF vector
+        (indices, values), for :meth:`fit_rows` and :meth:`score_rows`. The head
+        counts its bank's n-grams once this way and sums each held-out fold's
+        centroids from them (the IDF then includes the fold's texts; it uses no
+        labels)."""
         np = _np()
         df: dict[str, int] = {}
         for text in texts:  # pass 1: document frequencies (the n-grams are not kept: memory)
@@ -69,22 +78,30 @@ class LexicalModel:
         n = max(1, len(texts))
         idf = np.log((1.0 + n) / (1.0 + np.array([df[g] for g in names], dtype=np.float64))) + 1.0
         self.vocab = {gram: i for i, gram in enumerate(names)}
-        self.idf, self.n_classes = idf.astype(np.float32), int(n_classes)
+        self.idf = idf.astype(np.float32)
         del df, names
-        feats, vals, classes = [], [], []
-        for text, c in zip(texts, codes):  # pass 2: each text's TF-IDF vector, added to its label's sum
-            idx, val = self._vector(ngrams(text))
-            feats.append(idx)
-            vals.append(val)
-            classes.append(np.full(len(idx), int(c), dtype=np.int64))
+        return [self._vector(ngrams(text)) for text in texts]  # pass 2
+
+    def fit_rows(self, rows: Sequence[tuple[Any, Any]], codes: Sequence[int], n_classes: int) -> LexicalModel:
+        """Each label's centroid from TF-IDF vectors made by :meth:`learn_vocabulary`."""
+        np = _np()
+        self.n_classes = int(n_classes)
         empty = [np.zeros(0, np.int64)]
+        feats = [idx for idx, _ in rows]
+        classes = [np.full(len(idx), int(c), dtype=np.int64) for idx, c in zip(feats, codes)]
         key = np.concatenate(feats or empty) * n_classes + np.concatenate(classes or empty)
         uniq, inverse = np.unique(key, return_inverse=True)
-        sums = np.bincount(inverse, weights=np.concatenate(vals or empty).astype(np.float64))
+        sums = np.bincount(inverse, weights=np.concatenate([v for _, v in rows] or empty).astype(np.float64))
         feat, cls = uniq // n_classes, uniq % n_classes
         norms = np.sqrt(np.bincount(cls, weights=sums * sums, minlength=n_classes))
         self._set_centroids(feat, cls, sums / np.maximum(norms[cls], 1e-12))
         return self
+
+    def sharing_vocabulary(self) -> LexicalModel:
+        """An unfitted model with this one's vocabulary and IDF (for held-out folds)."""
+        other = LexicalModel()
+        other.vocab, other.idf = self.vocab, self.idf
+        return other
 
     def _set_centroids(self, feat: Any, cls: Any, val: Any) -> None:
         np = _np()
@@ -101,21 +118,34 @@ class LexicalModel:
         val = (1.0 + np.log(np.array([c for _, c in pairs], dtype=np.float32))) * self.idf[idx]
         return idx, val / max(float(np.linalg.norm(val)), 1e-12)
 
+    def _score(self, idx: Any, val: Any, out: Any) -> None:
+        """One vector's cosines to the centroids, into ``out``. N-grams no centroid has
+        (unseen by this model's examples) are dropped before normalising, as for a
+        request: a held-out fold is scored as new requests would be."""
+        np = _np()
+        ptr = self.ptr
+        lengths = ptr[idx + 1] - ptr[idx]
+        seen = lengths > 0
+        idx, val, lengths = idx[seen], val[seen], lengths[seen]
+        if not len(idx):
+            return
+        val = val / max(float(np.linalg.norm(val)), 1e-12)
+        starts = ptr[idx]
+        rows = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(lengths.sum())
+        out[:] = np.bincount(self.cls[rows], weights=self.val[rows] * np.repeat(val, lengths), minlength=self.n_classes)
+
     def scores(self, texts: Sequence[str]) -> Any:
         """Cosine of each text's TF-IDF vector to each label's centroid (rows: texts)."""
-        np = _np()
         if self.ptr is None:
             raise ValueError("the lexical model is not fitted")
-        out = np.zeros((len(texts), self.n_classes), dtype=np.float32)
-        ptr, cls, cval = self.ptr, self.cls, self.val
-        for r, text in enumerate(texts):
-            idx, val = self._vector(ngrams(text))
-            if not len(idx):
-                continue
-            starts, ends = ptr[idx], ptr[idx + 1]
-            lengths = ends - starts
-            rows = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(lengths.sum())
-            out[r] = np.bincount(cls[rows], weights=cval[rows] * np.repeat(val, lengths), minlength=self.n_classes)
+        return self.score_rows([self._vector(ngrams(t)) for t in texts])
+
+    def score_rows(self, rows: Sequence[tuple[Any, Any]]) -> Any:
+        """:meth:`scores` for vectors made by :meth:`learn_vocabulary` (same vocabulary)."""
+        np = _np()
+        out = np.zeros((len(rows), self.n_classes), dtype=np.float32)
+        for r, (idx, val) in enumerate(rows):
+            self._score(idx, val, out[r])
         return out
 
     # -- saving (arrays only: no pickle) ---------------------------------------------------
