@@ -31,7 +31,7 @@ from ._oos import OOSRule, fit_rule, loo_rule
 
 __all__ = ["ExampleBank", "Ranked", "load_examples"]
 
-_HEAD_VERSION = 3
+_HEAD_VERSION = 4
 
 
 def _numpy() -> Any:
