@@ -261,7 +261,8 @@ class ExampleBank:
         """The out-of-scope rule without out-of-scope data (see :func:`loo_rule`)."""
         await self.ready()
         oof = self.head.oof if self.head is not None and self.head.oof is not None else None
-        conf = oof[self._real_rows(), self.codes[self._real_rows()]] if oof is not None else []
+        rows = _numpy().arange(len(self.examples))  # one (row, own label) pair per example, not a row x label grid
+        conf = oof[rows, self.codes[rows]] if oof is not None else []
         self.rule = loo_rule(conf, self.loo_similarity()[self._real_rows()], quantile)
         return self.rule
 
