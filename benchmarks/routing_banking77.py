@@ -37,6 +37,11 @@ afresh, on ``--latency-sample`` requests, the routers taking turns on each reque
 Peak memory is the process's maximum RSS.
 
     .venv/bin/python benchmarks/routing_banking77.py --sr-path /tmp/sr-pkgs [--setup few|full|both] [--seeds 0,1,2,3,4]
+    .venv/bin/python benchmarks/routing_banking77.py --dev 10 --no-sr     # tuning: the "test" carved from train
+    .venv/bin/python benchmarks/routing_banking77.py --decision-speed     # 150 labels, 15,000 examples
+
+The head routers get each request's text as well as its vector (the head's lexical
+term); plain LR stays softmax regression on the vectors alone with a fixed L2 of 0.01.
 
 semantic-router is not a dependency of slmgraph (it pins ``openai<3``); install it
 aside: ``pip install --target /tmp/sr-pkgs semantic-router`` and pass ``--sr-path``.
