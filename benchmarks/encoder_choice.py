@@ -136,16 +136,26 @@ ENCODERS: dict[str, Callable[[int], Encode]] = {
 
 
 def retrieval(bank_vecs: np.ndarray, bank: list[tuple[str, str]], test_vecs: np.ndarray,
-              test: list[tuple[str, str]]) -> tuple[float, float]:
-    """1-NN accuracy and top-5 label recall of the test texts against the bank."""
+              test: list[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
+    """Per test text: is the 1-NN label right, is the gold label among the top-5 labels."""
     bank_labels = np.array([c for _, c in bank])
     order = np.argsort(-(test_vecs @ bank_vecs.T), axis=1)[:, :50]
-    nn1 = top5 = 0
+    nn1, top5 = [], []
     for row, (_, gold) in zip(order, test):
         labels = list(dict.fromkeys(bank_labels[row]))[:5]
-        nn1 += labels[0] == gold
-        top5 += gold in labels
-    return nn1 / len(test), top5 / len(test)
+        nn1.append(labels[0] == gold)
+        top5.append(gold in labels)
+    return np.array(nn1), np.array(top5)
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test on the texts only one of two encoders gets right."""
+    from math import comb
+
+    n, k = wins + losses, min(wins, losses)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2 ** n)
 
 
 def compare(names: list[str], args: argparse.Namespace) -> None:
@@ -180,18 +190,24 @@ def compare(names: list[str], args: argparse.Namespace) -> None:
     print("| candidate | texts/s batched | single query p50 / p95 | 1-NN | top-5 | load |")
     print("|---|---|---|---|---|---|")
     base = names[-1]
-    rows = {}
+    rows, hits = {}, {}
     for name in names:
         bank_vecs = normalise(np.concatenate(vecs[name]))
         test_vecs = normalise(encoders[name]([t for t, _ in test]))
-        nn1, top5 = retrieval(bank_vecs, bank, test_vecs, test)
+        nn1, top5 = hits[name] = retrieval(bank_vecs, bank, test_vecs, test)
         rate = len(texts) / secs[name]
         p50, p95 = 1000 * np.quantile(single[name], 0.5), 1000 * np.quantile(single[name], 0.95)
         rows[name] = (rate, p50)
-        print(f"| {name} | {rate:.0f} | {p50:.1f} / {p95:.1f} ms | {nn1:.3f} | {top5:.3f} | {load_s[name]:.1f} s |")
+        print(f"| {name} | {rate:.0f} | {p50:.1f} / {p95:.1f} ms | {nn1.mean():.3f} | {top5.mean():.3f} | "
+              f"{load_s[name]:.1f} s |")
     for name in names[:-1]:
         print(f"\n{name} / {base}: batched throughput x{rows[name][0] / rows[base][0]:.2f}, "
               f"single-query latency x{rows[name][1] / rows[base][1]:.2f}")
+        for what, k in (("1-NN", 0), ("top-5", 1)):
+            mine, theirs = hits[name][k], hits[base][k]
+            wins, losses = int((mine & ~theirs).sum()), int((~mine & theirs).sum())
+            print(f"  {what}: right only with {name} {wins}, only with {base} {losses} "
+                  f"(of {len(test)}; sign test p = {sign_test(wins, losses):.2f})")
     print(f"peak memory (maxrss, all candidates loaded) {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

@@ -37,6 +37,11 @@ afresh, on ``--latency-sample`` requests, the routers taking turns on each reque
 Peak memory is the process's maximum RSS.
 
     .venv/bin/python benchmarks/routing_banking77.py --sr-path /tmp/sr-pkgs [--setup few|full|both] [--seeds 0,1,2,3,4]
+    .venv/bin/python benchmarks/routing_banking77.py --dev 10 --no-sr     # tuning: the "test" carved from train
+    .venv/bin/python benchmarks/routing_banking77.py --decision-speed     # 150 labels, 15,000 examples
+
+The head routers get each request's text as well as its vector (the head's lexical
+term); plain LR stays softmax regression on the vectors alone with a fixed L2 of 0.01.
 
 semantic-router is not a dependency of slmgraph (it pins ``openai<3``); install it
 aside: ``pip install --target /tmp/sr-pkgs semantic-router`` and pass ``--sr-path``.
@@ -61,6 +66,7 @@ import numpy as np
 from slmgraph.agents import EmbeddingRouter
 from slmgraph.models import EmbeddingCache, default_embedder
 from slmgraph.skills import LinearHead
+from slmgraph.skills._lexical import LexicalModel
 from slmgraph.skills._oos import fit_rule
 
 _ROOT = Path(__file__).resolve().parents[1]
@@ -118,8 +124,13 @@ def split(seed: int, setup: str, args: argparse.Namespace) -> dict[str, Any]:
     oos, fit_oos, routes = set(shuffled[:10]), set(shuffled[10:20]), sorted(shuffled[20:])
     train = rows("train")
     rng.shuffle(train)
-    bank, fit, used = [], [], {lb: 0 for lb in categories}
+    bank, fit, dev, used = [], [], [], {lb: 0 for lb in categories}
+    held = {lb: 0 for lb in categories}
     for text, label in train:
+        if args.dev and (label in routes or label in oos) and held[label] < args.dev:
+            dev.append((text, label))  # --dev: the "test" is carved from train too (for tuning)
+            held[label] += 1
+            continue
         if label in routes and used[label] < args.fit_per_label:
             fit.append((text, label))
         elif label in routes and (setup == "full" or used[label] < args.fit_per_label + args.per_label):
@@ -127,7 +138,7 @@ def split(seed: int, setup: str, args: argparse.Namespace) -> dict[str, Any]:
         elif label in fit_oos and used[label] < args.fit_oos_per_label:
             fit.append((text, None))
         used[label] += 1
-    pool = [(t, c) for t, c in rows("test") if c in oos or c in set(routes)]
+    pool = dev or [(t, c) for t, c in rows("test") if c in oos or c in set(routes)]
     test = rng.sample(pool, min(args.test, len(pool)))
     return {"oos": oos, "routes": routes, "bank": bank, "fit": fit, "test": test}
 
@@ -198,7 +209,7 @@ def run_seed(seed: int, setup: str, args: argparse.Namespace, embedder: Any, sto
         if fitted:
             asyncio.run(router.fit(fit_x, fit_y))
         fit_s = time.perf_counter() - t
-        picks, secs = timed(lambda v: router.decide(v).label, qv)
+        picks, secs = timed(lambda v: router.decide(*v).label, list(zip(qv, texts)))
         record(name, picks, secs, fit_s)
         e2e[name] = router.choose
 
@@ -213,15 +224,15 @@ def run_seed(seed: int, setup: str, args: argparse.Namespace, embedder: Any, sto
     t = time.perf_counter()
     codes = {lb: i for i, lb in enumerate(routes)}
     bx = np.stack([vectors.vectors[x] for x, _ in bank])
-    lr = LinearHead(folds=0, seed=seed).fit(bx, [codes[y] for _, y in bank], len(routes))
+    # plain LR on the e5 vectors alone, as in earlier runs: fixed L2, no lexical term, no calibration
+    lr = LinearHead(l2=1e-2, folds=0, lexical=False, seed=seed).fit(bx, [codes[y] for _, y in bank], len(routes))
     fp = lr.proba(np.stack([vectors.vectors[x] for x in fit_x]))
     rule = fit_rule(fp.max(axis=1), [0.0] * len(fit_x), [routes[k] for k in fp.argmax(axis=1)], fit_y)
-    bar = rule.min_confidence
 
-    def lr_decide(v: Any) -> str | None:
+    def lr_decide(v: Any) -> str | None:  # similarity 0: the rule is a bar on the max probability alone
         p = lr.proba(v[None, :])[0]
         k = int(p.argmax())
-        return routes[k] if p[k] >= bar else None
+        return routes[k] if rule.in_scope(float(p[k]), 0.0) else None
 
     picks, secs = timed(lr_decide, qv)
     record("plain LR (max-probability threshold, fitted)", picks, secs, time.perf_counter() - t)
@@ -269,14 +280,20 @@ def run_seed(seed: int, setup: str, args: argparse.Namespace, embedder: Any, sto
 def decision_speed(args: argparse.Namespace) -> None:
     """Decision latency with 150 labels and 15,000 examples (the encoder not counted),
     and the head's fit time; beside them the pre-head ``EmbeddingRouter`` scoring loop
-    (a boolean mask and a centroid per label per request), re-run here as the baseline."""
+    (a boolean mask and a centroid per label per request), re-run here as the baseline.
+    The vectors are synthetic; the texts are Banking77's (train texts for the examples,
+    test texts for the requests), so the head's lexical term does its real work."""
     rng = np.random.default_rng(0)
     n_labels, per = 150, 100
     centers = rng.normal(size=(n_labels, 384))
     y = np.repeat(np.arange(n_labels), per)
     X = centers[y] + rng.normal(scale=2.5, size=(len(y), 384))
     X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
-    texts = [f"example {i}" for i in range(len(y))]
+    # label c's texts are Banking77's intent c % 77 (train for examples, test for requests)
+    intents = sorted({c for _, c in rows("train")})
+    by_intent = {c: [t for t, k in rows("train") if k == c] for c in intents}
+    test_by_intent = {c: [t for t, k in rows("test") if k == c] for c in intents}
+    texts = [f"{by_intent[intents[c % 77]][i % len(by_intent[intents[c % 77]])]} ({i})" for i, c in enumerate(y)]
     table = dict(zip(texts, X))
 
     class Table:
@@ -287,16 +304,27 @@ def decision_speed(args: argparse.Namespace) -> None:
             return np.stack([table[t] for t in batch])
 
     examples = [(t, f"label_{c}") for t, c in zip(texts, y)]
-    queries = centers[rng.integers(0, n_labels, 300)] + rng.normal(scale=2.5, size=(300, 384))
+    query_labels = rng.integers(0, n_labels, 300)
+    queries = centers[query_labels] + rng.normal(scale=2.5, size=(300, 384))
+    request_texts = [test_by_intent[intents[c % 77]][i % 40] for i, c in enumerate(query_labels)]
     queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
     print(f"decision latency, {n_labels} labels, {len(y)} examples, 384-d, {len(queries)} requests (encoder not counted)\n")
-    print("| scoring | p50 | p95 | fit |\n|---|---|---|---|")
+    print("| scoring | p50 | p95 | fit (wall / CPU) |\n|---|---|---|---|")
     p50s: dict[str, float] = {}
-    for scoring in ("head", "centroid", "nearest", "top3", "pre-head loop (centroid)"):
-        t = time.perf_counter()
-        router = EmbeddingRouter(examples, Table(), scoring="centroid" if scoring.startswith("pre") else scoring, cache=False)
-        asyncio.run(router.prepare())
-        fit_s = time.perf_counter() - t
+    head_router = None
+    for scoring in ("head", "head, lexical term forced on", "centroid", "nearest", "top3", "pre-head loop (centroid)"):
+        t, c = time.perf_counter(), time.process_time()
+        if scoring.startswith("head,"):  # the synthetic vectors separate the labels: the fitted weight is 0
+            router = head_router
+            head = router.bank.head
+            head.lex = LexicalModel().fit(router.bank.texts, router.bank.codes, n_labels)
+            head.lex_weight, head.temperature = 1.0, head.vector_temperature
+        else:
+            router = EmbeddingRouter(examples, Table(), scoring="centroid" if scoring.startswith("pre") else scoring,
+                                     cache=False)
+            asyncio.run(router.prepare())
+        fit_s, fit_cpu = time.perf_counter() - t, time.process_time() - c
+        head_router = head_router or router
         if scoring.startswith("pre"):
             bank, of = router.bank._matrix, router.bank.codes
 
@@ -311,15 +339,19 @@ def decision_speed(args: argparse.Namespace) -> None:
         else:
             decide = router.decide
         secs = []
-        for q in queries:
+        for q, text in zip(queries, request_texts):
             t = time.perf_counter()
-            decide(q)
+            decide(q, text) if scoring.startswith("head") else decide(q)
             secs.append(time.perf_counter() - t)
         p50 = ms(secs, 0.5)
         p50s[scoring] = p50
-        print(f"| {scoring} | {p50:.3f} ms | {ms(secs, 0.95):.3f} ms | {fit_s:.1f} s |")
+        print(f"| {scoring} | {p50:.3f} ms | {ms(secs, 0.95):.3f} ms | {fit_s:.1f} / {fit_cpu:.1f} s |", flush=True)
+        if scoring == "head":
+            print(f"<!-- {router.bank.head!r} -->", flush=True)
     print(f"\nhead / pre-head loop: p50 ratio {p50s['head'] / p50s['pre-head loop (centroid)']:.4f}")
-    print(f"(the head's fit includes one held-out fold for calibration: 2 fits on {len(y)} examples)")
+    print(f"(the head's fit includes one held-out fold for calibration and the lexical weight: "
+          f"2 fits on {len(y)} examples)")
+    print(f"peak memory (maxrss) {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 
 def report(allrows: list[dict[str, Any]], setups: list[str]) -> None:
@@ -364,6 +396,9 @@ def main() -> None:
     ap.add_argument("--sr-path", help="a --target directory where semantic-router is installed")
     ap.add_argument("--no-sr", action="store_true", help="skip semantic-router")
     ap.add_argument("--json", help="also write every row as JSON here")
+    ap.add_argument("--dev", type=int, default=0, metavar="N",
+                    help="tuning mode: the test is N train messages per route and per held-out intent, kept "
+                         "out of the bank and the fitting set (the test split is not read)")
     ap.add_argument("--decision-speed", action="store_true", help="only the 150-label, 15,000-example latency check")
     ap.add_argument("--report", help="only print the tables of rows saved earlier with --json")
     args = ap.parse_args()

@@ -119,7 +119,9 @@ async def test_thresholds_leave_one_out_without_oos_data_and_fitted_with_it(tmp_
     assert loo.fitted_on == "leave-one-out"
     sims = bank.loo_similarity()
     assert loo.min_similarity == pytest.approx(float(np.quantile(sims, 0.25)), abs=1e-6)
-    assert loo.min_confidence > 0  # the 25 % quantile of out-of-fold confidences
+    oof = bank.head.oof[np.arange(len(EXAMPLES)), bank.codes[: len(EXAMPLES)]]  # each example's own label
+    assert loo.min_confidence == pytest.approx(float(np.nanquantile(oof, 0.25)), abs=1e-6)
+    assert loo.min_confidence > 0.1  # not the quantile over every (example, label) pair, nearly all tiny
     texts = ["my card has still not come", "refund me please", "euro exchange rate",
              "tell me a joke about cats", "what is the weather in paris", "recommend a good film"]
     gold = ["card", "refund", "fx", None, None, None]

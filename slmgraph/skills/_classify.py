@@ -254,7 +254,7 @@ class ClassifyRunner:
     async def candidates(self, text: str) -> list[Ranked]:
         """The ``top_k`` best labels for ``text`` (the head's, or retrieval's without one)."""
         await self.bank.ready()
-        return self.bank.rank((await self.bank.query([text]))[0], self.top_k)
+        return self.bank.rank((await self.bank.query([text]))[0], self.top_k, text)
 
     async def in_scope(self, best: Ranked) -> tuple[bool, str]:
         """Whether the best candidate clears the out-of-scope rule, and why not."""
@@ -262,8 +262,7 @@ class ClassifyRunner:
             conf = best.probability if best.probability is not None else 1.0
             if self.rule.in_scope(conf, best.similarity):
                 return True, ""
-            return False, (f"the best label's confidence {conf:.3f} and nearest similarity {best.similarity:.3f} "
-                           f"miss the fitted bars {self.rule.min_confidence:.3f} / {self.rule.min_similarity:.3f}")
+            return False, self.rule.why(conf, best.similarity)
         limit = await self.threshold(best.label)
         if best.similarity < limit:
             return False, f"the nearest example has similarity {best.similarity:.3f}, below the threshold {limit:.3f}"
