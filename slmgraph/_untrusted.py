@@ -48,7 +48,13 @@ def mark_clean(text: str) -> None:
 def neutralize_messages(messages: Sequence[Message]) -> Sequence[Message]:
     """``messages`` with :func:`neutralize_control_tokens` applied to each content;
     the same sequence when nothing needed changing."""
-    out = [m.content if m.content in _CLEAN else neutralize_control_tokens(m.content) for m in messages]
-    if all(a is m.content for a, m in zip(out, messages)):
-        return messages
-    return [Message(m.role, c) for m, c in zip(messages, out)]
+    out: list[Message] | None = None
+    for i, m in enumerate(messages):
+        if m.content in _CLEAN:
+            continue
+        text = neutralize_control_tokens(m.content)
+        if text is not m.content:
+            if out is None:
+                out = list(messages)
+            out[i] = Message(m.role, text)
+    return messages if out is None else out

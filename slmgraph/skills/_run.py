@@ -135,7 +135,12 @@ async def run_skill(
             reason, detail = EscalationReason.FAILED_CHECK, str(problem)
             messages = _repair(messages, reply, f"That reply fails a check: {problem}.")
             continue
-        confidence = await _confidence(skill, messages, reply, output, ctx, node)
+        if reply.logprobs:
+            confidence = reply.confidence()
+        elif policy.min_confidence in (None, "auto") or policy.samples <= 1:
+            confidence = None  # nothing measured, and no samples wanted
+        else:
+            confidence = await _confidence(skill, messages, reply, output, ctx, node)
         bar = _bar(policy.min_confidence, confidence)
         if bar is not None and (confidence is None or confidence < bar):
             why = (
