@@ -153,7 +153,10 @@ def check_fits(model: Model, messages: Sequence[Message], settings: ModelSetting
     """
     require_unicode(messages)
     reserve = (settings.max_tokens if settings and settings.max_tokens else None) or DEFAULT_REPLY_RESERVE
-    tokens = sum(model.count_tokens(m.content) + 4 for m in messages)
+    count = model.count_tokens
+    tokens = 4 * len(messages)
+    for m in messages:
+        tokens += count(m.content)
     limit = model.context_window - reserve
     if tokens > limit:
         raise RequestTooLargeError(tokens, limit, model.name)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from ._errors import RequestError
 from .models._base import Message
 
-__all__ = ["neutralize_control_tokens", "neutralize_messages", "require_unicode"]
+__all__ = ["neutralize_control_tokens", "neutralize_messages", "mark_clean", "require_unicode"]
 
 _JOINER = "\u2060"
 # ChatML / Llama 3 / Phi (<|...|>), DeepSeek (<｜...｜>), Llama 2 ([INST], <<SYS>>, <s>), Gemma turns.
@@ -34,13 +34,32 @@ def neutralize_control_tokens(text: str) -> str:
     return _CONTROL.sub(lambda m: m.group(0)[0] + _JOINER + m.group(0)[1:], text)
 
 
+#: Texts known to need no change (a skill's fixed prompt head, sent on every call),
+#: so they are not scanned again; bounded.
+_CLEAN: set[str] = set()
+_CLEAN_MAX = 4096
+
+
+def mark_clean(text: str) -> None:
+    """Remember ``text`` as one that :func:`neutralize_control_tokens` leaves as it is
+    (when it does): for fixed text sent on every call."""
+    if len(_CLEAN) < _CLEAN_MAX and neutralize_control_tokens(text) == text:
+        _CLEAN.add(text)
+
+
 def neutralize_messages(messages: Sequence[Message]) -> Sequence[Message]:
     """``messages`` with :func:`neutralize_control_tokens` applied to each content;
     the same sequence when nothing needed changing."""
-    out = [neutralize_control_tokens(m.content) for m in messages]
-    if all(a is m.content for a, m in zip(out, messages)):
-        return messages
-    return [Message(m.role, c) for m, c in zip(messages, out)]
+    out: list[Message] | None = None
+    for i, m in enumerate(messages):
+        if m.content in _CLEAN:
+            continue
+        text = neutralize_control_tokens(m.content)
+        if text is not m.content:
+            if out is None:
+                out = list(messages)
+            out[i] = Message(m.role, text)
+    return messages if out is None else out
 
 
 def require_unicode(messages: Sequence[Message]) -> None:

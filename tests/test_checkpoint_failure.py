@@ -134,6 +134,49 @@ async def test_a_saver_that_drops_state_never_yields_a_success(tmp_path: Path) -
         await graph.ainvoke(dg.REQUEST, thread_id="lost")
 
 
+async def test_a_sqlite_saver_that_drops_the_final_checkpoint_never_yields_a_success(tmp_path: Path, monkeypatch) -> None:
+    """With the runs table in the checkpoint's file, the final checkpoint is confirmed
+    in that file when the run is marked done (no read-back through the saver): a
+    saver that says it wrote it but did not ends the run failed, not done."""
+    put = AsyncSqliteSaver.aput
+
+    async def aput(saver, config, checkpoint, metadata, new_versions):
+        if metadata.get("step", 0) >= 3:  # "saved": the id it would have had, nothing written
+            return {"configurable": {**config["configurable"], "checkpoint_id": checkpoint["id"]}}
+        return await put(saver, config, checkpoint, metadata, new_versions)
+
+    monkeypatch.setattr(AsyncSqliteSaver, "aput", aput)
+    async with AsyncSqliteSaver.from_conn_string(str(tmp_path / "c.sqlite")) as saver:
+        await saver.setup()
+        graph = dg.build(tmp_path).with_checkpoint(saver)
+        with pytest.raises(CheckpointError, match="final state is not in the checkpoint") as err:
+            await graph.ainvoke(dg.REQUEST, thread_id="dropped")
+        assert err.value.thread_id == "dropped"
+        (run,) = await graph.apending_runs(include_failed=True)
+        assert run.status == "failed" and "final state" in (run.error or "")
+        monkeypatch.setattr(AsyncSqliteSaver, "aput", put)  # the saver is mended
+        result = await graph.aresume("dropped")
+        assert result.status == "escalated" and (await graph.apending_runs(include_failed=True)) == []
+
+
+async def test_a_shared_saver_keeps_one_runs_worker_and_connection_across_runs(tmp_path: Path) -> None:
+    import threading
+
+    async with AsyncSqliteSaver.from_conn_string(str(tmp_path / "c.sqlite")) as saver:
+        await saver.setup()
+        graph = dg.build(tmp_path).with_checkpoint(saver)
+        before = set(threading.enumerate())  # other tests' stores may still have theirs
+        for i in range(4):
+            assert (await graph.ainvoke(dg.REQUEST, thread_id=f"t{i}")).status == "escalated"
+        store = graph.runner.sessions.store
+        conn = store._conn
+        await graph.ainvoke(dg.REQUEST, thread_id="t4")
+        assert store._conn is conn is not None  # not reopened for each run
+        workers = [t for t in threading.enumerate() if t.name.startswith("slmgraph-runs") and t not in before]
+        assert len(workers) == 1  # one worker thread, not one per run
+        assert {r.status for r in await store.runs()} == {"done"}
+
+
 async def test_any_checkpointer_failure_is_typed(tmp_path: Path) -> None:
     spec = dg.build(tmp_path).spec
     graph = dg.build(tmp_path).__class__(spec, checkpoint=LockedSaver(), name="locked")

@@ -87,6 +87,30 @@ async def test_a_finder_that_verified_nothing_stops_the_pipeline_before_the_summ
     assert r.escalation_reason == r.escalations[0]["reason"] and r.escalation_reason in r.message
 
 
+async def test_langgraphs_own_path_gives_the_same_runs_on_one_thread(tmp_path):
+    """What ``langgraph dev`` / Studio run: the compiled graph (``langgraph.json``), the
+    server's own checkpointer, ``{"request": ...}`` in; two runs on one thread."""
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    def models():
+        return {"small": FunctionModel(small_fn, name="small-fn"), "large": FunctionModel(large_fn, name="large-fn")}
+
+    runner = contract_pipeline_graph(models()).with_checkpoint(tmp_path / "runner.sqlite")
+    via_runner = [await runner.ainvoke(CONTRACT, thread_id="T") for _ in range(2)]
+    native = contract_pipeline_graph(models()).with_checkpoint(None)
+    async with AsyncSqliteSaver.from_conn_string(str(tmp_path / "native.sqlite")) as saver:
+        compiled = native.compile(saver)
+        states = [await compiled.ainvoke({"request": CONTRACT}, {"configurable": {"thread_id": "T"}}) for _ in range(2)]
+    via_native = [native.result_of("T", s) for s in states]
+
+    def comparable(r):
+        return (r.status, r.output, [(e.node, e.tier) for e in r.ledger], [(e["node"], e["status"]) for e in r.escalations])
+
+    assert [comparable(r) for r in via_native] == [comparable(r) for r in via_runner]
+    assert comparable(via_native[1]) == comparable(via_native[0])  # the second run starts clean
+    assert len(states[1]["ratings"]) == 2 and via_native[1].output.overall_risk == "high"
+
+
 def test_the_pipeline_is_a_registered_ready_graph():
     assert "contract_pipeline" in GRAPHS and "contract_review" in GRAPHS
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -30,23 +31,47 @@ def load_like_langgraph(spec: str):
         sys.modules.pop(modname, None)
 
 
-def test_langgraph_json_names_compiled_graphs_that_load(monkeypatch):
+def _ready_graph_names() -> set[str]:
+    """The ready graphs slmgraph ships, read in a fresh process (other tests register
+    graphs of their own in ``GRAPHS``)."""
+    out = subprocess.run(
+        [sys.executable, "-c", "import json; from slmgraph.graphs import GRAPHS; print(json.dumps(sorted(GRAPHS)))"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )
+    return set(json.loads(out.stdout))
+
+
+def _studio_graphs(monkeypatch) -> dict[str, CompiledStateGraph]:
     for var in ("SLMGRAPH_LARGE_MODEL", "SLMGRAPH_CHECKPOINT", "SLMGRAPH_CONFIG"):
         monkeypatch.delenv(var, raising=False)
     config = json.loads((ROOT / "langgraph.json").read_text())
     assert config["dependencies"] == ["."]
-    assert config["graphs"], "langgraph.json names no graph"
-    for graph_id, spec in config["graphs"].items():
-        graph = load_like_langgraph(spec)
+    return {graph_id: load_like_langgraph(spec) for graph_id, spec in config["graphs"].items()}
+
+
+def test_langgraph_json_names_every_ready_graph(monkeypatch):
+    names = set(json.loads((ROOT / "langgraph.json").read_text())["graphs"])
+    ready = _ready_graph_names()
+    assert {"quickstart", "contract_pipeline"} <= ready
+    assert names == ready, f"missing from langgraph.json: {sorted(ready - names)}; unknown: {sorted(names - ready)}"
+
+
+def test_langgraph_json_names_compiled_graphs_that_load(monkeypatch):
+    from slmgraph.config import Config
+    from slmgraph.graphs import graph_from_config
+
+    for graph_id, graph in _studio_graphs(monkeypatch).items():
         assert isinstance(graph, CompiledStateGraph), graph_id
         assert graph.checkpointer is None  # the LangGraph server brings its own
-        assert {"router", "specialist", "escalation"} <= set(graph.nodes), graph_id
+        # The ready graph of that name, whatever its shape (routed or a pipeline).
+        built = graph_from_config(graph_id, Config()).compile()
+        assert set(graph.nodes) == set(built.nodes), graph_id
+        assert graph.name == graph_id
 
 
 def test_studio_can_build_the_input_form_of_each_graph(monkeypatch):
-    monkeypatch.delenv("SLMGRAPH_CONFIG", raising=False)
-    for spec in json.loads((ROOT / "langgraph.json").read_text())["graphs"].values():
-        assert "request" in load_like_langgraph(spec).get_input_jsonschema()["properties"]
+    for graph_id, graph in _studio_graphs(monkeypatch).items():
+        assert "request" in graph.get_input_jsonschema()["properties"], graph_id
 
 
 def test_studio_reads_the_config_file_named_by_the_environment(monkeypatch, tmp_path):

@@ -132,15 +132,13 @@ class ThreadLease:
     async def held(self) -> AsyncIterator[ThreadLease]:
         """Renew the (already acquired) lease in the background; release on exit."""
         # In-memory leases never expire, so only a durable lease needs renewing.
-        beat = asyncio.create_task(self._heartbeat(), name=f"slmgraph-lease-{self.thread_id}") \
-            if self.store.durable else None
+        beat = _Heartbeat(self) if self.store.durable else None
         try:
             yield self
         finally:
             try:
                 if beat is not None:
-                    beat.cancel()
-                    await settle(asyncio.wait([beat]))
+                    await beat.stop()
             finally:
                 if not self.released:
                     await self.release()
@@ -150,12 +148,22 @@ class ThreadLease:
         await settle(self.store.release(self.thread_id, self.holder))
         self.released = True
 
-    async def finish(self, status: RunStatus, error: str | None = None, *, result: str | None = None) -> None:
+    async def finish(
+        self, status: RunStatus, error: str | None = None, *, result: str | None = None, checkpoint_id: str | None = None,
+    ) -> bool:
         """Record how the run ended and release the thread in one write; shielded,
-        so it lands even while the run's task is being cancelled."""
+        so it lands even while the run's task is being cancelled.
+
+        With ``checkpoint_id`` (a store that :attr:`~RunStore.confirms_checkpoints`),
+        the write happens only if that checkpoint is the thread's newest on disk;
+        ``False`` when it is not (nothing written, the thread still held)."""
         keep = result if self.keep_result and status == "done" else None
-        await settle(self.store.finish(self.run_id, self.thread_id, status, error, self.holder, result=keep))
+        confirm = {"checkpoint_id": checkpoint_id} if checkpoint_id is not None else {}
+        written = await settle(self.store.finish(self.run_id, self.thread_id, status, error, self.holder, result=keep, **confirm))
+        if written is False:
+            return False
         self.released = True
+        return True
 
     async def end(self, exc: BaseException) -> None:
         """Record a run that raised ``exc`` (see :func:`ending`); a storage failure
@@ -169,12 +177,45 @@ class ThreadLease:
         except Exception as also:
             log.error("run %s ended (%s) and could not be recorded: %s", self.run_id, error, also)
 
-    async def _heartbeat(self) -> None:
-        while True:
-            await asyncio.sleep(self.ttl_s / 3)
-            if not await self.store.renew(self.thread_id, self.holder, self.ttl_s):
-                self.lost = True
-                return
+
+
+class _Heartbeat:
+    """Renews a held lease every third of its time to live, until stopped; a renewal
+    that finds the lease taken over marks it ``lost``.
+
+    A timer rather than a task per run: most runs end long before the first
+    renewal, and then only the timer is cancelled. A renewal runs as a task of its
+    own while it is due; :meth:`stop` waits for one in flight."""
+
+    __slots__ = ("lease", "timer", "renewal")
+
+    def __init__(self, lease: ThreadLease) -> None:
+        self.lease = lease
+        self.renewal: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(lease.ttl_s / 3, self._due)
+
+    def _due(self) -> None:
+        self.timer = None
+        self.renewal = asyncio.ensure_future(self._renew())
+
+    async def _renew(self) -> None:
+        lease = self.lease
+        if not await lease.store.renew(lease.thread_id, lease.holder, lease.ttl_s):
+            lease.lost = True
+            return
+        if self.renewal is not None:  # not stopped meanwhile
+            self.timer = asyncio.get_running_loop().call_later(lease.ttl_s / 3, self._due)
+
+    async def stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        renewal, self.renewal = self.renewal, None
+        if renewal is not None:
+            renewal.cancel()
+            await settle(asyncio.wait([renewal]))
+            if not renewal.cancelled() and renewal.exception() is not None:
+                log.warning("lease of thread %s: a renewal failed: %s", self.lease.thread_id, renewal.exception())
 
 
 class GuardedSaver(BaseCheckpointSaver):

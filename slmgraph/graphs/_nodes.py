@@ -95,6 +95,8 @@ def _get(state: Any, key: str, default: Any = None) -> Any:
 
 def _effects(state: Any, config: RunnableConfig | None) -> EffectLog | None:
     source = RUN_EFFECTS.get()
+    if source is None:
+        return None
     run_id = _get(state, "run_id")
     thread_id = ((config or {}).get("configurable") or {}).get("thread_id")
     if source is None or not run_id or not thread_id:

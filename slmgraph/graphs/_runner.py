@@ -21,9 +21,10 @@ What a run *means* (its reset, its status, its result) is the graph's: the runne
 passes only ``{"request", "run_id"}`` in, so ``compile().ainvoke`` and LangGraph's
 own server behave the same on a thread.
 
-The runs store is touched in three places only: :meth:`Runner._session` (opening
-it), :meth:`Runner._start` / :meth:`Runner._resume` (recording and looking runs
-up) and :meth:`Runner.apending_runs`; leases and effects go through ``_durable``.
+The runs store is opened by :class:`~._sessions.Sessions` (with the compiled graph)
+and touched in three places only: :meth:`Runner._start` / :meth:`Runner._resume`
+(recording and looking runs up) and :meth:`Runner.apending_runs`; leases and
+effects go through ``_durable``.
 """
 
 from __future__ import annotations
@@ -44,12 +45,10 @@ from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel
 
 from .._errors import CheckpointError, ConfigError, IdempotencyKeyReusedError, SlmGraphError, ThreadBusyError, UserError
-from ._durable import GuardedSaver, OnBusy, StoredEffects, ThreadLease, settle, sqlite_file_of, sqlite_saver
-from ._nodes import RUN_EFFECTS
+from ._durable import OnBusy, ThreadLease, settle
 from ._result import RunResult
 from ._runs import UNFINISHED, RunRecord, RunStore
-from ._runs_memory import MemoryRunStore
-from ._runs_sqlite import SqliteRunStore
+from ._sessions import Sessions
 from ._state import new_run
 
 __all__ = ["NodeEvent", "Runner", "RunPolicy", "Checkpoint"]
@@ -84,6 +83,9 @@ class RunPolicy:
             raise ConfigError("on_busy", f"must be 'wait' or 'reject', got {self.on_busy!r}")
         if self.busy_timeout_s < 0 or self.lease_ttl_s <= 0:
             raise ConfigError("busy_timeout_s" if self.busy_timeout_s < 0 else "lease_ttl_s", "must be positive")
+
+
+_NOT_ON_DISK = "the run ended but its final state is not in the checkpoint"
 
 
 def _config(thread_id: str) -> dict[str, Any]:
@@ -144,82 +146,17 @@ class Runner:
     ) -> None:
         self.builder, self.checkpoint, self.name, self.policy = builder, checkpoint, name, policy
         self.result_of, self.validate = result, validate
-        self._store: RunStore | None = None
-        self._plain: CompiledStateGraph | None = None
-        from ..storage._pg import is_postgres  # a DSN: the shared PostgreSQL store
-
+        #: Where each run's compiled graph and runs store come from.
+        self.sessions = Sessions(builder, checkpoint, name)
         #: The PostgreSQL saver and runs store when ``checkpoint`` is a DSN.
-        self.pg: Any = None
-        self._pg_graph: tuple[Any, CompiledStateGraph] | None = None
-        if is_postgres(checkpoint):
-            from ..storage._postgres import PostgresStore
+        self.pg = self.sessions.pg
 
-            self.pg = PostgresStore(str(checkpoint))
-        elif checkpoint is None:
-            self._plain = builder.compile(name=name)
-        elif isinstance(checkpoint, BaseCheckpointSaver):
-            self._plain = builder.compile(checkpointer=GuardedSaver(checkpoint), name=name)
+    # The wiring, under the names the batch job and tests open a session by.
+    def _compiled(self) -> contextlib.AbstractAsyncContextManager[CompiledStateGraph]:
+        return self.sessions.compiled()
 
-    # -- wiring ---------------------------------------------------------------
-
-    @contextlib.asynccontextmanager
-    async def _compiled(self) -> AsyncIterator[CompiledStateGraph]:
-        if self._plain is not None:
-            yield self._plain
-            return
-        if self.pg is not None:
-            async with self.pg.session() as saver:
-                if self._pg_graph is None or self._pg_graph[0] is not saver:  # compiled once per open pool
-                    self._pg_graph = (saver, self.builder.compile(checkpointer=GuardedSaver(saver), name=self.name))
-                yield self._pg_graph[1]
-            return
-        async with sqlite_saver(Path(self.checkpoint)) as saver:  # type: ignore[arg-type]
-            yield self.builder.compile(checkpointer=GuardedSaver(saver), name=self.name)
-
-    @contextlib.asynccontextmanager
-    async def _session(self) -> AsyncIterator[tuple[CompiledStateGraph, RunStore]]:
-        """The compiled graph and the runs store in the same SQLite file.
-
-        The store's connection closes with the last open session, so that closing
-        the graph's connections folds the WAL back into the file."""
-        try:
-            if self._plain is not None:  # compiled once: no connection to open per run
-                async with self._with_store(self._plain) as pair:
-                    yield pair
-            else:
-                async with self._compiled() as graph, self._with_store(graph) as pair:
-                    yield pair
-        finally:
-            if self._store is not None and self._store.durable and self._store.sessions == 0:
-                await settle(self._store.close())
-
-    @contextlib.asynccontextmanager
-    async def _with_store(self, graph: CompiledStateGraph) -> AsyncIterator[tuple[CompiledStateGraph, RunStore]]:
-        if self._store is None:
-            from ..storage._postgres import postgres_store_of
-
-            path: Path | None = None
-            shared: RunStore | None = self.pg.store if self.pg is not None else None
-            if shared is None and isinstance(self.checkpoint, (str, Path)):
-                path = Path(self.checkpoint)
-            elif shared is None and isinstance(self.checkpoint, BaseCheckpointSaver):
-                shared = postgres_store_of(self.checkpoint)
-                path = None if shared else await sqlite_file_of(self.checkpoint)
-            self._store = shared or (SqliteRunStore(path) if path is not None else MemoryRunStore())
-        store = self._store
-        store.sessions += 1
-        token = RUN_EFFECTS.set(self._effects)
-        try:
-            yield graph, store
-        finally:
-            try:
-                RUN_EFFECTS.reset(token)
-            except ValueError:  # closed from another context (a collected generator)
-                pass
-            store.sessions -= 1
-
-    def _effects(self, thread_id: str, run_id: str) -> StoredEffects | None:
-        return StoredEffects(self._store, thread_id, run_id) if self._store is not None else None
+    def _session(self) -> contextlib.AbstractAsyncContextManager[tuple[CompiledStateGraph, RunStore]]:
+        return self.sessions.open()
 
     # -- runs -----------------------------------------------------------------
 
@@ -352,25 +289,39 @@ class Runner:
         self, graph: CompiledStateGraph, lease: ThreadLease, payload: dict[str, Any] | None,
         thread_id: str, run_id: str, nodes: bool,
     ) -> AsyncIterator[NodeEvent]:
-        """Execute (or continue) one run and keep its row in the runs table true."""
+        """Execute (or continue) one run and keep its row in the runs table true.
+
+        Only what is on disk is reported. When the runs store shares the checkpoints'
+        file, the final checkpoint (as LangGraph streams it: values, ``next`` and id)
+        is confirmed to be the thread's newest on disk in the very transaction that
+        marks the run done; otherwise the final state is read back from the saver."""
         config = _config(thread_id)
         state: dict[str, Any] = {}
+        confirm = bool(run_id) and graph.checkpointer is not None and lease.store.confirms_checkpoints
+        final: dict[str, Any] | None = None
         try:
-            modes = ["updates", "values"] if nodes else ["values"]
+            last = "checkpoints" if confirm else "values"
+            modes = ["updates", last] if nodes else [last]
             async for mode, data in graph.astream(payload, config, stream_mode=modes, **_durability(graph)):
                 if lease.lost:
                     raise ThreadBusyError(thread_id, "(lease expired and taken over)")
                 if mode == "values":
                     state = data
                     continue
+                if mode == "checkpoints":
+                    final = data
+                    continue
                 for node, update in data.items():
                     yield NodeEvent(node=node, update=dict(update or {}))
-            if graph.checkpointer is not None:
-                # Report only what is on disk: the result is read back from the checkpoint.
+            if confirm:
+                state = final["values"] if final is not None else {}
+                if final is None or final["next"] or state.get("run_id") != run_id:
+                    raise CheckpointError(thread_id, _NOT_ON_DISK)
+            elif graph.checkpointer is not None:
                 snapshot = await graph.aget_state(config)
                 state = snapshot.values
                 if (run_id and state.get("run_id") != run_id) or snapshot.next:
-                    raise CheckpointError(thread_id, "the run ended but its final state is not in the checkpoint")
+                    raise CheckpointError(thread_id, _NOT_ON_DISK)
         except BaseException as exc:
             _annotate(exc, thread_id, run_id)
             if run_id:  # failed, cancelled (the caller went away) or, at shutdown, left recoverable
@@ -378,7 +329,13 @@ class Runner:
             raise
         result = self.result_of(thread_id, state, True)
         if run_id:
-            await lease.finish("done", result=result.model_dump_json() if lease.keep_result else None)
+            kept = result.model_dump_json() if lease.keep_result else None
+            checkpoint_id = final["config"]["configurable"]["checkpoint_id"] if confirm else None  # type: ignore[index]
+            if not await lease.finish("done", result=kept, checkpoint_id=checkpoint_id):
+                lost = CheckpointError(thread_id, _NOT_ON_DISK)
+                _annotate(lost, thread_id, run_id)
+                await lease.end(lost)
+                raise lost
         yield NodeEvent(node="end", result=result)
 
     async def aget_result(self, thread_id: str) -> RunResult | None:

@@ -83,6 +83,9 @@ class RunStore(ABC):
 
     #: Whether the store outlives the process (a file or a server).
     durable: bool = False
+    #: Whether :meth:`finish` can confirm that a checkpoint is on disk (the store
+    #: shares the checkpoints' file): ``finish(..., checkpoint_id=...)``.
+    confirms_checkpoints: bool = False
 
     def __init__(self) -> None:
         #: Graph sessions using this store; the runner closes it when none is left.
@@ -107,9 +110,14 @@ class RunStore(ABC):
     async def finish(
         self, run_id: str, thread_id: str, status: RunStatus, error: str | None = None, holder: str = "",
         *, result: str | None = None,
-    ) -> None:
+    ) -> bool | None:
         """Record how a run ended (with ``result`` JSON for a keyed run) and release
-        its thread, in one transaction."""
+        its thread, in one transaction.
+
+        A store that :attr:`confirms_checkpoints` also takes ``checkpoint_id``: the
+        run's final checkpoint, which must be the thread's newest one in the file,
+        read in the same transaction; when it is not, nothing is written and
+        ``False`` is returned."""
 
     @abstractmethod
     async def set_status(self, run_id: str, status: RunStatus, error: str | None = None) -> None:

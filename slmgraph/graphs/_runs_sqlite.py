@@ -63,6 +63,7 @@ class SqliteRunStore(RunStore):
     lease expiry as the backstop."""
 
     durable = True
+    confirms_checkpoints = True
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0) -> None:
         super().__init__()
@@ -70,20 +71,45 @@ class SqliteRunStore(RunStore):
         self.busy_timeout_s = busy_timeout_s
         self._conn: sqlite3.Connection | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._pid = 0  # the process that made the worker (a forked child makes its own)
+        self._level = ""  # the connection's PRAGMA synchronous
+
+    def _worker(self) -> ThreadPoolExecutor:
+        """The store's one worker thread, made on first use and kept for the store's
+        life: a run costs a hop to it, never a new thread or a new connection."""
+        # A forked child inherits the parent's objects but not its thread: start
+        # afresh (the inherited connection is dropped, never used or closed here).
+        self._conn = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slmgraph-runs")
+        self._pid = os.getpid()
+        return self._pool
 
     # -- the worker ---------------------------------------------------------
 
-    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _run(self, fn: Callable[..., T], *args: Any, synced: bool = True) -> T:
         """Run ``fn(conn, ...)`` on the store's worker thread.
+
+        Every commit is fsync'd (``PRAGMA synchronous=FULL``) unless ``synced`` is
+        false (``NORMAL``: on disk for any process crash, and fsync'd by the next
+        synced commit to the file, such as LangGraph's next checkpoint; see
+        :meth:`begin` and :meth:`finish`).
 
         Raises:
             CheckpointError: the file cannot be written (disk full, locked too long).
         """
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slmgraph-runs")
+        pool = self._pool if self._pool is not None and self._pid == os.getpid() else self._worker()
         loop = asyncio.get_running_loop()
+
+        def call() -> T:
+            conn = self._connection()
+            level = "FULL" if synced else "NORMAL"
+            if self._level != level:  # outside any transaction: takes effect at once, no I/O
+                conn.execute(f"PRAGMA synchronous={level}")
+                self._level = level
+            return fn(conn, *args)
+
         try:
-            return await loop.run_in_executor(self._pool, lambda: fn(self._connection(), *args, **kwargs))
+            return await loop.run_in_executor(pool, call)
         except (sqlite3.Error, OSError) as exc:
             raise CheckpointError("", f"the runs table in {self.path.name!r}: {type(exc).__name__}: {exc}") from exc
 
@@ -99,33 +125,26 @@ class SqliteRunStore(RunStore):
                 if column not in have:
                     conn.execute(f"ALTER TABLE slmgraph_runs ADD COLUMN {column} TEXT")
             conn.execute(_KEY_INDEX)
-            self._conn = conn
+            self._conn, self._level = conn, ""
         return self._conn
 
     async def close(self) -> None:
-        if self._pool is None:
+        """Close the connection (on the worker, so no call is using it meanwhile);
+        the next call reopens it. The worker thread stays for the store's life."""
+        if self._pool is None or self._pid != os.getpid():
             return
-        # The pool stays in place until the connection is closed on its worker: a call
-        # made meanwhile queues behind the close instead of starting a second worker
-        # on the same connection (two threads on one connection crashed the process).
-        pool = self._pool
 
         def shut() -> None:
             conn, self._conn = self._conn, None
             if conn is not None:
                 conn.close()
 
-        try:
-            await asyncio.get_running_loop().run_in_executor(pool, shut)
-        finally:
-            if self._pool is pool:
-                self._pool = None
-            pool.shutdown(wait=False)
+        await asyncio.get_running_loop().run_in_executor(self._pool, shut)
 
     @staticmethod
     def _write(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
-        """One write transaction (one fsync), taken before reading, so two processes
-        deciding about the same thread see each other's writes."""
+        """One write transaction, taken before reading, so two processes deciding
+        about the same thread see each other's writes."""
         conn.execute("BEGIN IMMEDIATE")
         try:
             out = body(conn)
@@ -139,11 +158,30 @@ class SqliteRunStore(RunStore):
     # -- runs ---------------------------------------------------------------
 
     async def begin(self, run_id: str, thread_id: str, request: str, ttl_s: float, holder: str = "") -> str | None:
-        def body(c: sqlite3.Connection) -> str | None:
-            _insert(c, run_id, thread_id, request, None)
-            return _take(c, thread_id, holder or run_id, ttl_s, start=True, new=True)
+        holder = holder or run_id
 
-        return await self._run(self._write, body)
+        def start(c: sqlite3.Connection) -> str | None:
+            # The lease is looked at first: a free thread's run is written once,
+            # already ``running``; a busy thread's is not written here at all.
+            busy = _live_holder(c, thread_id, holder)
+            if busy is None:
+                _insert(c, run_id, thread_id, request, None, "running")
+                _lease(c, thread_id, holder, ttl_s)
+                _supersede(c, thread_id, run_id)
+            return busy
+
+        def record(c: sqlite3.Connection) -> str | None:
+            _insert(c, run_id, thread_id, request, None)
+            return _take(c, thread_id, holder, ttl_s, start=True, new=True)
+
+        # A run that starts now is not fsync'd on its own: the graph's first act is
+        # LangGraph's input checkpoint, a synced commit to this same WAL file, which
+        # puts this record on disk before any node runs (and a process crash never
+        # loses it). A run that must wait for its thread is recorded ``accepted``
+        # with its own fsync, as it may wait long.
+        if await self._run(self._write, start, synced=False) is None:
+            return None
+        return await self._run(self._write, record)
 
     async def accept(self, run_id: str, thread_id: str, request: str, *, idempotency_key: str | None = None) -> RunRecord | None:
         def body(c: sqlite3.Connection) -> RunRecord | None:
@@ -158,17 +196,25 @@ class SqliteRunStore(RunStore):
 
     async def finish(
         self, run_id: str, thread_id: str, status: RunStatus, error: str | None = None, holder: str = "",
-        *, result: str | None = None,
-    ) -> None:
-        def body(c: sqlite3.Connection) -> None:
+        *, result: str | None = None, checkpoint_id: str | None = None,
+    ) -> bool:
+        def body(c: sqlite3.Connection) -> bool:
+            if checkpoint_id is not None and _latest_checkpoint(c, thread_id) != checkpoint_id:
+                return False  # nothing written: the run is not done
             c.execute(
                 "UPDATE slmgraph_runs SET status = ?, error = ?, pid = ?, host = ?, updated = ?, "
                 "result = COALESCE(?, result) WHERE run_id = ?",
                 (status, error, os.getpid(), HOST, time.time(), result, run_id),
             )
             c.execute("DELETE FROM slmgraph_leases WHERE thread_id = ? AND run_id = ?", (thread_id, holder or run_id))
+            return True
 
-        await self._run(self._write, body)
+        # A run ending ``done`` is not fsync'd on its own: its final checkpoint is
+        # (LangGraph's, before this). If power fails before the next synced commit,
+        # the run is found ``running`` again and recovery finishes it from that final
+        # checkpoint: no node runs again, the result is the same. Every other
+        # ending is fsync'd.
+        return await self._run(self._write, body, synced=status != "done" or checkpoint_id is None)
 
     async def set_status(self, run_id: str, status: RunStatus, error: str | None = None) -> None:
         await self._run(_set_status, run_id, status, error)
@@ -281,9 +327,22 @@ class SqliteRunStore(RunStore):
 # -- statements (on the worker thread) -----------------------------------------
 
 
-def _insert(c: sqlite3.Connection, run_id: str, thread_id: str, request: str, key: str | None) -> None:
+def _insert(
+    c: sqlite3.Connection, run_id: str, thread_id: str, request: str, key: str | None, status: RunStatus = "accepted",
+) -> None:
     now = time.time()
-    c.execute(_INSERT, (run_id, thread_id, request, "accepted", None, os.getpid(), HOST, now, now, key, None))
+    c.execute(_INSERT, (run_id, thread_id, request, status, None, os.getpid(), HOST, now, now, key, None))
+
+
+def _latest_checkpoint(c: sqlite3.Connection, thread_id: str) -> str | None:
+    """The id of the thread's newest checkpoint in LangGraph's SQLite table (in this
+    file, written by LangGraph's saver on its own connection)."""
+    row = c.execute(
+        "SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = '' "
+        "ORDER BY checkpoint_id DESC LIMIT 1",
+        (thread_id,),
+    ).fetchone()
+    return None if row is None else str(row["checkpoint_id"])
 
 
 def _set_status(c: sqlite3.Connection, run_id: str, status: RunStatus, error: str | None) -> None:
@@ -314,14 +373,26 @@ def _supersede(c: sqlite3.Connection, thread_id: str, run_id: str) -> int:
     return len(stale)
 
 
-def _take(c: sqlite3.Connection, thread_id: str, holder: str, ttl_s: float, *, start: bool, new: bool) -> str | None:
+def _live_holder(c: sqlite3.Connection, thread_id: str, holder: str) -> str | None:
+    """The live holder of the thread's lease other than ``holder``, if any."""
     row = c.execute("SELECT * FROM slmgraph_leases WHERE thread_id = ?", (thread_id,)).fetchone()
     if row is not None and row["run_id"] != holder and not _stale(row):
         return str(row["run_id"])
+    return None
+
+
+def _lease(c: sqlite3.Connection, thread_id: str, holder: str, ttl_s: float) -> None:
     c.execute(
         "INSERT OR REPLACE INTO slmgraph_leases VALUES (?, ?, ?, ?, ?)",
         (thread_id, holder, os.getpid(), HOST, time.time() + ttl_s),
     )
+
+
+def _take(c: sqlite3.Connection, thread_id: str, holder: str, ttl_s: float, *, start: bool, new: bool) -> str | None:
+    busy = _live_holder(c, thread_id, holder)
+    if busy is not None:
+        return busy
+    _lease(c, thread_id, holder, ttl_s)
     run_id = run_of(holder)
     if new:
         _supersede(c, thread_id, run_id)

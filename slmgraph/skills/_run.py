@@ -11,8 +11,9 @@ from pydantic import BaseModel, ValidationError
 
 from .._context import RunContext
 from .._errors import InvalidModelOutputError, RequestTooLargeError, UserError
+from .._untrusted import mark_clean
 from ..models._base import Message, ModelReply, ModelSettings
-from ._skill import DEFAULT_MIN_CONFIDENCE, Accepted, EscalationReason, Rejected, Skill
+from ._skill import DEFAULT_MIN_CONFIDENCE, Accepted, EscalationReason, Rejected, Skill, TextInput
 
 __all__ = ["run_skill", "skill_messages"]
 
@@ -32,18 +33,46 @@ def _as_text(value: BaseModel | str) -> str:
 def skill_messages(skill: Skill, data: BaseModel, history: Sequence[Message] = ()) -> list[Message]:
     """The prompt for one run: instructions, schema, few-shot turns, the thread's
     earlier turns (for skills with ``memory``), then the input."""
-    system = (
-        f"{skill.instructions.strip()}\n\nReply with one JSON object matching this JSON schema:\n"
-        f"{skill.output_schema_json()}"
-    )
-    messages = [Message("system", system)]
-    for ex in skill.examples:
-        messages.append(Message("user", _as_text(ex.input)))
-        messages.append(Message("assistant", ex.output.model_dump_json()))
+    return _messages(skill, _as_text(data), history)
+
+
+def _messages(skill: Skill, text: str, history: Sequence[Message]) -> list[Message]:
+    messages = list(_head(skill))
     if skill.memory:
         messages.extend(history)
-    messages.append(Message("user", _as_text(data)))
+    messages.append(Message("user", text))
     return messages
+
+
+def _head(skill: Skill) -> tuple[Message, ...]:
+    """The prompt's fixed head (instructions with the schema, then the few-shot
+    turns), the same for every run of ``skill``: built once."""
+    head = skill._prepared.get("head")
+    if head is None:
+        system = (
+            f"{skill.instructions.strip()}\n\nReply with one JSON object matching this JSON schema:\n"
+            f"{skill.output_schema_json()}"
+        )
+        turns = [Message("system", system)]
+        for ex in skill.examples:
+            turns.append(Message("user", _as_text(ex.input)))
+            turns.append(Message("assistant", ex.output.model_dump_json()))
+        head = skill._prepared["head"] = tuple(turns)
+        for turn in head:
+            mark_clean(turn.content)
+    return head
+
+
+def _settings(skill: Skill) -> ModelSettings:
+    """The first call's settings (greedy; logprobs when a confidence bar may apply)."""
+    settings = skill._prepared.get("settings")
+    if settings is None:
+        want_logprobs = skill.acceptance.min_confidence is not None
+        settings = skill._prepared["settings"] = ModelSettings(
+            temperature=0.0, max_tokens=skill.max_tokens, logprobs=want_logprobs,
+            top_logprobs=1 if want_logprobs else None,
+        )  # fmt: skip
+    return settings
 
 
 async def run_skill(
@@ -61,21 +90,22 @@ async def run_skill(
         invalid output) propagate.
     """
     policy = skill.acceptance
-    try:
-        data = skill.parse_input(request)
-    except (ValidationError, ValueError) as exc:
-        # The problems without the input: the detail is checkpointed and may be logged.
-        problem = _problems(exc) if isinstance(exc, ValidationError) else type(exc).__name__
-        # No draft: the request is already in the state, a second copy would only spread it.
-        return Rejected(EscalationReason.BAD_INPUT, f"the request does not fit {skill.input_type.__name__}: {problem}", None, 0)
-
-    if skill.runner is not None:
-        return await skill.runner(skill, data, ctx, node)
-    messages = skill_messages(skill, data, ctx.history)
-    want_logprobs = policy.min_confidence is not None
-    settings = ModelSettings(
-        temperature=0.0, max_tokens=skill.max_tokens, logprobs=want_logprobs, top_logprobs=1 if want_logprobs else None
-    )
+    data: BaseModel | None = None
+    if skill.input_type is TextInput and isinstance(request, str) and skill.runner is None:
+        text = request  # TextInput(text=request), as the prompt shows it; built only for a check
+    else:
+        try:
+            data = skill.parse_input(request)
+        except (ValidationError, ValueError) as exc:
+            # The problems without the input: the detail is checkpointed and may be logged.
+            problem = _problems(exc) if isinstance(exc, ValidationError) else type(exc).__name__
+            # No draft: the request is already in the state, a second copy would only spread it.
+            return Rejected(EscalationReason.BAD_INPUT, f"the request does not fit {skill.input_type.__name__}: {problem}", None, 0)
+        if skill.runner is not None:
+            return await skill.runner(skill, data, ctx, node)
+        text = _as_text(data)
+    messages = _messages(skill, text, ctx.history)
+    settings = _settings(skill)
     schema = skill.output_schema()
     draft: Any = None
     reason, detail = EscalationReason.INVALID_OUTPUT, ""
@@ -101,11 +131,18 @@ async def run_skill(
             reason, detail = EscalationReason.INVALID_OUTPUT, f"{exc}{cut}"
             messages = _repair(messages, reply, f"That reply is invalid: {exc}.{cut}")
             continue
-        if policy.check is not None and (problem := _checked(skill, policy.check(data, output))):
+        if policy.check is not None and (
+            problem := _checked(skill, policy.check(data if data is not None else TextInput.model_construct(text=text), output))
+        ):
             reason, detail = EscalationReason.FAILED_CHECK, str(problem)
             messages = _repair(messages, reply, f"That reply fails a check: {problem}.")
             continue
-        confidence = await _confidence(skill, messages, reply, output, ctx, node)
+        if reply.logprobs:
+            confidence = reply.confidence()
+        elif policy.min_confidence in (None, "auto") or policy.samples <= 1:
+            confidence = None  # nothing measured, and no samples wanted
+        else:
+            confidence = await _confidence(skill, messages, reply, output, ctx, node)
         bar = _bar(policy.min_confidence, confidence)
         if bar is not None and (confidence is None or confidence < bar):
             why = (

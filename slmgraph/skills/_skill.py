@@ -157,6 +157,10 @@ class Skill(Generic[InT, OutT]):
     memory: bool = False
     render: Callable[[Any], str] | None = None
     max_tokens: int | None = None
+    #: What every run of this skill shares, worked out on its first run (the
+    #: prompt's fixed head, the call settings): see ``slmgraph.skills._run``. Not a
+    #: field to set; a clone starts with its own.
+    _prepared: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
