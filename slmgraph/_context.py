@@ -141,11 +141,12 @@ class EffectLog:
         return json.loads(text)
 
 
-def check_fits(model: Model, messages: Sequence[Message], settings: ModelSettings | None = None) -> int:
-    """Count the prompt's tokens and refuse it if it cannot fit with room to reply.
+def check_fits(model: Model, messages: Sequence[Message], settings: ModelSettings | None = None) -> None:
+    """Refuse a prompt that cannot fit in the model's window with room to reply.
 
-    Returns:
-        The prompt's token count.
+    A prompt whose UTF-8 bytes (at most 4 a character) plus 4 tokens a message fit
+    is not counted: every tokenizer, and slmgraph's estimate, gives a token at least
+    one byte (privacy placeholders included), so it cannot count more.
 
     Raises:
         RequestTooLargeError: the prompt plus the reply reserve exceeds the window.
@@ -153,11 +154,15 @@ def check_fits(model: Model, messages: Sequence[Message], settings: ModelSetting
     """
     require_unicode(messages)
     reserve = (settings.max_tokens if settings and settings.max_tokens else None) or DEFAULT_REPLY_RESERVE
+    limit = model.context_window - reserve
+    chars = 0
+    for m in messages:
+        chars += len(m.content)
+    if 4 * (chars + len(messages)) <= limit:
+        return
     count = model.count_tokens
     tokens = 4 * len(messages)
     for m in messages:
         tokens += count(m.content)
-    limit = model.context_window - reserve
     if tokens > limit:
         raise RequestTooLargeError(tokens, limit, model.name)
-    return tokens

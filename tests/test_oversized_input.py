@@ -127,3 +127,25 @@ async def test_deeply_nested_json_is_refused_or_rejected_typed_never_a_crash(tmp
     assert (result.status, result.escalation_reason) == ("escalation_needed", "bad_input")
     assert audit.model.calls == []
     assert audit.over_budget == 0
+
+
+def test_the_size_check_counts_only_what_could_be_too_large():
+    """A prompt whose bytes cannot exceed the window is not tokenised; one that might
+    is counted with the model's own tokenizer, and refused only when it is over."""
+    from slmgraph._context import check_fits
+    from slmgraph.models._base import Message
+
+    counted: list[str] = []
+
+    class Dense(FunctionModel):  # a tokenizer of one token per character
+        def count_tokens(self, text: str) -> int:
+            counted.append(text)
+            return len(text)
+
+    model = Dense(lambda m, s: "", context_window=DEFAULT_REPLY_RESERVE + 400)
+    check_fits(model, [Message("user", "x" * 90)])  # 4 * (90 + 1) <= 400
+    assert counted == []
+    check_fits(model, [Message("user", "x" * 300)])  # might be over: counted, and fits
+    assert counted == ["x" * 300]
+    with pytest.raises(RequestTooLargeError):
+        check_fits(model, [Message("user", "x" * 397)])  # 397 + 4 > 400
