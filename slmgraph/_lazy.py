@@ -23,3 +23,18 @@ def lazy_exports(package: str, exports: Mapping[str, str]) -> tuple[Callable[[st
         return sorted({*vars(importlib.import_module(package)), *exports})
 
     return __getattr__, __dir__
+
+
+def numpy_for(what: str) -> Any:
+    """numpy, imported on first use; a typed error naming the extra when it is missing.
+
+    Raises:
+        MissingDependencyError: numpy is not installed (it comes with ``embedded``).
+    """
+    try:
+        import numpy
+    except ImportError:  # pragma: no cover - numpy comes with every extra that embeds
+        from ._errors import MissingDependencyError
+
+        raise MissingDependencyError(f"numpy (needed by {what})", "embedded") from None
+    return numpy

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .._context import RunContext
-from .._errors import ConfigError, MissingDependencyError
+from .._errors import ConfigError
+from .._lazy import numpy_for
 from ..models._embed import Embedder
 from ..models._embed_cache import EmbeddingCache
 from ..skills._bank import ExampleBank, Ranked
@@ -39,11 +40,7 @@ Scoring = Literal["head", "centroid", "nearest", "top3"]
 
 
 def _np() -> Any:
-    try:
-        import numpy
-    except ImportError:  # pragma: no cover - numpy comes with every extra that embeds
-        raise MissingDependencyError("numpy (needed by EmbeddingRouter)", "embedded") from None
-    return numpy
+    return numpy_for("EmbeddingRouter")
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import MissingDependencyError
+from .._lazy import numpy_for
 
 __all__ = ["E5Weights", "E5Engine", "default_weights_path", "engine_cache_dir"]
 
@@ -43,11 +44,7 @@ _META = "\u2581"
 
 
 def _np() -> Any:
-    try:
-        import numpy
-    except ImportError:  # pragma: no cover - numpy comes with the embedded extra
-        raise MissingDependencyError("numpy (needed by the e5 engine)", "embedded") from None
-    return numpy
+    return numpy_for("the e5 engine")
 
 
 def default_weights_path() -> Path:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._errors import MissingDependencyError
+from .._lazy import numpy_for
 from ._embed import Embedder, embedder_identity
 
 __all__ = ["EmbeddingCache", "DEFAULT_CACHE_DIR", "Progress"]
@@ -47,11 +47,7 @@ _SCHEMA = (
 
 
 def _np() -> Any:
-    try:
-        import numpy
-    except ImportError:  # pragma: no cover - numpy comes with the embedded extra
-        raise MissingDependencyError("numpy (needed by the embedding cache)", "embedded") from None
-    return numpy
+    return numpy_for("the embedding cache")
 
 
 def text_key(text: str) -> bytes:

@@ -20,7 +20,8 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-from .._errors import ConfigError, MissingDependencyError
+from .._errors import ConfigError
+from .._lazy import numpy_for
 from ._lexical import LexicalModel
 
 __all__ = ["LinearHead"]
@@ -30,11 +31,7 @@ LEXICAL_WEIGHTS = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0)
 
 
 def _np() -> Any:
-    try:
-        import numpy
-    except ImportError:  # pragma: no cover - numpy comes with the embedded extra
-        raise MissingDependencyError("numpy (needed by the trained head)", "embedded") from None
-    return numpy
+    return numpy_for("the trained head")
 
 
 def _softmax(z: Any) -> Any:

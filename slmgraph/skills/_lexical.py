@@ -18,15 +18,15 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from .._lazy import numpy_for
+
 __all__ = ["LexicalModel", "ngrams"]
 
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
 
 
 def _np() -> Any:
-    import numpy
-
-    return numpy
+    return numpy_for("the lexical head")
 
 
 def ngrams(text: str) -> dict[str, int]:
