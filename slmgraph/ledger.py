@@ -180,6 +180,10 @@ class RunTotals(BaseModel):
         return self.baseline_usd
 
 
+#: The table used when none is given: nothing priced.
+_NO_PRICES = PriceTable()
+
+
 def totals(
     entries: Iterable[LedgerEntry | Mapping],
     prices: PriceTable | None = None,
@@ -196,28 +200,29 @@ def totals(
         request_tokens, answer_tokens: the baseline call's tokens in and out.
         large_model: the large model's name, for a price keyed by name.
     """
-    table = prices or PriceTable()
-    out = RunTotals(
-        baseline_prompt_tokens=request_tokens,
-        baseline_completion_tokens=answer_tokens,
-        baseline_usd=table.baseline(large_model).cost(request_tokens, answer_tokens),
-    )
+    table = prices or _NO_PRICES
+    calls = small = large = prompt = completion = 0
+    latency = small_usd = large_usd = local_usd = 0.0
     for raw in entries:
         e = raw if isinstance(raw, LedgerEntry) else LedgerEntry.model_validate(raw)
-        out.calls += 1
+        calls += 1
         if e.tier == "large":
-            out.large_calls += 1
-            out.large_cost_usd += e.cost_usd
+            large += 1
+            large_usd += e.cost_usd
         else:
-            out.small_calls += 1
-            out.small_cost_usd += e.cost_usd
+            small += 1
+            small_usd += e.cost_usd
         if e.local:
-            out.local_cost_usd += e.cost_usd
-        out.prompt_tokens += e.prompt_tokens
-        out.completion_tokens += e.completion_tokens
-        out.latency_s += e.latency_s
-    out.cost_usd = out.small_cost_usd + out.large_cost_usd
-    return out
+            local_usd += e.cost_usd
+        prompt += e.prompt_tokens
+        completion += e.completion_tokens
+        latency += e.latency_s
+    return RunTotals(
+        calls=calls, small_calls=small, large_calls=large, prompt_tokens=prompt, completion_tokens=completion,
+        latency_s=latency, small_cost_usd=small_usd, large_cost_usd=large_usd, local_cost_usd=local_usd,
+        cost_usd=small_usd + large_usd, baseline_prompt_tokens=request_tokens,
+        baseline_completion_tokens=answer_tokens, baseline_usd=table.baseline(large_model).cost(request_tokens, answer_tokens),
+    )
 
 
 def run_totals(

@@ -8,8 +8,7 @@ import contextlib
 import inspect
 import logging
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -17,11 +16,11 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from .._context import EffectLog
 from .._errors import CheckpointError, ConfigError, ThreadBusyError
-from ._runs import RunStatus, RunStore, run_of
+from ._runs import RunStatus, RunStore, new_id, run_of
 
 __all__ = [
     "GuardedSaver", "StoredEffects", "ThreadLease", "sqlite_file_of", "setup_saver", "OnBusy",
-    "SHUTDOWN", "ending", "settle", "sqlite_saver",
+    "SHUTDOWN", "ending", "settle", "settled", "sqlite_saver",
 ]
 
 log = logging.getLogger("slmgraph.runs")
@@ -76,6 +75,13 @@ async def settle(aw: Awaitable[T]) -> T:
     return task.result()
 
 
+def settled(store: RunStore, aw: Awaitable[T]) -> Awaitable[T]:
+    """``aw``, a call on ``store``, awaited to its end through a cancellation: as
+    it is when the store's calls already do that (:attr:`RunStore.settles`), else
+    through :func:`settle`."""
+    return aw if store.settles else settle(aw)
+
+
 class StoredEffects(EffectLog):
     """Side-effect results kept in the runs store, keyed by (thread, run, key)."""
 
@@ -88,7 +94,7 @@ class StoredEffects(EffectLog):
 
     async def save(self, key: str, result_json: str) -> None:
         # Shielded: once the effect ran, its result must be stored even if the run is cancelled.
-        await settle(self.store.record_effect(self.thread_id, self.run_id, key, result_json))
+        await settled(self.store, self.store.record_effect(self.thread_id, self.run_id, key, result_json))
 
 
 class ThreadLease:
@@ -98,7 +104,7 @@ class ThreadLease:
     def __init__(self, store: RunStore, thread_id: str, run_id: str, *, ttl_s: float) -> None:
         self.store, self.thread_id, self.run_id, self.ttl_s = store, thread_id, run_id, ttl_s
         # Unique per attempt: two processes resuming the same run must not share a lease.
-        self.holder = f"{run_id}/{uuid.uuid4().hex[:12]}"
+        self.holder = f"{run_id}/{new_id(6)}"
         self.lost = False
         self.released = False
         #: Keep the finished run's result in the runs table (a run with an idempotency key).
@@ -116,7 +122,7 @@ class ThreadLease:
         delay = 0.02
         while True:
             if holder == "":
-                holder = await settle(self.store.acquire(self.thread_id, self.holder, self.ttl_s, start=True, new=new))
+                holder = await settled(self.store, self.store.acquire(self.thread_id, self.holder, self.ttl_s, start=True, new=new))
             if holder is None:
                 return
             waited = time.monotonic() - started
@@ -145,7 +151,7 @@ class ThreadLease:
 
     async def release(self) -> None:
         """Release the thread without recording an outcome (shielded)."""
-        await settle(self.store.release(self.thread_id, self.holder))
+        await settled(self.store, self.store.release(self.thread_id, self.holder))
         self.released = True
 
     async def finish(
@@ -159,7 +165,7 @@ class ThreadLease:
         ``False`` when it is not (nothing written, the thread still held)."""
         keep = result if self.keep_result and status == "done" else None
         confirm = {"checkpoint_id": checkpoint_id} if checkpoint_id is not None else {}
-        written = await settle(self.store.finish(self.run_id, self.thread_id, status, error, self.holder, result=keep, **confirm))
+        written = await settled(self.store, self.store.finish(self.run_id, self.thread_id, status, error, self.holder, result=keep, **confirm))
         if written is False:
             return False
         self.released = True
@@ -220,24 +226,33 @@ class _Heartbeat:
 
 class GuardedSaver(BaseCheckpointSaver):
     """Delegates to a checkpointer and raises :class:`CheckpointError` when a write
-    fails, so a full disk or a locked database stops the run with a typed error."""
+    fails, so a full disk or a locked database stops the run with a typed error.
+
+    It also remembers the id of the newest root checkpoint it wrote for each thread
+    a runner is :meth:`watch`-ing, so a finished run can be confirmed on disk by id
+    without asking LangGraph to stream every checkpoint."""
 
     def __init__(self, inner: BaseCheckpointSaver) -> None:
         super().__init__(serde=inner.serde)
         self.inner = inner
+        self._newest: dict[str, str | None] = {}
 
     @staticmethod
     def _thread(config: Any) -> str:
         return str((config or {}).get("configurable", {}).get("thread_id", "?"))
 
-    @contextlib.contextmanager
-    def _guard(self, config: Any) -> Iterator[None]:
-        try:
-            yield
-        except CheckpointError:
-            raise
-        except Exception as exc:  # any storage failure: sqlite3.Error, OSError, driver errors
-            raise CheckpointError(self._thread(config), f"{type(exc).__name__}: {exc}") from exc
+    def _failed(self, config: Any, exc: Exception) -> CheckpointError:
+        # any storage failure: sqlite3.Error, OSError, driver errors
+        return CheckpointError(self._thread(config), f"{type(exc).__name__}: {exc}")
+
+    def watch(self, thread_id: str) -> None:
+        """Start noting the newest root checkpoint written for ``thread_id``."""
+        self._newest[thread_id] = None
+
+    def newest(self, thread_id: str) -> str | None:
+        """Stop watching ``thread_id``; the id of the last root checkpoint written
+        for it since :meth:`watch`, or ``None``."""
+        return self._newest.pop(thread_id, None)
 
     @property
     def config_specs(self) -> list:
@@ -253,12 +268,29 @@ class GuardedSaver(BaseCheckpointSaver):
         return self.inner.list(config, filter=filter, before=before, limit=limit)
 
     def put(self, config, checkpoint, metadata, new_versions):
-        with self._guard(config):
-            return self.inner.put(config, checkpoint, metadata, new_versions)
+        try:
+            out = self.inner.put(config, checkpoint, metadata, new_versions)
+        except CheckpointError:
+            raise
+        except Exception as exc:
+            raise self._failed(config, exc) from exc
+        self._noted(config, checkpoint)
+        return out
 
     def put_writes(self, config, writes: Sequence, task_id: str, task_path: str = ""):
-        with self._guard(config):
+        try:
             return self.inner.put_writes(config, writes, task_id, task_path)
+        except CheckpointError:
+            raise
+        except Exception as exc:
+            raise self._failed(config, exc) from exc
+
+    def _noted(self, config: Any, checkpoint: Any) -> None:
+        if self._newest:
+            conf = config["configurable"]
+            thread_id = conf.get("thread_id")
+            if thread_id in self._newest and not conf.get("checkpoint_ns"):
+                self._newest[thread_id] = checkpoint["id"]
 
     def delete_thread(self, thread_id: str) -> None:
         return self.inner.delete_thread(thread_id)
@@ -271,12 +303,22 @@ class GuardedSaver(BaseCheckpointSaver):
             yield item
 
     async def aput(self, config, checkpoint, metadata, new_versions):
-        with self._guard(config):
-            return await self.inner.aput(config, checkpoint, metadata, new_versions)
+        try:
+            out = await self.inner.aput(config, checkpoint, metadata, new_versions)
+        except CheckpointError:
+            raise
+        except Exception as exc:
+            raise self._failed(config, exc) from exc
+        self._noted(config, checkpoint)
+        return out
 
     async def aput_writes(self, config, writes: Sequence, task_id: str, task_path: str = ""):
-        with self._guard(config):
+        try:
             return await self.inner.aput_writes(config, writes, task_id, task_path)
+        except CheckpointError:
+            raise
+        except Exception as exc:
+            raise self._failed(config, exc) from exc
 
     async def adelete_thread(self, thread_id: str) -> None:
         return await self.inner.adelete_thread(thread_id)

@@ -89,8 +89,8 @@ class RunResult(BaseModel, Generic[OutT]):
         for k, factory in _factories(cls):
             if k not in values:  # filled here: pydantic inspects the factory on every call
                 values[k] = factory()
-        # Entries come from slmgraph's own Recorder, already well-formed.
-        entries = [LedgerEntry.model_construct(**e) for e in state.get("ledger") or ()]
+        # (Validated in pydantic-core, which is faster than model_construct.)
+        entries = [LedgerEntry.model_validate(e) for e in state.get("ledger") or ()]
         raw = state.get(output_key)
         typed = None
         if raw is not None and output_type is not None:

@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,9 +44,9 @@ from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel
 
 from .._errors import CheckpointError, ConfigError, IdempotencyKeyReusedError, SlmGraphError, ThreadBusyError, UserError
-from ._durable import OnBusy, ThreadLease, settle
+from ._durable import GuardedSaver, OnBusy, ThreadLease, settle, settled
 from ._result import RunResult
-from ._runs import UNFINISHED, RunRecord, RunStore
+from ._runs import UNFINISHED, RunRecord, RunStore, new_id
 from ._sessions import Sessions
 from ._state import new_run
 
@@ -84,6 +83,9 @@ class RunPolicy:
         if self.busy_timeout_s < 0 or self.lease_ttl_s <= 0:
             raise ConfigError("busy_timeout_s" if self.busy_timeout_s < 0 else "lease_ttl_s", "must be positive")
 
+
+#: The key under which LangGraph's ``updates`` stream reports an interrupt.
+INTERRUPT = "__interrupt__"
 
 _NOT_ON_DISK = "the run ended but its final state is not in the checkpoint"
 
@@ -177,8 +179,8 @@ class Runner:
             request = self.validate(request)
             if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key):
                 raise UserError("an idempotency key must be a non-empty string")
-            thread_id = thread_id or uuid.uuid4().hex
-            run_id = uuid.uuid4().hex
+            thread_id = thread_id or new_id()
+            run_id = new_id()
             async for event in self._start(request, thread_id, run_id, nodes, idempotency_key):
                 yield event
         except BaseException as exc:
@@ -192,14 +194,19 @@ class Runner:
             lease = ThreadLease(store, thread_id, run_id, ttl_s=self.policy.lease_ttl_s)
             lease.keep_result = key is not None and graph.checkpointer is None
             # Recorded (and, if the thread is free, started) before the graph runs;
-            # shielded, so a cancellation cannot leave it half-known.
+            # settled, so a cancellation cannot leave it half-known.
             text = _recorded(request)
-            if key is None:
-                record = asyncio.ensure_future(store.begin(run_id, thread_id, text, self.policy.lease_ttl_s, lease.holder))
-            else:
-                record = asyncio.ensure_future(store.accept(run_id, thread_id, text, idempotency_key=key))
+            recorded = False  # our run is (or may be) in the table, and may hold the thread
             try:
-                first = await settle(record)
+                try:
+                    if key is None:
+                        first = await settled(store, store.begin(run_id, thread_id, text, self.policy.lease_ttl_s, lease.holder))
+                    else:
+                        first = await settled(store, store.accept(run_id, thread_id, text, idempotency_key=key))
+                except asyncio.CancelledError:
+                    recorded = True  # the write ended before the cancellation was re-raised: it may have landed
+                    raise
+                recorded = key is None or first is None
                 if key is not None:
                     if first is not None:  # a retry: the run already recorded under the key
                         if first.request != text:  # type: ignore[union-attr]
@@ -210,8 +217,7 @@ class Runner:
                     first = ""
                 await lease.acquire(self.policy.on_busy, self.policy.busy_timeout_s, new=True, holder=first)  # type: ignore[arg-type]
             except BaseException as exc:
-                recorded = record.done() and not record.cancelled() and record.exception() is None
-                if recorded and (key is None or record.result() is None) and not lease.released:
+                if recorded and not lease.released:
                     await _not_started(lease, exc)
                 raise
             async with lease.held():
@@ -263,7 +269,7 @@ class Runner:
             if graph.checkpointer is None:
                 raise UserError("this graph has no checkpointer, so there is nothing to resume")
             run = run or await store.latest_open(thread_id)
-            run_id = run.run_id if run is not None else uuid.uuid4().hex
+            run_id = run.run_id if run is not None else new_id()
             lease = ThreadLease(store, thread_id, run_id, ttl_s=self.policy.lease_ttl_s)
             await lease.acquire(self.policy.on_busy, self.policy.busy_timeout_s)
             async with lease.held():
@@ -292,37 +298,47 @@ class Runner:
         """Execute (or continue) one run and keep its row in the runs table true.
 
         Only what is on disk is reported. When the runs store shares the checkpoints'
-        file, the final checkpoint (as LangGraph streams it: values, ``next`` and id)
-        is confirmed to be the thread's newest on disk in the very transaction that
-        marks the run done; otherwise the final state is read back from the saver."""
+        file, the final checkpoint (the last one the guarded saver wrote for the
+        thread, by id) is confirmed to be the thread's newest on disk in the very
+        transaction that marks the run done; otherwise the final state is read back
+        from the saver. The ``updates`` stream is always read, as LangGraph's own
+        ``ainvoke`` reads it, so an interrupt is never taken for an ending."""
         config = _config(thread_id)
         state: dict[str, Any] = {}
-        confirm = bool(run_id) and graph.checkpointer is not None and lease.store.confirms_checkpoints
-        final: dict[str, Any] | None = None
+        saver = graph.checkpointer
+        confirm = bool(run_id) and isinstance(saver, GuardedSaver) and lease.store.confirms_checkpoints
+        checkpoint_id: str | None = None
+        if confirm:
+            saver.watch(thread_id)  # type: ignore[union-attr]
         try:
-            last = "checkpoints" if confirm else "values"
-            modes = ["updates", last] if nodes else [last]
-            async for mode, data in graph.astream(payload, config, stream_mode=modes, **_durability(graph)):
+            interrupted = False
+            async for mode, data in graph.astream(payload, config, stream_mode=["updates", "values"], **_durability(graph)):
                 if lease.lost:
                     raise ThreadBusyError(thread_id, "(lease expired and taken over)")
                 if mode == "values":
                     state = data
                     continue
-                if mode == "checkpoints":
-                    final = data
+                if INTERRUPT in data:
+                    interrupted = True
                     continue
-                for node, update in data.items():
-                    yield NodeEvent(node=node, update=dict(update or {}))
+                if nodes:
+                    for node, update in data.items():
+                        yield NodeEvent(node=node, update=dict(update or {}))
             if confirm:
-                state = final["values"] if final is not None else {}
-                if final is None or final["next"] or state.get("run_id") != run_id:
-                    raise CheckpointError(thread_id, _NOT_ON_DISK)
-            elif graph.checkpointer is not None:
+                checkpoint_id = saver.newest(thread_id)  # type: ignore[union-attr]
+            if checkpoint_id is None and saver is not None:
+                # Nothing written by this drive (a resumed run that had already
+                # reached its final checkpoint), or a store that cannot confirm:
+                # read the final state back.
                 snapshot = await graph.aget_state(config)
-                state = snapshot.values
-                if (run_id and state.get("run_id") != run_id) or snapshot.next:
-                    raise CheckpointError(thread_id, _NOT_ON_DISK)
+                state, interrupted = snapshot.values, interrupted or bool(snapshot.next)
+                if confirm:
+                    checkpoint_id = (snapshot.config or {}).get("configurable", {}).get("checkpoint_id")
+            if saver is not None and ((run_id and state.get("run_id") != run_id) or interrupted):
+                raise CheckpointError(thread_id, _NOT_ON_DISK)
         except BaseException as exc:
+            if confirm:
+                saver.newest(thread_id)  # type: ignore[union-attr]
             _annotate(exc, thread_id, run_id)
             if run_id:  # failed, cancelled (the caller went away) or, at shutdown, left recoverable
                 await lease.end(exc)
@@ -330,7 +346,6 @@ class Runner:
         result = self.result_of(thread_id, state, True)
         if run_id:
             kept = result.model_dump_json() if lease.keep_result else None
-            checkpoint_id = final["config"]["configurable"]["checkpoint_id"] if confirm else None  # type: ignore[index]
             if not await lease.finish("done", result=kept, checkpoint_id=checkpoint_id):
                 lost = CheckpointError(thread_id, _NOT_ON_DISK)
                 _annotate(lost, thread_id, run_id)

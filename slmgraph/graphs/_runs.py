@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["RunRecord", "RunStatus", "RunStore", "UNFINISHED", "FINISHED", "HOST", "pid_alive", "run_of"]
+__all__ = ["RunRecord", "RunStatus", "RunStore", "UNFINISHED", "FINISHED", "HOST", "pid_alive", "run_of", "new_id"]
 
 #: ``accepted``: recorded, not started (or waiting for its thread).
 #: ``running``: the graph is executing it. ``done``: finished, final state checkpointed.
@@ -86,6 +86,10 @@ class RunStore(ABC):
     #: Whether :meth:`finish` can confirm that a checkpoint is on disk (the store
     #: shares the checkpoints' file): ``finish(..., checkpoint_id=...)``.
     confirms_checkpoints: bool = False
+    #: Whether every call runs to its end even when the awaiting task is cancelled
+    #: meanwhile (re-raising the cancellation after), so callers need not
+    #: :func:`~._durable.settle` it.
+    settles: bool = False
 
     def __init__(self) -> None:
         #: Graph sessions using this store; the runner closes it when none is left.
@@ -208,6 +212,12 @@ def pid_alive(pid: int) -> bool:
         return stat.rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+def new_id(nbytes: int = 16) -> str:
+    """A fresh random id in hex (thread and run ids: 32 digits, as a UUID's hex),
+    without building a ``uuid.UUID`` each time."""
+    return os.urandom(nbytes).hex()
 
 
 def run_of(holder: str) -> str:

@@ -12,17 +12,16 @@ the checkpointer's commit, and the worker goes on.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .._errors import CheckpointError
+from ._worker import Worker
 from ._runs import HOST, UNFINISHED, RunRecord, RunStatus, RunStore, pid_alive, run_of
 
 __all__ = ["SqliteRunStore"]
@@ -64,30 +63,24 @@ class SqliteRunStore(RunStore):
 
     durable = True
     confirms_checkpoints = True
+    settles = True
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0) -> None:
         super().__init__()
         self.path = Path(path)
         self.busy_timeout_s = busy_timeout_s
         self._conn: sqlite3.Connection | None = None
-        self._pool: ThreadPoolExecutor | None = None
-        self._pid = 0  # the process that made the worker (a forked child makes its own)
+        self._conn_pid = 0  # the process that opened it (a forked child opens its own)
         self._level = ""  # the connection's PRAGMA synchronous
-
-    def _worker(self) -> ThreadPoolExecutor:
-        """The store's one worker thread, made on first use and kept for the store's
-        life: a run costs a hop to it, never a new thread or a new connection."""
-        # A forked child inherits the parent's objects but not its thread: start
-        # afresh (the inherited connection is dropped, never used or closed here).
-        self._conn = None
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slmgraph-runs")
-        self._pid = os.getpid()
-        return self._pool
+        #: The store's one thread, kept for the store's life: a run costs a hop to
+        #: it, never a new thread or a new connection.
+        self._worker = Worker("slmgraph-runs")
 
     # -- the worker ---------------------------------------------------------
 
     async def _run(self, fn: Callable[..., T], *args: Any, synced: bool = True) -> T:
-        """Run ``fn(conn, ...)`` on the store's worker thread.
+        """Run ``fn(conn, ...)`` on the store's worker thread, to its end even if the
+        caller is cancelled meanwhile (:attr:`settles`).
 
         Every commit is fsync'd (``PRAGMA synchronous=FULL``) unless ``synced`` is
         false (``NORMAL``: on disk for any process crash, and fsync'd by the next
@@ -97,24 +90,25 @@ class SqliteRunStore(RunStore):
         Raises:
             CheckpointError: the file cannot be written (disk full, locked too long).
         """
-        pool = self._pool if self._pool is not None and self._pid == os.getpid() else self._worker()
-        loop = asyncio.get_running_loop()
 
         def call() -> T:
             conn = self._connection()
-            level = "FULL" if synced else "NORMAL"
-            if self._level != level:  # outside any transaction: takes effect at once, no I/O
-                conn.execute(f"PRAGMA synchronous={level}")
-                self._level = level
+            self._sync(conn, synced)
             return fn(conn, *args)
 
         try:
-            return await loop.run_in_executor(pool, call)
+            return await self._worker.call(call)
         except (sqlite3.Error, OSError) as exc:
             raise CheckpointError("", f"the runs table in {self.path.name!r}: {type(exc).__name__}: {exc}") from exc
 
+    def _sync(self, conn: sqlite3.Connection, synced: bool) -> None:
+        level = "FULL" if synced else "NORMAL"
+        if self._level != level:  # outside any transaction: takes effect at once, no I/O
+            conn.execute(f"PRAGMA synchronous={level}")
+            self._level = level
+
     def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
+        if self._conn is None or self._conn_pid != os.getpid():
             conn = sqlite3.connect(str(self.path), timeout=self.busy_timeout_s, isolation_level=None,
                                    check_same_thread=False)  # fmt: skip
             conn.row_factory = sqlite3.Row
@@ -125,21 +119,21 @@ class SqliteRunStore(RunStore):
                 if column not in have:
                     conn.execute(f"ALTER TABLE slmgraph_runs ADD COLUMN {column} TEXT")
             conn.execute(_KEY_INDEX)
-            self._conn, self._level = conn, ""
+            self._conn, self._conn_pid, self._level = conn, os.getpid(), ""
         return self._conn
 
     async def close(self) -> None:
         """Close the connection (on the worker, so no call is using it meanwhile);
         the next call reopens it. The worker thread stays for the store's life."""
-        if self._pool is None or self._pid != os.getpid():
+        if not self._worker.started:
             return
 
         def shut() -> None:
             conn, self._conn = self._conn, None
-            if conn is not None:
+            if conn is not None and self._conn_pid == os.getpid():
                 conn.close()
 
-        await asyncio.get_running_loop().run_in_executor(self._pool, shut)
+        await self._worker.call(shut)
 
     @staticmethod
     def _write(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
@@ -179,9 +173,13 @@ class SqliteRunStore(RunStore):
         # puts this record on disk before any node runs (and a process crash never
         # loses it). A run that must wait for its thread is recorded ``accepted``
         # with its own fsync, as it may wait long.
-        if await self._run(self._write, start, synced=False) is None:
-            return None
-        return await self._run(self._write, record)
+        def job(c: sqlite3.Connection) -> str | None:
+            if self._write(c, start) is None:
+                return None
+            self._sync(c, True)
+            return self._write(c, record)
+
+        return await self._run(job, synced=False)
 
     async def accept(self, run_id: str, thread_id: str, request: str, *, idempotency_key: str | None = None) -> RunRecord | None:
         def body(c: sqlite3.Connection) -> RunRecord | None:
