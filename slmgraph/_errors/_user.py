@@ -1,0 +1,122 @@
+"""A developer's mistake and a request that cannot be served: raised before (or
+instead of) any model call."""
+
+from __future__ import annotations
+
+from ._root import SlmGraphError
+
+__all__ = [
+    "UserError",
+    "ConfigError",
+    "UnknownSkillError",
+    "MissingDependencyError",
+    "RequestError",
+    "EmptyRequestError",
+    "RequestTooLargeError",
+    "ThreadBusyError",
+    "IdempotencyKeyReusedError",
+]
+
+
+class UserError(SlmGraphError):
+    """A mistake in how slmgraph is used or configured."""
+
+
+class ConfigError(UserError):
+    """A configuration value is missing or invalid.
+
+    Attributes:
+        field: dotted name of the offending setting, e.g. ``"large.base_url"``.
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"config field {field!r}: {problem}")
+
+
+class UnknownSkillError(UserError):
+    """A name refers to a skill that the graph does not have."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        self.known = known
+        super().__init__(
+            f"unknown skill {name!r}; this graph has: {', '.join(sorted(known)) or '(none)'}"
+        )
+
+
+class MissingDependencyError(UserError):
+    """An optional dependency is missing; the message names the extra to install."""
+
+    def __init__(self, what: str, extra: str, hint: str = "") -> None:
+        self.extra = extra
+        msg = f"{what} is not installed; install it with `pip install 'slmgraph[{extra}]'`"
+        super().__init__(msg + (f" {hint}" if hint else ""))
+
+
+class RequestError(SlmGraphError):
+    """The request cannot be served as given."""
+
+
+class EmptyRequestError(RequestError):
+    """The request has no content."""
+
+    def __init__(self) -> None:
+        super().__init__("the request is empty; send some text for the graph to work on")
+
+
+class IdempotencyKeyReusedError(RequestError):
+    """An idempotency key came back with a request other than the one it was first
+    sent with; a retry must repeat its request exactly.
+
+    Attributes:
+        run_id: the run recorded under the key.
+    """
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(
+            "this idempotency key was first used with another request (run "
+            f"{run_id}); send a retry with the same request, or a new key for a new request"
+        )
+
+
+class RequestTooLargeError(RequestError):
+    """The request does not fit the model's context window.
+
+    slmgraph counts tokens itself and refuses such a request instead of letting the
+    server truncate it silently.
+    """
+
+    def __init__(self, tokens: int, limit: int, model: str) -> None:
+        self.tokens = tokens
+        self.limit = limit
+        self.model = model
+        super().__init__(
+            f"the request is {tokens} tokens but {model!r} takes at most {limit} "
+            "for input; split it into smaller requests, or bind a model with a larger "
+            "context window (num_ctx / n_ctx)"
+        )
+
+
+class ThreadBusyError(RequestError):
+    """Another run holds the conversation thread, in this process or another one
+    sharing the SQLite file; two runs on one thread never interleave.
+
+    Attributes:
+        thread_id: the busy thread.
+        holder: the run id holding it, when known.
+    """
+
+    transient = True
+
+    def __init__(self, thread_id: str, holder: str = "", *, waited_s: float | None = None) -> None:
+        self.thread_id = thread_id
+        self.holder = holder
+        by = f" by run {holder!r}" if holder else ""
+        how = f"still busy after waiting {waited_s:.1f}s" if waited_s is not None else "busy"
+        super().__init__(
+            f"thread {thread_id!r} is {how}: another run holds it{by}; retry when that run "
+            "has finished, or use a new thread id"
+        )
