@@ -87,6 +87,7 @@ _EXPORTS.update(
             "ModelTimeoutError", "ModelNotFoundError", "ModelHTTPError", "InvalidModelOutputError",
             "EscalationError", "StepLimitError", "ModelOverloadedError", "MalformedResponseError",
             "IncompleteStreamError", "CircuitOpenError", "ThreadBusyError", "CheckpointError",
+            "StateSchemaError",
         ],
         "slmgraph._errors",
     )
@@ -119,6 +120,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
         RequestError,
         RequestTooLargeError,
         SlmGraphError,
+        StateSchemaError,
         StepLimitError,
         ThreadBusyError,
         UnknownSkillError,

@@ -7,7 +7,8 @@ wrong and what to do about it::
     ├── UserError                     a developer's mistake, found before any model call
     │   ├── ConfigError               a broken or incomplete configuration (names the field)
     │   ├── UnknownSkillError         a router, rule or config names a skill the graph lacks
-    │   └── MissingDependencyError    an optional extra is not installed (names the extra)
+    │   ├── MissingDependencyError    an optional extra is not installed (names the extra)
+    │   └── StateSchemaError          a node writes a field the graph's state lacks (names it and the mixin)
     ├── RequestError                  the request itself cannot be served
     │   ├── EmptyRequestError         nothing to do
     │   ├── RequestTooLargeError      more tokens than the model's context window
@@ -76,6 +77,7 @@ from ._user import (
     MissingDependencyError,
     RequestError,
     RequestTooLargeError,
+    StateSchemaError,
     ThreadBusyError,
     UnknownSkillError,
     UserError,
@@ -106,6 +108,7 @@ __all__ = [
     "PrivacyError",
     "PrivacyBlockedError",
     "DetectorUnavailableError",
+    "StateSchemaError",
     "ThreadBusyError",
     "CheckpointError",
     "StorageError",

@@ -10,6 +10,7 @@ __all__ = [
     "ConfigError",
     "UnknownSkillError",
     "MissingDependencyError",
+    "StateSchemaError",
     "RequestError",
     "EmptyRequestError",
     "RequestTooLargeError",
@@ -53,6 +54,27 @@ class MissingDependencyError(UserError):
         self.extra = extra
         msg = f"{what} is not installed; install it with `pip install 'slmgraph[{extra}]'`"
         super().__init__(msg + (f" {hint}" if hint else ""))
+
+
+class StateSchemaError(UserError):
+    """A node writes a field that the graph's state does not declare (LangGraph would
+    drop the write silently, e.g. a skill node's ledger entries).
+
+    Raised by the node on its first call, before any model call.
+
+    Attributes:
+        node: the node's name.
+        fields: the fields the state lacks.
+    """
+
+    def __init__(self, node: str, fields: list[str], fix: str) -> None:
+        self.node = node
+        self.fields = list(fields)
+        names = ", ".join(repr(f) for f in self.fields)
+        super().__init__(
+            f"node {node!r} writes {names}, which the graph's state does not declare, so LangGraph "
+            f"would drop the write silently; {fix}"
+        )
 
 
 class RequestError(SlmGraphError):
