@@ -87,7 +87,7 @@ _EXPORTS.update(
             "ModelTimeoutError", "ModelNotFoundError", "ModelHTTPError", "InvalidModelOutputError",
             "EscalationError", "StepLimitError", "ModelOverloadedError", "MalformedResponseError",
             "IncompleteStreamError", "CircuitOpenError", "ThreadBusyError", "CheckpointError",
-            "StateSchemaError",
+            "StateSchemaError", "RequestShapeError",
         ],
         "slmgraph._errors",
     )
@@ -118,6 +118,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
         ModelTimeoutError,
         ModelUnavailableError,
         RequestError,
+        RequestShapeError,
         RequestTooLargeError,
         SlmGraphError,
         StateSchemaError,

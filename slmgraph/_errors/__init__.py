@@ -12,6 +12,7 @@ wrong and what to do about it::
     ├── RequestError                  the request itself cannot be served
     │   ├── EmptyRequestError         nothing to do
     │   ├── RequestTooLargeError      more tokens than the model's context window
+    │   ├── RequestShapeError         not the skill's input shape (names the required fields)
     │   ├── ThreadBusyError           another run holds the thread (rejected, or waited too long)
     │   └── IdempotencyKeyReusedError an idempotency key came back with another request
     ├── ModelError                    a model backend failed
@@ -76,6 +77,7 @@ from ._user import (
     IdempotencyKeyReusedError,
     MissingDependencyError,
     RequestError,
+    RequestShapeError,
     RequestTooLargeError,
     StateSchemaError,
     ThreadBusyError,
@@ -109,6 +111,7 @@ __all__ = [
     "PrivacyBlockedError",
     "DetectorUnavailableError",
     "StateSchemaError",
+    "RequestShapeError",
     "ThreadBusyError",
     "CheckpointError",
     "StorageError",

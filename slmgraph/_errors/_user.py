@@ -14,6 +14,7 @@ __all__ = [
     "RequestError",
     "EmptyRequestError",
     "RequestTooLargeError",
+    "RequestShapeError",
     "ThreadBusyError",
     "IdempotencyKeyReusedError",
 ]
@@ -119,6 +120,30 @@ class RequestTooLargeError(RequestError):
             f"the request is {tokens} tokens but {model!r} takes at most {limit} "
             "for input; split it into smaller requests, or bind a model with a larger "
             "context window (num_ctx / n_ctx)"
+        )
+
+
+class RequestShapeError(RequestError):
+    """The request is not shaped like the skill's input type: text (or a JSON value
+    that is not an object) for an input with several fields, or an object missing
+    required fields. The message names the fields and never the request's values.
+
+    Attributes:
+        skill: the skill that takes the request.
+        required: the input type's required fields.
+        missing: those the request lacks (all of them for text).
+    """
+
+    def __init__(self, skill: str, type_name: str, required: list[str], missing: list[str], got: str) -> None:
+        self.skill = skill
+        self.required = list(required)
+        self.missing = list(missing)
+        example = ", ".join(f'"{f}": ...' for f in self.required)
+        lacks = f" (missing {', '.join(self.missing)})" if self.missing and self.missing != self.required else ""
+        super().__init__(
+            f"skill {skill!r} takes a {type_name} with the required fields {', '.join(self.required)}, "
+            f"and the request is {got}{lacks}; pass a dict such as {{{example}}}, "
+            f"a {type_name} instance, or that object as a JSON string"
         )
 
 
