@@ -87,6 +87,7 @@ _EXPORTS.update(
             "ModelTimeoutError", "ModelNotFoundError", "ModelHTTPError", "InvalidModelOutputError",
             "EscalationError", "StepLimitError", "ModelOverloadedError", "MalformedResponseError",
             "IncompleteStreamError", "CircuitOpenError", "ThreadBusyError", "CheckpointError",
+            "StateSchemaError", "RequestShapeError",
         ],
         "slmgraph._errors",
     )
@@ -117,8 +118,10 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
         ModelTimeoutError,
         ModelUnavailableError,
         RequestError,
+        RequestShapeError,
         RequestTooLargeError,
         SlmGraphError,
+        StateSchemaError,
         StepLimitError,
         ThreadBusyError,
         UnknownSkillError,

@@ -32,6 +32,8 @@ RAW = ["kim.lee@example.com", "4111 1111 1111 1111", "GB82 WEST 1234 5698 7654 3
 REQUEST = (f"Order for Kim: mail {RAW[0]}, card {RAW[1]}, refund to {RAW[2]}, "
            f"SSN {RAW[3]}, phone {RAW[4]}")
 INPUT_CHANNELS = {"__start__", "request", "messages"}
+# Shaped like a Query, with text where the order id's integer belongs.
+BAD_REQUEST = json.dumps({"order_id": REQUEST, "email": "kim"})
 
 
 def failing_cloud(httpserver) -> tuple[PrivacyGate, list[str]]:
@@ -60,8 +62,8 @@ class Out(BaseModel):
 
 
 def graph(large, path):
-    # The request does not parse as a Query: the skill rejects it (BAD_INPUT) and the
-    # run escalates; the cloud then fails.
+    # The request's order id is not an integer: the skill rejects it (BAD_INPUT) and
+    # the run escalates; the cloud then fails.
     skill = Skill(name="order", description="order status", instructions="Look it up.", output_type=Out, input_type=Query)
     return build_graph([skill], models={"small": ScriptedModel([]), "large": large},
                        router=RulesRouter([], default="order"), checkpoint=path)
@@ -110,7 +112,7 @@ def test_no_raw_pii_in_errors_logs_or_checkpoints_on_a_failed_escalation(httpser
     large, bodies = failing_cloud(httpserver)
     path = tmp_path / "cp.sqlite"
     with captured_logs(filtered=True) as out, pytest.raises(ModelHTTPError) as info:
-        asyncio.run(graph(large, path).ainvoke(REQUEST, thread_id="t1"))
+        asyncio.run(graph(large, path).ainvoke(BAD_REQUEST, thread_id="t1"))
 
     assert len(bodies) == 2  # two attempts, both through the gate
     assert all(raw_in(b) == [] for b in bodies)
@@ -137,10 +139,10 @@ def test_no_raw_pii_in_errors_logs_or_checkpoints_on_a_failed_escalation(httpser
 
 def test_the_bad_input_detail_does_not_echo_the_request(tmp_path):
     large = ScriptedModel([{"action": "final", "answer": "done"}], name="big")
-    result = graph(PrivacyGate(large, PrivacyPolicy()), tmp_path / "cp.sqlite").invoke(REQUEST)
+    result = graph(PrivacyGate(large, PrivacyPolicy()), tmp_path / "cp.sqlite").invoke(BAD_REQUEST)
     assert result.status == "escalated"
     assert result.escalation_reason == "bad_input"
-    assert "Invalid JSON" in result.escalation_detail
+    assert "order_id: Input should be a valid integer" in result.escalation_detail
     assert raw_in(result.escalation_detail) == []
     sent = large.calls[0].messages[-1].content
     assert raw_in(sent) == [] and "<CARD_1>" in sent
@@ -150,7 +152,7 @@ def test_without_the_log_filter_debug_logs_do_carry_the_request(httpserver, tmp_
     """Why the filter exists: at DEBUG, aiosqlite logs the checkpointed request as it is."""
     large, _ = failing_cloud(httpserver)
     with captured_logs(filtered=False) as out, pytest.raises(ModelHTTPError):
-        asyncio.run(graph(large, tmp_path / "cp.sqlite").ainvoke(REQUEST, thread_id="t1"))
+        asyncio.run(graph(large, tmp_path / "cp.sqlite").ainvoke(BAD_REQUEST, thread_id="t1"))
     leaked = sum(out.getvalue().count(v) for v in RAW)
     print(f"\nraw PII strings in DEBUG logs without the filter: {leaked}")
     assert leaked > 0

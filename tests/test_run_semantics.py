@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from slmgraph import (
     AcceptancePolicy,
     ModelUnavailableError,
+    RequestShapeError,
     Rule,
     RulesRouter,
     Skill,
@@ -108,8 +109,31 @@ async def test_a_dict_or_the_input_model_is_a_request():
     for r in (by_dict, by_model):
         assert r.status == "answered" and r.output == Total(total=5) and r.output_json == {"total": 5}
     assert seen == ['{"a":2,"b":3}', '{"a":2,"b":3}']  # the skill got its typed input both times
-    bad = await g.ainvoke({"a": "two"})
+    bad = await g.ainvoke({"a": "two", "b": 3})  # the shape, with a bad value: the skill rejects it
     assert (bad.status, bad.escalation_reason) == ("escalation_needed", "bad_input")
+
+
+async def test_a_request_of_the_wrong_shape_is_refused_before_the_run(tmp_path):
+    add = Skill(name="add_pair", description="add a and b", instructions="Add a and b.", output_type=Total, input_type=Pair)
+    model = FunctionModel(lambda messages, schema: {"total": 5})
+    large = FunctionModel(lambda messages, schema: "5", name="big")
+    g = build_graph([add], models={"small": model, "large": large}, checkpoint=tmp_path / "c.sqlite")
+    for request, missing in (("add two and three", ["a", "b"]), ({"a": 2}, ["b"]), ('{"b": 3}', ["a"])):
+        with pytest.raises(RequestShapeError, match=r"takes a Pair with the required fields a, b") as info:
+            await g.ainvoke(request)
+        assert (info.value.skill, info.value.missing) == ("add_pair", missing)
+    assert model.calls == [] and large.calls == []  # nothing escalated, nothing paid for
+    assert await g.apending_runs(include_failed=True) == []  # refused before a run was recorded
+
+
+async def test_with_several_skills_the_routed_skill_refuses_the_shape_mid_run():
+    add = Skill(name="add_pair", description="add a and b", instructions="Add a and b.", output_type=Total, input_type=Pair)
+    large = FunctionModel(lambda messages, schema: "5", name="big")
+    g = build_graph([add, SENTIMENT], models={"small": FunctionModel(lambda m, s: {"total": 5}), "large": large},
+                    router=RulesRouter([Rule("add_pair", (r"\badd\b",))], default="sentiment"), checkpoint=None)
+    with pytest.raises(RequestShapeError, match="is plain text") as info:
+        await g.ainvoke("add two and three")
+    assert info.value.run_id and large.calls == []
 
 
 async def test_a_failed_run_error_names_its_thread_and_run(tmp_path):

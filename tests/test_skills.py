@@ -15,6 +15,7 @@ from slmgraph import (
     Example,
     ModelUnavailableError,
     Rejected,
+    RequestShapeError,
     RequestTooLargeError,
     RunContext,
     Skill,
@@ -142,14 +143,42 @@ async def test_oversized_prompt_is_refused_before_sending():
     assert "split it" in str(info.value)
 
 
-async def test_bad_input_is_a_rejection_not_a_crash():
+async def test_a_bad_value_is_a_rejection_not_a_crash():
     class Two(BaseModel):
         a: int
         b: int
 
     skill = make_skill(input_type=Two)
-    out = await run_skill(skill, "not json at all", ctx(ScriptedModel([])))
-    assert isinstance(out, Rejected) and out.reason is EscalationReason.BAD_INPUT
+    for bad in ({"a": "two", "b": 3}, '{"a": 1, "b": 2', '{"a": "two", "b": 3}'):  # a wrong type, broken JSON
+        out = await run_skill(skill, bad, ctx(ScriptedModel([])))
+        assert isinstance(out, Rejected) and out.reason is EscalationReason.BAD_INPUT, bad
+        assert "two" not in out.detail  # the problems, never the request's values
+
+
+async def test_a_request_of_the_wrong_shape_is_a_request_error_naming_the_fields():
+    class Two(BaseModel):
+        a: int
+        b: int
+
+    skill = make_skill(input_type=Two)
+    model = ScriptedModel([])
+    cases = {"not json at all": ["a", "b"], "[1, 2]": ["a", "b"], '{"a": 1}': ["b"], "{}": ["a", "b"]}
+    for request, missing in [*cases.items(), ({"b": 1}, ["a"])]:
+        with pytest.raises(RequestShapeError) as info:
+            await run_skill(skill, request, ctx(model))
+        err = info.value
+        assert (err.skill, err.required, err.missing) == (skill.name, ["a", "b"], missing), request
+        assert 'pass a dict such as {"a": ..., "b": ...}, a Two instance' in str(err)
+        assert err.__cause__ is None and err.__suppress_context__  # no pydantic error repeating the values
+    assert "is plain text;" in _message(skill, "not json at all")
+    assert "is a dict (missing a);" in _message(skill, {"b": 1})
+    assert model.calls == []
+
+
+def _message(skill, request) -> str:
+    with pytest.raises(RequestShapeError) as info:
+        skill.check_request(request)
+    return str(info.value)
 
 
 def test_skill_definition_errors_name_the_field():

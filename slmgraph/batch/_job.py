@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .._errors import EmptyRequestError, RequestTooLargeError, SlmGraphError
+from .._errors import EmptyRequestError, RequestShapeError, RequestTooLargeError, SlmGraphError
 from ..graphs._graph import SLMGraph
 from ..graphs._state import RunResult
 from ._input import BatchRow
@@ -121,7 +121,7 @@ async def run_rows(
                 if result is not None and result.status != "running":
                     return record_of(row, id_col, result)
             return record_of(row, id_col, await graph.ainvoke(row.input, thread_id=thread))
-        except (EmptyRequestError, RequestTooLargeError) as exc:
+        except (EmptyRequestError, RequestShapeError, RequestTooLargeError) as exc:
             return bad_record(row, id_col, f"row {row.n}: {type(exc).__name__}: {exc}")
         except SlmGraphError as exc:
             rec = bad_record(row, id_col, f"row {row.n}: {type(exc).__name__}: {exc}")

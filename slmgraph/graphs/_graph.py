@@ -203,6 +203,8 @@ class SLMGraph(Generic[OutT]):
         # request is only checked against the models that take it whole.
         whole = spec.skills.values() if spec.request_skills is None else [spec.skills[n] for n in spec.request_skills]
         keys = {s.model for s in whole if s.runner is None} | model_keys_of(spec.router)
+        #: The skill that takes every request, when there is one (its input shape is checked up front).
+        self._taker = next(iter(whole)) if len(whole) == 1 else None
         self._small_models = [spec.models[k] for k in sorted(keys)]
         self.builder = (spec.shape or routed_graph)(spec)
         self.runner = Runner(
@@ -228,7 +230,9 @@ class SLMGraph(Generic[OutT]):
         A pydantic input becomes its JSON form (what the state holds).
 
         Raises:
-            EmptyRequestError, RequestTooLargeError; RequestError for any other type.
+            EmptyRequestError, RequestTooLargeError; RequestShapeError when the one
+            skill that takes the request needs other fields; RequestError for any
+            other type.
         """
         request = as_input(request)
         if isinstance(request, str):
@@ -238,6 +242,8 @@ class SLMGraph(Generic[OutT]):
             raise RequestError(f"a request is text, a dict or a pydantic model, not {type(request).__name__}")
         elif not request:
             raise EmptyRequestError()
+        if self._taker is not None:
+            self._taker.check_request(request)
         probe = [Message("user", as_text(request))]
         for model in self._small_models:
             check_fits(model, probe)

@@ -36,6 +36,7 @@ from ..models._base import Message, Model, check_model
 from ..privacy._policy import PrivacyPolicy
 from ..skills._run import run_skill
 from ..skills._skill import Accepted, Rejected, Skill
+from ._fields import require_fields
 from ._state import SLMState, run_reset
 
 __all__ = ["Bindings", "SkillNode", "skill_node", "fan_out"]
@@ -187,6 +188,8 @@ class SkillNode(Generic[OutT]):
         self.outcome_fields = outcome_fields
         schema = SLMState if starts_run is True else starts_run
         self.reset = run_reset(schema, lists_only=True) if schema else {}
+        #: The state keys the user named, which their state must declare.
+        self._own_keys = tuple(k for k in (self.output, answer) if k is not None)
         #: Per skill: the same skill on the large model, with the same schema,
         #: repairs and checks (the confidence bar is the small tier's).
         self._large = {
@@ -234,6 +237,7 @@ class SkillNode(Generic[OutT]):
         return route
 
     async def __call__(self, state: Any, config: RunnableConfig) -> dict[str, Any]:
+        require_fields(self.name, config, ("ledger", "escalations"), own=self._own_keys)
         request = self.request_of(state)
         if request is None:
             if isinstance(self.input, str) and isinstance(state, Mapping) and self.input not in state:
@@ -350,6 +354,12 @@ def skill_node(
 
     Every rejection appends a record to ``escalations``; every model call
     appends an entry to ``ledger``.
+
+    Raises:
+        StateSchemaError: on the first call, before any model call, when the
+            graph's state lacks ``ledger``, ``escalations`` (add the mixin
+            :class:`~slmgraph.SLMState` or :class:`~slmgraph.SLMStateModel`) or
+            the ``output`` / ``answer`` key; also for a node fed by ``Send``.
     """
     return SkillNode(
         skill, models=models, input=input, output=output, on_reject=on_reject, large=large, name=name,

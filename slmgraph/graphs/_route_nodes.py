@@ -18,10 +18,14 @@ from ..ledger import PriceTable
 from ..models._base import Model
 from ..privacy._policy import PrivacyPolicy
 from ..skills._skill import EscalationReason, Skill
+from ._fields import GRAPH_MIXIN, require_fields
 from ._nodes import Bindings, _get, _metered, as_text
 from ._state import NEW_RUN, GraphState, run_reset
 
 __all__ = ["RouterNode", "router_node", "EscalationNode", "escalation_node"]
+
+#: What the router reads and writes, and its branch reads: the routed graph's state.
+_ROUTER_FIELDS = ("request", "messages", "route", "route_confidence", "escalation_reason", "escalation_detail", "ledger")
 
 
 class RouterNode:
@@ -40,6 +44,7 @@ class RouterNode:
         self.reset = run_reset(GraphState)
 
     async def __call__(self, state: Any, config: RunnableConfig) -> dict[str, Any]:
+        require_fields("router", config, _ROUTER_FIELDS, GRAPH_MIXIN)
         ctx = self.bind.context(state, config)
         request = _get(state, "request")
         if not request or (isinstance(request, str) and not request.strip()):
@@ -117,6 +122,7 @@ class EscalationNode:
                 raise UnknownSkillError(n, list(self.skills))
 
     async def __call__(self, state: Any, config: RunnableConfig) -> dict[str, Any]:
+        require_fields("escalation", config, ("ledger", "escalations"))
         reason = _get(state, "escalation_reason") or ""
         record = {"node": "escalation", "skill": _get(state, "route"), "reason": reason,
                   "detail": _get(state, "escalation_detail") or "", "draft": _get(state, "draft")}

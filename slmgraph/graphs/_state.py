@@ -13,6 +13,10 @@ Add slmgraph's fields to a state of your own by inheriting the mixin::
     class MyModelState(SLMStateModel):  # or a pydantic state
         contract: str = ""
 
+A node of slmgraph's in a state without these fields (or without the output key
+it was given) raises :class:`~slmgraph.StateSchemaError` on its first call, where
+LangGraph would drop its writes silently.
+
 Each field's reducer is declared once, here: ``ledger`` and ``escalations``
 append what nodes write, and a node that starts a run writes :data:`NEW_RUN`
 first, which clears what the thread's earlier runs left (:func:`run_reset`).

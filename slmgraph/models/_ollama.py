@@ -10,6 +10,9 @@ Timeouts (the ``ollama`` client has none by default): ``connect_timeout`` for th
 connect, ``timeout`` for a whole non-streamed call and for the first streamed record,
 ``idle_timeout`` for each gap between streamed records. A stream that times out or
 breaks off raises; its partial text is never returned as a reply.
+
+This module is the connection (client, timeouts, error translation); the request
+body and the decoding of replies are in :mod:`._ollama_wire`.
 """
 
 from __future__ import annotations
@@ -49,29 +52,12 @@ from .._errors import (
     ModelTimeoutError,
     ModelUnavailableError,
 )
-from ._base import (
-    Message,
-    Model,
-    ModelReply,
-    ModelSettings,
-    StreamChunk,
-    TokenLogprob,
-    Usage,
-    try_parse_json,
-)
+from ._base import Message, Model, ModelReply, ModelSettings, StreamChunk, TokenLogprob
+from ._ollama_wire import PROVIDER, chat_options, chat_request, to_reply, token_logprobs
 
 __all__ = ["OllamaModel", "DEFAULT_OLLAMA_HOST"]
 
 DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
-PROVIDER = "ollama"
-
-# Wire name of each Ollama duration (nanoseconds) -> key in ModelReply.timings (seconds).
-_TIMINGS = {
-    "total_duration": "total",
-    "load_duration": "load",
-    "prompt_eval_duration": "prompt_eval",
-    "eval_duration": "eval",
-}
 _NOT_FOUND = re.compile(r"model\b.*\bnot found", re.IGNORECASE | re.DOTALL)
 # The ollama client drops response headers from its errors; an httpx response hook
 # stores Retry-After here, in the context of the task making the call.
@@ -165,18 +151,6 @@ class OllamaModel(Model):
 
     # ---------------------------------------------------------------- requests
 
-    def _options(self, settings: ModelSettings | None) -> dict[str, Any]:
-        opts: dict[str, Any] = {"num_ctx": self.num_ctx, **self.options}
-        if settings is not None:
-            per_call = {
-                "temperature": settings.temperature,
-                "num_predict": settings.max_tokens,
-                "seed": settings.seed,
-                "stop": list(settings.stop) or None,
-            }
-            opts.update({k: v for k, v in per_call.items() if v is not None})
-        return opts
-
     def _chat_kwargs(
         self,
         messages: Sequence[Message],
@@ -184,19 +158,15 @@ class OllamaModel(Model):
         settings: ModelSettings | None,
         stream: bool,
     ) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
-            "model": self.name,
-            "messages": [m.to_dict() for m in messages],
-            "format": schema,
-            "options": self._options(settings),
-            "keep_alive": self.keep_alive,
-            "stream": stream,
-        }
-        if settings is not None and (settings.logprobs or settings.top_logprobs):
-            kwargs["logprobs"] = True
-            if settings.top_logprobs:
-                kwargs["top_logprobs"] = settings.top_logprobs
-        return kwargs
+        return chat_request(
+            self.name,
+            messages,
+            schema,
+            settings,
+            options=chat_options(self.num_ctx, self.options, settings),
+            keep_alive=self.keep_alive,
+            stream=stream,
+        )
 
     @contextlib.contextmanager
     def _translated(self, *, model_call: bool = True) -> Iterator[None]:
@@ -276,34 +246,6 @@ class OllamaModel(Model):
             provider=PROVIDER,
         )
 
-    def _reply(
-        self,
-        text: str,
-        final: Any,
-        logprobs: list[TokenLogprob] | None,
-        schema: dict[str, Any] | None,
-        started: float,
-    ) -> ModelReply:
-        timings = {
-            key: getattr(final, wire) / 1e9
-            for wire, key in _TIMINGS.items()
-            if getattr(final, wire) is not None
-        }
-        return ModelReply(
-            text=text,
-            model=final.model or self.name,
-            provider=PROVIDER,
-            parsed=try_parse_json(text) if schema is not None else None,
-            usage=Usage(
-                prompt_tokens=final.prompt_eval_count or 0,
-                completion_tokens=final.eval_count or 0,
-            ),
-            latency_s=time.perf_counter() - started,
-            logprobs=tuple(logprobs) if logprobs is not None else None,
-            finish_reason=final.done_reason,
-            timings=timings,
-        )
-
     # -------------------------------------------------------------- Model API
 
     async def complete(
@@ -341,8 +283,9 @@ class OllamaModel(Model):
                     resp = await self._get_client().chat(**kwargs)
         except TimeoutError:
             raise self._timeout_error("did not answer", self.timeout) from None
-        return self._reply(
-            resp.message.content or "", resp, _logprobs(resp.logprobs), schema, started
+        return to_reply(
+            resp.message.content or "", resp, model=self.name, logprobs=token_logprobs(resp.logprobs),
+            schema=schema, latency_s=time.perf_counter() - started,
         )
 
     async def stream(
@@ -385,11 +328,12 @@ class OllamaModel(Model):
                 delta = part.message.content or ""
                 pieces.append(delta)
                 if part.logprobs is not None:
-                    logprobs = (logprobs or []) + list(_logprobs(part.logprobs) or ())
+                    logprobs = (logprobs or []) + list(token_logprobs(part.logprobs) or ())
                 if part.done:
                     yield StreamChunk(
                         delta=delta,
-                        reply=self._reply("".join(pieces), part, logprobs, schema, started),
+                        reply=to_reply("".join(pieces), part, model=self.name, logprobs=logprobs, schema=schema,
+                                       latency_s=time.perf_counter() - started),
                     )
                     return
                 if delta:
@@ -416,7 +360,7 @@ class OllamaModel(Model):
             resp = await self._get_client().embed(
                 model=self.name,
                 input=list(texts),
-                options={"num_ctx": self.num_ctx, **self.options},
+                options=chat_options(self.num_ctx, self.options, None),
                 keep_alive=self.keep_alive,
             )
         return [list(vector) for vector in resp.embeddings]
@@ -424,16 +368,3 @@ class OllamaModel(Model):
     def __repr__(self) -> str:
         return f"OllamaModel(name={self.name!r}, host={self.host!r})"
 
-
-def _logprobs(raw: Sequence[Any] | None) -> list[TokenLogprob] | None:
-    """Map the client's ``Logprob`` records to slmgraph's :class:`TokenLogprob`."""
-    if raw is None:
-        return None
-    return [
-        TokenLogprob(
-            token=lp.token,
-            logprob=lp.logprob,
-            top=tuple((alt.token, alt.logprob) for alt in lp.top_logprobs or ()),
-        )
-        for lp in raw
-    ]

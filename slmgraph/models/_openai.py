@@ -12,6 +12,10 @@ rejects it, switches to the second for the rest of its life.
 Timeouts: ``connect_timeout`` for the TCP connect, ``timeout`` for a whole call and
 for the first streamed chunk, ``idle_timeout`` for each gap between chunks. A stream
 that breaks off or stalls raises; its partial text is never returned as a reply.
+
+This module is the connection (client, key, timeouts, what to drop when a server
+refuses it); the body sent and the reply read are in :mod:`._openai_wire`, the
+translation of the SDK's errors in :mod:`._openai_errors`.
 """
 
 from __future__ import annotations
@@ -19,39 +23,34 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
-import re
 import time
 import weakref
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlparse
 
 import httpx
 import openai
 
-from .._errors import (
-    ConfigError,
-    IncompleteStreamError,
-    InvalidModelOutputError,
-    MalformedResponseError,
-    ModelOverloadedError,
-    ModelError,
-    ModelHTTPError,
-    ModelNotFoundError,
-    ModelTimeoutError,
-    ModelUnavailableError,
-    RequestTooLargeError,
-    SlmGraphError,
+from .._errors import ConfigError, InvalidModelOutputError, SlmGraphError
+from ._base import Message, Model, ModelReply, ModelSettings, StreamChunk, Usage
+from ._openai_errors import broken_stream, incomplete_stream, malformed, sdk_error, timed_out
+from ._openai_wire import (
+    PROVIDER,
+    SchemaMode,
+    StreamReader,
+    chat_request,
+    response_format,
+    to_reply,
+    token_logprobs,
+    usage_of,
 )
-from ._base import Message, Model, ModelReply, ModelSettings, StreamChunk, TokenLogprob, Usage, try_parse_json
 
 __all__ = ["OpenAIModel"]
 
 _OPENAI_URL = "https://api.openai.com/v1"
 #: Sent as the key to loopback servers, which usually ignore it.
 _PLACEHOLDER_KEY = "slmgraph-local"
-
-SchemaMode = Literal["auto", "json_schema", "json_object"]
 
 
 def _is_loopback(base_url: str | None) -> bool:
@@ -92,7 +91,7 @@ class OpenAIModel(Model):
         ConfigError: no API key for a remote server.
     """
 
-    provider = "openai"
+    provider = PROVIDER
 
     def __init__(
         self,
@@ -160,29 +159,9 @@ class OpenAIModel(Model):
     def _request(
         self, messages: Sequence[Message], schema: dict[str, Any] | None, settings: ModelSettings
     ) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"model": self.name, "messages": [m.to_dict() for m in messages]}
-        for key in ("temperature", "max_tokens", "seed"):
-            value = getattr(settings, key)
-            if value is not None:
-                kwargs[key] = value
-        if settings.stop:
-            kwargs["stop"] = list(settings.stop)
-        if settings.logprobs and self._logprobs_ok:
-            kwargs["logprobs"] = True
-            # llama_cpp.server returns no logprobs at all without top_logprobs.
-            kwargs["top_logprobs"] = settings.top_logprobs or 0
-        if schema is not None:
-            kwargs["response_format"] = self._response_format(schema)
-        return kwargs
-
-    def _response_format(self, schema: dict[str, Any]) -> dict[str, Any]:
-        if self.schema_mode == "json_object":
-            return {"type": "json_object", "schema": schema}
-        name = re.sub(r"[^A-Za-z0-9_-]", "_", str(schema.get("title") or "reply"))[:64]
-        return {
-            "type": "json_schema",
-            "json_schema": {"name": name, "schema": schema, "strict": _strict_ok(schema)},
-        }
+        return chat_request(
+            self.name, messages, schema, settings, schema_mode=self.schema_mode, logprobs=self._logprobs_ok
+        )
 
     async def _create(self, kwargs: dict[str, Any]) -> Any:
         """One ``chat.completions.create``, switching schema mode or dropping
@@ -200,8 +179,8 @@ class OpenAIModel(Model):
                 said = f"{exc.message} {exc.body}" if exc.status_code in (400, 422, 500) else ""
                 if self.schema_mode == "auto" and "response_format" in kwargs and "response_format" in said:
                     self.schema_mode = "json_object"
-                    kwargs["response_format"] = self._response_format(
-                        kwargs["response_format"]["json_schema"]["schema"]
+                    kwargs["response_format"] = response_format(
+                        kwargs["response_format"]["json_schema"]["schema"], self.schema_mode
                     )
                 elif "stream_options" in kwargs and "stream_options" in said:
                     self._stream_usage = False
@@ -211,28 +190,11 @@ class OpenAIModel(Model):
                     kwargs.pop("logprobs")
                     kwargs.pop("top_logprobs", None)
                 else:
-                    raise self._error(exc, kwargs) from exc
+                    raise sdk_error(self, exc, kwargs) from exc
             except openai.OpenAIError as exc:
-                raise self._error(exc, kwargs) from exc
+                raise sdk_error(self, exc, kwargs) from exc
             except ValueError as exc:  # a 200 whose body is not JSON
-                raise self._malformed(exc) from None
-
-    def _malformed(self, detail: object) -> MalformedResponseError:
-        return MalformedResponseError(
-            f"{self.display_url} answered 200 with a body that is not an OpenAI chat "
-            f"completion ({str(detail)[:120]!r}); check that base_url points at the API, "
-            "not at a proxy or web page",
-            model=self.name,
-            provider=self.provider,
-        )
-
-    def _timeout(self, what: str, seconds: float) -> ModelTimeoutError:
-        return ModelTimeoutError(
-            f"{self.name!r} at {self.display_url} {what} within {seconds:g} s; raise the "
-            "timeout or send a shorter request",
-            model=self.name,
-            provider=self.provider,
-        )
+                raise malformed(self, exc) from None
 
     async def complete(
         self,
@@ -248,10 +210,10 @@ class OpenAIModel(Model):
             async with asyncio.timeout(self.timeout):
                 response = await self._create(kwargs)
         except TimeoutError:
-            raise self._timeout("did not answer", self.timeout) from None
+            raise timed_out(self, "did not answer", self.timeout) from None
         latency = time.perf_counter() - started
         if not hasattr(response, "choices"):  # the SDK hands back non-JSON bodies as text
-            raise self._malformed(response)
+            raise malformed(self, response)
         if not response.choices:
             raise InvalidModelOutputError(
                 f"{self.display_url} returned a completion with no choices",
@@ -259,21 +221,13 @@ class OpenAIModel(Model):
                 provider=self.provider,
             )
         choice = response.choices[0]
-        text = choice.message.content or ""
-        usage = Usage()
-        if response.usage is not None:
-            usage = Usage(response.usage.prompt_tokens or 0, response.usage.completion_tokens or 0)
-        logprobs = None
-        if choice.logprobs is not None and choice.logprobs.content:
-            logprobs = tuple(_token_logprob(t) for t in choice.logprobs.content)
-        return ModelReply(
-            text=text,
-            parsed=try_parse_json(text) if schema is not None else None,
+        return to_reply(
+            choice.message.content or "",
             model=self.name,
-            provider=self.provider,
-            usage=usage,
+            schema=schema,
+            usage=Usage() if response.usage is None else usage_of(response.usage),
             latency_s=latency,
-            logprobs=logprobs,
+            logprobs=token_logprobs(choice.logprobs),
             finish_reason=choice.finish_reason,
         )
 
@@ -304,75 +258,48 @@ class OpenAIModel(Model):
             async with asyncio.timeout_at(deadline):
                 response = await self._create(kwargs)
         except TimeoutError:
-            raise self._timeout(*what) from None
+            raise timed_out(self, *what) from None
         chunks = aiter(response)
-        parts: list[str] = []
-        logprobs: list[TokenLogprob] = []
-        usage: Usage | None = None
-        finish_reason: str | None = None
-        deltas = 0
+        read = StreamReader()
         try:
             while True:
                 try:
                     async with asyncio.timeout_at(deadline):
                         chunk = await anext(chunks, None)
                 except TimeoutError:
-                    raise self._timeout(*what) from None
+                    raise timed_out(self, *what) from None
                 deadline, what = loop.time() + self.idle_timeout, ("stalled mid-stream", self.idle_timeout)
                 if chunk is None:
                     break
-                if chunk.usage is not None:
-                    usage = Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
-                if not chunk.choices:
-                    continue
-                choice = chunk.choices[0]
-                if choice.logprobs is not None and choice.logprobs.content:
-                    logprobs.extend(_token_logprob(t) for t in choice.logprobs.content)
-                if choice.finish_reason:
-                    finish_reason = choice.finish_reason
-                delta = choice.delta.content if choice.delta is not None else None
+                delta = read.feed(chunk)
                 if delta:
-                    deltas += 1
-                    parts.append(delta)
                     yield StreamChunk(delta=delta)
         except openai.OpenAIError as exc:
-            raise self._error(exc, kwargs) from exc
+            raise sdk_error(self, exc, kwargs) from exc
         except SlmGraphError:
             raise
         except ValueError as exc:  # an event whose data is not JSON
-            raise self._malformed(exc) from None
+            raise malformed(self, exc) from None
         except Exception as exc:
             if not type(exc).__module__.startswith(("httpx", "httpcore")):
                 raise
-            raise ModelUnavailableError(
-                f"the stream from {self.display_url} broke off ({type(exc).__name__}: {exc}); "
-                "the request can be retried",
-                model=self.name,
-                provider=self.provider,
-            ) from exc
+            raise broken_stream(self, exc) from exc
         finally:
             await response.close()
-        if finish_reason is None:
-            raise IncompleteStreamError(
-                f"the stream from {self.display_url} ended before the model finished "
-                "(no finish_reason): the connection dropped or the server stopped; the "
-                "partial reply was discarded and the request can be retried",
-                model=self.name,
-                provider=self.provider,
-            )
-        text = "".join(parts)
+        if read.finish_reason is None:
+            raise incomplete_stream(self)
+        usage = read.usage
         if usage is None:
             prompt = sum(self.count_tokens(m.content) for m in messages)
-            usage = Usage(prompt_tokens=prompt, completion_tokens=deltas)
-        reply = ModelReply(
-            text=text,
-            parsed=try_parse_json(text) if schema is not None else None,
+            usage = Usage(prompt_tokens=prompt, completion_tokens=len(read.parts))
+        reply = to_reply(
+            "".join(read.parts),
             model=self.name,
-            provider=self.provider,
+            schema=schema,
             usage=usage,
             latency_s=time.perf_counter() - started,
-            logprobs=tuple(logprobs) or None,
-            finish_reason=finish_reason,
+            logprobs=read.logprobs,
+            finish_reason=read.finish_reason,
         )
         yield StreamChunk(delta="", reply=reply)
 
@@ -381,7 +308,7 @@ class OpenAIModel(Model):
         try:
             return [m.id async for m in self._client().models.list()]
         except openai.OpenAIError as exc:
-            raise self._error(exc, None) from exc
+            raise sdk_error(self, exc, None) from exc
 
     async def aclose(self) -> None:
         """Close this event loop's HTTP client, and forget clients of other loops."""
@@ -393,105 +320,3 @@ class OpenAIModel(Model):
         self._clients.clear()
         if client is not None:
             await client.close()
-
-    # -- errors -----------------------------------------------------------------------
-
-    def _error(self, exc: openai.OpenAIError, kwargs: dict[str, Any] | None) -> SlmGraphError:
-        """Translate an SDK error into the slmgraph error that says what to do."""
-        where = self.display_url
-        ctx = {"model": self.name, "provider": self.provider}
-        if isinstance(exc, openai.APITimeoutError):
-            return ModelTimeoutError(
-                f"{self.name!r} at {where} did not answer within {self.timeout:g}s; "
-                "raise timeout= or send a shorter request",
-                **ctx,
-            )
-        if isinstance(exc, openai.APIConnectionError):
-            return ModelUnavailableError(
-                f"cannot reach the OpenAI-compatible server at {where} ({exc}); "
-                "check that it is running and that base_url / OPENAI_BASE_URL is right",
-                **ctx,
-            )
-        if isinstance(exc, openai.AuthenticationError):
-            return ModelHTTPError(
-                f"{where} refused the API key (HTTP 401); check OPENAI_API_KEY or api_key=",
-                status_code=401,
-                **ctx,
-            )
-        if isinstance(exc, openai.NotFoundError):
-            return ModelNotFoundError(
-                f"{where} answered 404 for model {self.name!r}; check the model name "
-                "(list_models() shows what the server has) and that base_url ends in /v1",
-                **ctx,
-            )
-        if isinstance(exc, openai.APIStatusError):
-            if _is_context_error(exc):
-                return self._too_large(exc, kwargs)
-            detail = str(exc.message)
-            if len(detail) > 400:
-                detail = detail[:400] + " ..."
-            # llama_cpp.server answers 500 to a request that fails validation.
-            invalid = exc.status_code == 500 and "validation error" in detail
-            retry = exc.status_code == 429 or (exc.status_code >= 500 and not invalid)
-            if exc.status_code in (429, 503):
-                return ModelOverloadedError(
-                    f"{where} is busy (HTTP {exc.status_code}) for {self.name!r}: {detail}; "
-                    "the request can be retried",
-                    status_code=exc.status_code,
-                    retry_after=_retry_after(exc),
-                    **ctx,
-                )
-            err = ModelHTTPError(
-                f"{where} answered HTTP {exc.status_code} for {self.name!r}: {detail}"
-                + ("; the request can be retried" if retry else "; fix the request, a retry will fail the same way"),
-                status_code=exc.status_code,
-                **ctx,
-            )
-            err.transient = retry
-            return err
-        return ModelError(f"the OpenAI client failed for {self.name!r} at {where}: {exc}", **ctx)
-
-    def _too_large(self, exc: openai.APIStatusError, kwargs: dict[str, Any] | None) -> RequestTooLargeError:
-        text = str(exc.message)
-        limit = re.search(r"context length is (\d+)", text)
-        tokens = re.search(r"\((\d+) in the messages", text) or re.search(r"requested (\d+) tokens", text)
-        if tokens:
-            n = int(tokens.group(1))
-        else:
-            n = sum(self.count_tokens(m["content"] or "") for m in (kwargs or {}).get("messages", []))
-        return RequestTooLargeError(n, int(limit.group(1)) if limit else self.context_window, self.name)
-
-
-def _retry_after(exc: openai.APIStatusError) -> float | None:
-    try:
-        value = exc.response.headers.get("retry-after")
-        return None if value is None else float(value)
-    except (AttributeError, ValueError):
-        return None
-
-
-def _is_context_error(exc: openai.OpenAIError) -> bool:
-    return isinstance(exc, openai.APIStatusError) and (
-        getattr(exc, "code", None) == "context_length_exceeded"
-    )
-
-
-def _token_logprob(item: Any) -> TokenLogprob:
-    top = tuple((alt.token, alt.logprob) for alt in (item.top_logprobs or ()))
-    return TokenLogprob(token=item.token, logprob=item.logprob, top=top)
-
-
-def _strict_ok(schema: Any) -> bool:
-    """Whether OpenAI's strict mode accepts ``schema``: every object closes
-    ``additionalProperties`` and requires all its properties."""
-    if isinstance(schema, dict):
-        if schema.get("type") == "object" or "properties" in schema:
-            props = schema.get("properties", {})
-            if schema.get("additionalProperties") is not False:
-                return False
-            if set(schema.get("required", ())) != set(props):
-                return False
-        return all(_strict_ok(v) for v in schema.values())
-    if isinstance(schema, list):
-        return all(_strict_ok(v) for v in schema)
-    return True

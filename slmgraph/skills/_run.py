@@ -97,6 +97,9 @@ async def run_skill(
         try:
             data = skill.parse_input(request)
         except (ValidationError, ValueError) as exc:
+            if isinstance(exc, ValidationError) and (err := skill.shape_error(request, exc)) is not None:
+                # The caller's mistake, not the model's: the large model has the same input type.
+                raise err from None
             # The problems without the input: the detail is checkpointed and may be logged.
             problem = _problems(exc) if isinstance(exc, ValidationError) else type(exc).__name__
             # No draft: the request is already in the state, a second copy would only spread it.

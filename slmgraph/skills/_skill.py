@@ -14,7 +14,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from .._errors import ConfigError, InvalidModelOutputError
+from .._errors import ConfigError, InvalidModelOutputError, RequestShapeError
 from .._sync import is_async
 
 __all__ = [
@@ -220,6 +220,43 @@ class Skill(Generic[InT, OutT]):
             (only,) = fields
             return self.input_type.model_validate({only: request})
         return self.input_type.model_validate_json(request)
+
+    def check_request(self, request: str | dict | BaseModel) -> None:
+        """Refuse a request that is not shaped like the input type (see
+        :meth:`shape_error`); a request that has the shape but a bad value is left
+        to the run, which rejects it as ``bad_input``.
+
+        Raises:
+            RequestShapeError: naming the required fields and how to pass them.
+        """
+        try:
+            self.parse_input(request)
+        except ValidationError as exc:
+            if (err := self.shape_error(request, exc)) is not None:
+                raise err from None  # the ValidationError would repeat the request's values
+
+    def shape_error(self, request: Any, exc: ValidationError) -> RequestShapeError | None:
+        """The error for a request that :meth:`parse_input` refused for its shape:
+        text (or a JSON value that is not an object) for an input type with
+        several fields, or an object without a required field. ``None`` when the
+        problem is a value (a wrong type, a failed constraint, broken JSON)."""
+        required = [f.alias or n for n, f in self.input_type.model_fields.items() if f.is_required()]
+        if not required:
+            return None
+        errors = exc.errors(include_url=False, include_input=False)
+        whole = {e["type"] for e in errors if not e["loc"]}
+        if isinstance(request, str):
+            # Text that is not JSON; JSON that breaks off or nests too deep is a bad value.
+            if "json_invalid" in whole and not request.lstrip().startswith(("{", "[")):
+                return RequestShapeError(self.name, self.input_type.__name__, required, required, "plain text")
+            if "model_type" in whole:
+                got = "a JSON value that is not an object"
+                return RequestShapeError(self.name, self.input_type.__name__, required, required, got)
+        missing = [str(e["loc"][0]) for e in errors if e["type"] == "missing" and len(e["loc"]) == 1]
+        if not missing:
+            return None
+        got = "a JSON object" if isinstance(request, str) else f"a {type(request).__name__}"
+        return RequestShapeError(self.name, self.input_type.__name__, required, missing, got)
 
     def parse_output(self, value: Any, text: str = "") -> OutT:
         """Validate a decoded reply against the output type.
