@@ -159,7 +159,7 @@ async def test_a_sqlite_saver_that_drops_the_final_checkpoint_never_yields_a_suc
         assert result.status == "escalated" and (await graph.apending_runs(include_failed=True)) == []
 
 
-async def test_a_shared_saver_keeps_one_runs_worker_and_connection_across_runs(tmp_path: Path) -> None:
+async def test_a_shared_saver_lends_its_connection_to_the_runs_table(tmp_path: Path) -> None:
     import threading
 
     async with AsyncSqliteSaver.from_conn_string(str(tmp_path / "c.sqlite")) as saver:
@@ -169,9 +169,35 @@ async def test_a_shared_saver_keeps_one_runs_worker_and_connection_across_runs(t
         for i in range(4):
             assert (await graph.ainvoke(dg.REQUEST, thread_id=f"t{i}")).status == "escalated"
         store = graph.runner.sessions.store
+        assert store._lent is not None and store._conn is None  # the saver's connection, no second one
+        assert not [t for t in threading.enumerate() if t.name.startswith("slmgraph-runs") and t not in before]
+        assert {r.status for r in await store.runs()} == {"done"}
+        # The saver's connection is left as it was: no transaction open, its row factory and level kept.
+        raw = saver.conn._conn
+        assert not raw.in_transaction and raw.row_factory is None
+        assert (await (await saver.conn.execute("PRAGMA synchronous")).fetchone())[0] == 2
+        # Its own writes still commit: a second connection sees every run and checkpoint.
+        with sqlite3.connect(tmp_path / "c.sqlite") as other:
+            assert other.execute("SELECT count(*) FROM slmgraph_runs WHERE status = 'done'").fetchone()[0] == 4
+            assert other.execute("SELECT count(DISTINCT thread_id) FROM checkpoints").fetchone()[0] == 4
+
+
+async def test_an_unknown_saver_connection_gets_one_runs_worker_and_connection(tmp_path: Path, monkeypatch) -> None:
+    import threading
+
+    from slmgraph.graphs import _runs_sqlite
+
+    monkeypatch.setattr(_runs_sqlite.SaverThread, "of", classmethod(lambda cls, saver: None))
+    async with AsyncSqliteSaver.from_conn_string(str(tmp_path / "c.sqlite")) as saver:
+        await saver.setup()
+        graph = dg.build(tmp_path).with_checkpoint(saver)
+        before = set(threading.enumerate())
+        for i in range(4):
+            assert (await graph.ainvoke(dg.REQUEST, thread_id=f"t{i}")).status == "escalated"
+        store = graph.runner.sessions.store
         conn = store._conn
         await graph.ainvoke(dg.REQUEST, thread_id="t4")
-        assert store._conn is conn is not None  # not reopened for each run
+        assert store._lent is None and store._conn is conn is not None  # not reopened for each run
         workers = [t for t in threading.enumerate() if t.name.startswith("slmgraph-runs") and t not in before]
         assert len(workers) == 1  # one worker thread, not one per run
         assert {r.status for r in await store.runs()} == {"done"}

@@ -1,13 +1,15 @@
-"""The runs store in the checkpoint's SQLite file, written by one worker thread.
+"""The runs store in the checkpoint's SQLite file, written off the event loop.
 
-Every statement runs on the store's own single worker thread (one connection,
-one writer per store): the event loop only awaits it. This is what keeps a served
-graph from freezing. LangGraph's async checkpointer holds SQLite's write lock
-across an ``await`` (between its INSERTs and its COMMIT); a runs-table write that
-ran *on the loop* would wait for that lock while the loop, the only thing that
-can finish the checkpointer's transaction, waits for the write: a deadlock that
-only SQLite's busy timeout breaks. Off the loop, the worker waits, the loop runs
-the checkpointer's commit, and the worker goes on.
+Every statement runs on one thread the loop only awaits: the store's own worker
+thread with its own connection or, when the graph was given LangGraph's async
+SQLite saver, the saver's thread and connection, borrowed under the saver's lock
+(one connection for both, so neither reloads its cache after the other wrote).
+This is what keeps a served graph from freezing. LangGraph's async checkpointer
+holds SQLite's write lock across an ``await`` (between its INSERTs and its
+COMMIT); a runs-table write that ran *on the loop* would wait for that lock while
+the loop, the only thing that can finish the checkpointer's transaction, waits
+for the write: a deadlock that only SQLite's busy timeout breaks. Off the loop,
+the worker waits, the loop runs the checkpointer's commit, and the worker goes on.
 """
 
 from __future__ import annotations
@@ -21,40 +23,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .._errors import CheckpointError
-from ._worker import Worker
-from ._runs import HOST, UNFINISHED, RunRecord, RunStatus, RunStore, pid_alive, run_of
+from ._runs import HOST, UNFINISHED, RunRecord, RunStatus, RunStore
+from ._sqlite_sql import (
+    _insert, _latest_checkpoint, _lease, _live_holder, _make_tables, _owner_alive, _record, _set_status, _supersede,
+    _take,
+)
+from ._worker import SaverThread, Worker
 
 __all__ = ["SqliteRunStore"]
 
 T = TypeVar("T")
-
-_COLUMNS = ("run_id", "thread_id", "request", "status", "error", "pid", "host", "created", "updated",
-            "idempotency_key", "result")  # fmt: skip
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS slmgraph_runs (
-    run_id TEXT PRIMARY KEY, thread_id TEXT NOT NULL, request TEXT NOT NULL,
-    status TEXT NOT NULL, error TEXT, pid INTEGER NOT NULL, host TEXT NOT NULL,
-    created REAL NOT NULL, updated REAL NOT NULL, idempotency_key TEXT, result TEXT);
-CREATE INDEX IF NOT EXISTS slmgraph_runs_thread ON slmgraph_runs (thread_id, created);
-CREATE INDEX IF NOT EXISTS slmgraph_runs_status ON slmgraph_runs (status);
-CREATE TABLE IF NOT EXISTS slmgraph_leases (
-    thread_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, pid INTEGER NOT NULL,
-    host TEXT NOT NULL, expires REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS slmgraph_effects (
-    thread_id TEXT NOT NULL, run_id TEXT NOT NULL, key TEXT NOT NULL,
-    result TEXT, created REAL NOT NULL, PRIMARY KEY (thread_id, run_id, key));
-"""
-# Files written before the idempotency columns existed get them added.
-_KEY_INDEX = ("CREATE UNIQUE INDEX IF NOT EXISTS slmgraph_runs_key ON slmgraph_runs (idempotency_key) "
-              "WHERE idempotency_key IS NOT NULL")  # fmt: skip
-
-_INSERT = f"INSERT INTO slmgraph_runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
-
-
-def _record(row: sqlite3.Row) -> RunRecord:
-    return RunRecord(**{k: row[k] for k in _COLUMNS})
-
 
 class SqliteRunStore(RunStore):
     """The three tables in the SQLite file at ``path`` (on a local disk, as SQLite
@@ -65,7 +43,7 @@ class SqliteRunStore(RunStore):
     confirms_checkpoints = True
     settles = True
 
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0, saver: Any = None) -> None:
         super().__init__()
         self.path = Path(path)
         self.busy_timeout_s = busy_timeout_s
@@ -75,12 +53,17 @@ class SqliteRunStore(RunStore):
         #: The store's one thread, kept for the store's life: a run costs a hop to
         #: it, never a new thread or a new connection.
         self._worker = Worker("slmgraph-runs")
+        #: With LangGraph's async SQLite saver on the same file: its connection,
+        #: lent to the runs table (see :class:`SaverThread`), instead of our own.
+        self._lent = SaverThread.of(saver) if saver is not None else None
+        self._lent_level = 2  # the lent connection's own PRAGMA synchronous, restored after each job
 
     # -- the worker ---------------------------------------------------------
 
     async def _run(self, fn: Callable[..., T], *args: Any, synced: bool = True) -> T:
-        """Run ``fn(conn, ...)`` on the store's worker thread, to its end even if the
-        caller is cancelled meanwhile (:attr:`settles`).
+        """Run ``fn(conn, ...)`` off the loop (on the store's worker thread, or the
+        saver's when it lends its connection), to its end even if the caller is
+        cancelled meanwhile (:attr:`settles`).
 
         Every commit is fsync'd (``PRAGMA synchronous=FULL``) unless ``synced`` is
         false (``NORMAL``: on disk for any process crash, and fsync'd by the next
@@ -90,16 +73,44 @@ class SqliteRunStore(RunStore):
         Raises:
             CheckpointError: the file cannot be written (disk full, locked too long).
         """
-
-        def call() -> T:
-            conn = self._connection()
-            self._sync(conn, synced)
-            return fn(conn, *args)
-
         try:
-            return await self._worker.call(call)
+            if self._lent is not None:
+                return await self._lent.call(lambda conn: self._on_lent(conn, synced, fn, args))
+            return await self._worker.call(lambda: self._on_own(synced, fn, args))
         except (sqlite3.Error, OSError) as exc:
             raise CheckpointError("", f"the runs table in {self.path.name!r}: {type(exc).__name__}: {exc}") from exc
+
+    def _on_own(self, synced: bool, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        conn = self._connection()
+        self._sync(conn, synced)
+        return fn(conn, *args)
+
+    def _on_lent(self, conn: sqlite3.Connection, synced: bool, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        """One job on the saver's connection, left as it was found: its row factory,
+        its ``synchronous`` level, and no transaction open (the saver's connection
+        opens one implicitly before a write; it is committed here)."""
+        lent = self._lent
+        assert lent is not None
+        if id(conn) not in lent.prepared:
+            _make_tables(conn)
+            self._lent_level = int(conn.execute("PRAGMA synchronous").fetchone()[0])
+            lent.prepared.add(id(conn))
+        rows, conn.row_factory = conn.row_factory, sqlite3.Row
+        if not synced:
+            conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            out = fn(conn, *args)
+            if conn.in_transaction:
+                conn.commit()
+            return out
+        except BaseException:
+            if conn.in_transaction:
+                conn.rollback()
+            raise
+        finally:
+            conn.row_factory = rows
+            if not synced:
+                conn.execute(f"PRAGMA synchronous={self._lent_level}")
 
     def _sync(self, conn: sqlite3.Connection, synced: bool) -> None:
         level = "FULL" if synced else "NORMAL"
@@ -113,12 +124,7 @@ class SqliteRunStore(RunStore):
                                    check_same_thread=False)  # fmt: skip
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
-            have = {r["name"] for r in conn.execute("PRAGMA table_info(slmgraph_runs)")}
-            for column in ("idempotency_key", "result"):
-                if column not in have:
-                    conn.execute(f"ALTER TABLE slmgraph_runs ADD COLUMN {column} TEXT")
-            conn.execute(_KEY_INDEX)
+            _make_tables(conn)
             self._conn, self._conn_pid, self._level = conn, os.getpid(), ""
         return self._conn
 
@@ -320,90 +326,3 @@ class SqliteRunStore(RunStore):
             )
 
         await self._run(body)
-
-
-# -- statements (on the worker thread) -----------------------------------------
-
-
-def _insert(
-    c: sqlite3.Connection, run_id: str, thread_id: str, request: str, key: str | None, status: RunStatus = "accepted",
-) -> None:
-    now = time.time()
-    c.execute(_INSERT, (run_id, thread_id, request, status, None, os.getpid(), HOST, now, now, key, None))
-
-
-def _latest_checkpoint(c: sqlite3.Connection, thread_id: str) -> str | None:
-    """The id of the thread's newest checkpoint in LangGraph's SQLite table (in this
-    file, written by LangGraph's saver on its own connection)."""
-    row = c.execute(
-        "SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = '' "
-        "ORDER BY checkpoint_id DESC LIMIT 1",
-        (thread_id,),
-    ).fetchone()
-    return None if row is None else str(row["checkpoint_id"])
-
-
-def _set_status(c: sqlite3.Connection, run_id: str, status: RunStatus, error: str | None) -> None:
-    c.execute(
-        "UPDATE slmgraph_runs SET status = ?, error = ?, pid = ?, host = ?, updated = ? WHERE run_id = ?",
-        (status, error, os.getpid(), HOST, time.time(), run_id),
-    )
-
-
-def _owner_alive(c: sqlite3.Connection, run: RunRecord) -> bool:
-    if run.host == HOST:
-        return pid_alive(run.pid)
-    lease = c.execute("SELECT * FROM slmgraph_leases WHERE thread_id = ?", (run.thread_id,)).fetchone()
-    return bool(lease) and run_of(lease["run_id"]) == run.run_id and lease["expires"] > time.time()
-
-
-def _supersede(c: sqlite3.Connection, thread_id: str, run_id: str) -> int:
-    rows = c.execute(
-        "SELECT * FROM slmgraph_runs WHERE thread_id = ? AND run_id != ? AND status IN (?, ?, 'failed')",
-        (thread_id, run_id, *UNFINISHED),
-    ).fetchall()
-    stale = [r for r in map(_record, rows) if r.status == "failed" or not _owner_alive(c, r)]
-    for run in stale:
-        c.execute(
-            "UPDATE slmgraph_runs SET status = 'superseded', error = ?, updated = ? WHERE run_id = ?",
-            (f"a later run ({run_id}) started on the thread", time.time(), run.run_id),
-        )
-    return len(stale)
-
-
-def _live_holder(c: sqlite3.Connection, thread_id: str, holder: str) -> str | None:
-    """The live holder of the thread's lease other than ``holder``, if any."""
-    row = c.execute("SELECT * FROM slmgraph_leases WHERE thread_id = ?", (thread_id,)).fetchone()
-    if row is not None and row["run_id"] != holder and not _stale(row):
-        return str(row["run_id"])
-    return None
-
-
-def _lease(c: sqlite3.Connection, thread_id: str, holder: str, ttl_s: float) -> None:
-    c.execute(
-        "INSERT OR REPLACE INTO slmgraph_leases VALUES (?, ?, ?, ?, ?)",
-        (thread_id, holder, os.getpid(), HOST, time.time() + ttl_s),
-    )
-
-
-def _take(c: sqlite3.Connection, thread_id: str, holder: str, ttl_s: float, *, start: bool, new: bool) -> str | None:
-    busy = _live_holder(c, thread_id, holder)
-    if busy is not None:
-        return busy
-    _lease(c, thread_id, holder, ttl_s)
-    run_id = run_of(holder)
-    if new:
-        _supersede(c, thread_id, run_id)
-    if start:
-        c.execute(
-            "UPDATE slmgraph_runs SET status = 'running', pid = ?, host = ?, updated = ? "
-            "WHERE run_id = ? AND status IN ('accepted', 'running', 'failed')",
-            (os.getpid(), HOST, time.time(), run_id),
-        )
-    return None
-
-
-def _stale(lease: sqlite3.Row) -> bool:
-    if lease["expires"] <= time.time():
-        return True
-    return lease["host"] == HOST and not pid_alive(int(lease["pid"]))

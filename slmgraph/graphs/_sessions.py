@@ -116,6 +116,9 @@ class Sessions:
         elif shared is None and isinstance(self.checkpoint, BaseCheckpointSaver):
             shared = postgres_store_of(self.checkpoint)
             path = None if shared else await sqlite_file_of(self.checkpoint)
+        if shared is None and path is not None and isinstance(self.checkpoint, BaseCheckpointSaver):
+            # The caller's saver, open for the graph's life: the runs table borrows its connection.
+            return SqliteRunStore(path, saver=self.checkpoint)
         return shared or (SqliteRunStore(path) if path is not None else MemoryRunStore())
 
     def _effects(self, thread_id: str, run_id: str) -> StoredEffects | None:
