@@ -38,8 +38,10 @@ def graph_channels(config: Mapping[str, Any] | None) -> Collection[str] | None:
     when the config does not carry LangGraph's reader (a direct call)."""
     read = ((config or {}).get("configurable") or {}).get(_READ)
     for arg in getattr(read, "args", ()):
-        if isinstance(arg, Mapping) and arg and isinstance(next(iter(arg.values())), BaseChannel):
-            return arg.keys()
+        # (A plain dict first: an isinstance check against Mapping is slow, and this
+        # runs on every node call.)
+        if (type(arg) is dict or isinstance(arg, Mapping)) and arg and isinstance(next(iter(arg.values())), BaseChannel):
+            return arg
     return None
 
 
@@ -53,10 +55,17 @@ def require_fields(
     channels = graph_channels(config)
     if channels is None:
         return
+    for f in fields:
+        if f not in channels:
+            break
+    else:
+        for f in own:
+            if f not in channels:
+                break
+        else:
+            return
     missing = [f for f in fields if f not in channels]
     missing_own = [f for f in own if f not in channels]
-    if not missing and not missing_own:
-        return
     node = ((config or {}).get("metadata") or {}).get("langgraph_node") or node  # the name it was added under
     fixes = []
     if missing:
