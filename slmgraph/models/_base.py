@@ -255,6 +255,12 @@ class Model(ABC):
     async def aclose(self) -> None:
         """Release connections. Safe to call more than once."""
 
+    async def aprepare(self) -> None:
+        """Get ready for the first call without making one: import the client
+        library and open the running loop's client. A server calls it before it
+        accepts requests, so that its first requests do not pay for it. Sends
+        nothing; safe to call more than once. The default does nothing."""
+
     def complete_sync(
         self,
         messages: Sequence[Message],

@@ -142,6 +142,10 @@ class OllamaModel(Model):
             self._client_loop = loop
         return self._client
 
+    async def aprepare(self) -> None:
+        """Import the ``ollama`` library and make this loop's client; sends nothing."""
+        self._get_client()
+
     async def aclose(self) -> None:
         """Close the HTTP connections. Safe to call more than once."""
         client, loop = self._client, self._client_loop

@@ -310,6 +310,10 @@ class OpenAIModel(Model):
         except openai.OpenAIError as exc:
             raise sdk_error(self, exc, None) from exc
 
+    async def aprepare(self) -> None:
+        """Make this loop's client (its SSL context is most of a first call's set-up); sends nothing."""
+        self._client()
+
     async def aclose(self) -> None:
         """Close this event loop's HTTP client, and forget clients of other loops."""
         try:

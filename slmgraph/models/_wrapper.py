@@ -77,6 +77,10 @@ class WrapperModel(Model):
         for m in self.members:
             await m.aclose()
 
+    async def aprepare(self) -> None:
+        for m in self.members:
+            await m.aprepare()
+
     def __getattr__(self, name: str) -> Any:
         # Backend extras (list_models(), embed(), host, ...) pass through to the primary.
         if name in ("members", "inner") or name.startswith("__"):

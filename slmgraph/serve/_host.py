@@ -13,7 +13,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from ._failures import Failure, ServerBusy, UnknownModel, failure_of, is_storage
 log = logging.getLogger("slmgraph.serve")
 
 __all__ = ["GraphHost", "ServerBusy", "UnknownModel", "Failure", "failure_of", "is_storage_fault", "extension",
-           "content_of", "Ticket"]
+           "content_of", "Ticket", "prepare_models"]
 
 
 def content_of(result: RunResult) -> str:
@@ -132,6 +132,29 @@ class _Limiter:
 _END = object()
 
 
+async def prepare_models(graphs: Iterable[SLMGraph]) -> None:
+    """Ready each model of ``graphs`` for its first call (``Model.aprepare``: its
+    client library imported, this loop's client made), sending nothing.
+
+    A server does this before it accepts requests: otherwise the first request of
+    each process pays for it (about 0.15 s of CPU with the Ollama client, most of it
+    importing the library and loading the TLS certificates of its two clients),
+    and a burst reaching several fresh processes at once pays it in all of them
+    together, on the same cores. A model that cannot get ready is logged and
+    left to its first call, which reports the problem to that request."""
+    seen: set[int] = set()
+    for g in graphs:
+        for key, model in g.spec.models.items():
+            if id(model) in seen:
+                continue
+            seen.add(id(model))
+            try:
+                await model.aprepare()
+            except Exception as exc:  # noqa: BLE001 - the first call raises it typed
+                log.warning("model %r (%s) could not get ready before the first request: %s: %s",
+                            key, model.name, type(exc).__name__, exc)
+
+
 def _probe_file(path: Path, timeout: float) -> str | None:
     try:
         st = os.statvfs(path.parent)
@@ -182,7 +205,9 @@ class GraphHost:
         return self.graphs[name]
 
     async def start(self) -> None:
-        """Open each checkpoint file once and rebind the graphs to the shared saver.
+        """Open each checkpoint file once and rebind the graphs to the shared saver,
+        open each PostgreSQL store's pool, and ready every model
+        (:func:`prepare_models`): all before the server accepts a request.
 
         A graph built with a checkpoint *path* would open a new SQLite connection per
         run; a server shares one per file instead.
@@ -199,6 +224,7 @@ class GraphHost:
             if path not in savers:
                 savers[path] = await self._open(path)
             self.graphs[name] = SLMGraph(g.spec, checkpoint=savers[path], name=g.name)
+        await prepare_models(self.graphs.values())
         self.recovery = asyncio.create_task(self._recover(), name="slmgraph-serve-recover")
 
     async def _recover(self) -> int:
