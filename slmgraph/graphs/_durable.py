@@ -224,6 +224,24 @@ class _Heartbeat:
                 log.warning("lease of thread %s: a renewal failed: %s", self.lease.thread_id, renewal.exception())
 
 
+class _Guard:
+    """Turns a storage failure (sqlite3.Error, OSError, driver errors) inside the
+    block into a :class:`CheckpointError` for the config's thread. A plain class,
+    not ``contextlib.contextmanager``: it wraps every checkpoint write."""
+
+    __slots__ = ("thread", "config")
+
+    def __init__(self, thread: Any, config: Any) -> None:
+        self.thread, self.config = thread, config
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        if isinstance(exc, Exception) and not isinstance(exc, CheckpointError):
+            raise CheckpointError(self.thread(self.config), f"{type(exc).__name__}: {exc}") from exc
+
+
 class GuardedSaver(BaseCheckpointSaver):
     """Delegates to a checkpointer and raises :class:`CheckpointError` when a write
     fails, so a full disk or a locked database stops the run with a typed error.
@@ -241,9 +259,8 @@ class GuardedSaver(BaseCheckpointSaver):
     def _thread(config: Any) -> str:
         return str((config or {}).get("configurable", {}).get("thread_id", "?"))
 
-    def _failed(self, config: Any, exc: Exception) -> CheckpointError:
-        # any storage failure: sqlite3.Error, OSError, driver errors
-        return CheckpointError(self._thread(config), f"{type(exc).__name__}: {exc}")
+    def _guard(self, config: Any) -> _Guard:
+        return _Guard(self._thread, config)
 
     def watch(self, thread_id: str) -> None:
         """Start noting the newest root checkpoint written for ``thread_id``."""
@@ -268,22 +285,14 @@ class GuardedSaver(BaseCheckpointSaver):
         return self.inner.list(config, filter=filter, before=before, limit=limit)
 
     def put(self, config, checkpoint, metadata, new_versions):
-        try:
+        with self._guard(config):
             out = self.inner.put(config, checkpoint, metadata, new_versions)
-        except CheckpointError:
-            raise
-        except Exception as exc:
-            raise self._failed(config, exc) from exc
         self._noted(config, checkpoint)
         return out
 
     def put_writes(self, config, writes: Sequence, task_id: str, task_path: str = ""):
-        try:
+        with self._guard(config):
             return self.inner.put_writes(config, writes, task_id, task_path)
-        except CheckpointError:
-            raise
-        except Exception as exc:
-            raise self._failed(config, exc) from exc
 
     def _noted(self, config: Any, checkpoint: Any) -> None:
         if self._newest:
@@ -303,22 +312,14 @@ class GuardedSaver(BaseCheckpointSaver):
             yield item
 
     async def aput(self, config, checkpoint, metadata, new_versions):
-        try:
+        with self._guard(config):
             out = await self.inner.aput(config, checkpoint, metadata, new_versions)
-        except CheckpointError:
-            raise
-        except Exception as exc:
-            raise self._failed(config, exc) from exc
         self._noted(config, checkpoint)
         return out
 
     async def aput_writes(self, config, writes: Sequence, task_id: str, task_path: str = ""):
-        try:
+        with self._guard(config):
             return await self.inner.aput_writes(config, writes, task_id, task_path)
-        except CheckpointError:
-            raise
-        except Exception as exc:
-            raise self._failed(config, exc) from exc
 
     async def adelete_thread(self, thread_id: str) -> None:
         return await self.inner.adelete_thread(thread_id)

@@ -113,12 +113,6 @@ class Worker:
         self._queue().put(job)
         return await _outcome(job)
 
-    def stop(self) -> None:
-        """Let the thread end once the jobs handed over so far are done."""
-        if self.started:
-            self._queue().put(None)
-            self._jobs = None
-
 
 class SaverThread:
     """The thread and connection of LangGraph's ``AsyncSqliteSaver`` (an aiosqlite
