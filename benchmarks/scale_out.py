@@ -92,11 +92,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_config(path: Path, url: str, parallel: int, checkpoint: str) -> Path:
+def write_config(path: Path, url: str, parallel: int, checkpoint: str, max_starting: int | None = None) -> Path:
+    starting = "" if max_starting is None else f"max_starting = {max_starting}\n"
     path.write_text(
         f'checkpoint = "{checkpoint}"\n\n[small]\nprovider = "ollama"\nmodel = "fault-model"\n'
         f'host = "{url}"\nmax_parallel = {parallel}\ntimeout = 30\n\n'
-        f"[serve]\nmax_concurrency = {2 * parallel}\nmax_queue = 1024\n"
+        f"[serve]\nmax_concurrency = {2 * parallel}\nmax_queue = 1024\n{starting}"
     )
     return path
 
@@ -159,7 +160,7 @@ def part_serve(args, pg) -> None:
         for k in args.processes:
             dsn = pg.createdb(f"serve_{k}_{int(time.time())}")
             work = Path(tempfile.mkdtemp(prefix="scale-bench-"))
-            cfg = write_config(work / "slm.toml", fault.url, 2 * p, dsn)
+            cfg = write_config(work / "slm.toml", fault.url, 2 * p, dsn, args.max_starting)
             port = free_port()
             proc = subprocess.Popen(
                 [sys.executable, "-c", _SERVE.format(here=str(HERE)), "serve", "echo", "--config", str(cfg),
@@ -329,6 +330,8 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.2, help="L: seconds per model call")
     ap.add_argument("--processes", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--requests", type=int, default=160, help="concurrent requests per serve run")
+    ap.add_argument("--max-starting", type=int, default=None,
+                    help="serve's max_starting (runs in set-up at once); default: serve's own")
     ap.add_argument("--rows", type=int, default=10000, help="rows of the overhead run without a store")
     ap.add_argument("--sqlite-rows", type=int, default=2000, help="rows of the overhead run with SQLite")
     ap.add_argument("--stores", nargs="+", default=["none", "sqlite"])

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from ._errors import ConfigError, RequestTooLargeError, UserError
 from .ledger import PriceTable, Recorder
+from ._starting import started
 from ._untrusted import neutralize_messages, require_unicode
 from .models._base import Message, Model, ModelReply, ModelSettings
 
@@ -76,6 +77,7 @@ class RunContext:
         model = self.model(key)
         messages = neutralize_messages(messages)  # request text cannot open a chat turn
         check_fits(model, messages, settings)
+        started()  # the run's set-up is over: the start gate lets the next one in
         reply = await model.complete(messages, schema=schema, settings=settings)
         tier: Literal["small", "large"] = "large" if key in self.large_keys else "small"
         self.recorder.add(reply, node=node, skill=skill, reason=reason, tier=tier, key=key, local=model.local)

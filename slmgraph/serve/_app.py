@@ -110,7 +110,9 @@ class _Server:
     def __init__(self, graphs: dict[str, SLMGraph], cfg: ServeConfig, metrics: Metrics) -> None:
         self.cfg = cfg
         self.metrics = metrics
-        self.host = GraphHost(graphs, max_concurrency=cfg.max_concurrency, max_queue=cfg.max_queue)
+        self.host = GraphHost(
+            graphs, max_concurrency=cfg.max_concurrency, max_queue=cfg.max_queue, max_starting=cfg.max_starting
+        )
         self.openai = OpenAIProtocol()
         self.ollama = OllamaProtocol()
         self.created = int(time.time())

@@ -8,6 +8,7 @@ A TOML file may hold a ``[serve]`` table::
     api_keys = ["change-me-to-a-long-random-string"]
     max_concurrency = 8          # graph runs at once; the rest wait in a queue
     max_queue = 64               # waiting runs beyond this get 503
+    max_starting = 2             # runs in set-up (before their first model call) at once
     max_body_bytes = 1048576
     allowed_hosts = ["chat.internal"]   # Host names accepted besides the bind address
     cors_origins = []            # browser origins allowed to call the API (off by default)
@@ -45,6 +46,10 @@ class ServeConfig(BaseModel):
         max_body_bytes: larger request bodies get 413.
         max_concurrency: graph runs in progress at once; further requests queue.
         max_queue: requests waiting for a slot beyond this get 503 at once.
+        max_starting: runs doing their set-up (recorded, leased, first checkpoints
+            written) at once, before their first model call; in a burst the first
+            runs admitted then reach the model hosts first, instead of all of them
+            interleaving and the hosts waiting (see ``slmgraph/_starting.py``).
         stream_chunk_chars: a streamed answer is sent in pieces of this many characters.
         conversation_id_max: longest accepted conversation id.
         allowed_hosts: ``Host`` header names accepted besides the bind address (and,
@@ -69,6 +74,7 @@ class ServeConfig(BaseModel):
     max_body_bytes: PositiveInt = 1_048_576
     max_concurrency: PositiveInt = 8
     max_queue: int = Field(default=64, ge=0)
+    max_starting: PositiveInt = 2
     stream_chunk_chars: PositiveInt = 32
     conversation_id_max: PositiveInt = 200
     allowed_hosts: list[str] = Field(default_factory=list)

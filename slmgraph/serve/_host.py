@@ -22,6 +22,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from .._errors import ConfigError
+from .._starting import StartGate
 from ..graphs._graph import NodeEvent, SLMGraph
 from ..graphs._state import RunResult
 from ._failures import Failure, ServerBusy, UnknownModel, failure_of, is_storage_fault
@@ -89,9 +90,10 @@ class _Limiter:
     starts, so streaming requests whose runs begin later count too.
     """
 
-    def __init__(self, limit: int, max_queue: int) -> None:
+    def __init__(self, limit: int, max_queue: int, max_starting: int | None = None) -> None:
         self.limit = limit
         self.max_queue = max_queue
+        self.gate = StartGate(max_starting or limit)
         self.active = 0
         self.waiting = 0
         self._sem: asyncio.Semaphore | None = None
@@ -122,7 +124,8 @@ class _Limiter:
         self.active += 1
         ticket.state = "running"
         try:
-            yield
+            async with self.gate.starting():
+                yield
         finally:
             self.active -= 1
             ticket.state = "done"
@@ -176,12 +179,14 @@ class GraphHost:
     """The served graphs by model name, with one shared SQLite connection per
     checkpoint file (opened by :meth:`start`) and the server's run limit."""
 
-    def __init__(self, graphs: Mapping[str, SLMGraph], *, max_concurrency: int, max_queue: int) -> None:
+    def __init__(
+        self, graphs: Mapping[str, SLMGraph], *, max_concurrency: int, max_queue: int, max_starting: int | None = None,
+    ) -> None:
         if not graphs:
             raise ConfigError("graphs", "serve at least one graph")
         self.configured = dict(graphs)
         self.graphs: dict[str, SLMGraph] = dict(graphs)
-        self.limiter = _Limiter(max_concurrency, max_queue)
+        self.limiter = _Limiter(max_concurrency, max_queue, max_starting)
         self._stack: contextlib.AsyncExitStack | None = None
         self._threads: dict[str, list[Any]] = {}  # thread id -> [lock, requests holding or awaiting it]
         self.recovery: asyncio.Task[int] | None = None  # finishing what a crashed server left
