@@ -58,10 +58,13 @@ class StartGate:
         until its first model call or its end. Model calls in tasks the body starts
         (LangGraph's nodes) see the place through a context variable."""
         sem = self._semaphore()
-        try:
-            held = await asyncio.wait_for(sem.acquire(), self.max_wait_s)
-        except TimeoutError:
-            held = False
+        if not sem.locked():  # a free place: taken at once, without a timer task
+            held = await sem.acquire()
+        else:
+            try:
+                held = await asyncio.wait_for(sem.acquire(), self.max_wait_s)
+            except TimeoutError:
+                held = False
         done = not held
 
         def release() -> None:
