@@ -87,7 +87,9 @@ class _Limiter:
     """At most ``limit`` runs at once; up to ``max_queue`` more wait in FIFO order.
 
     A request is counted when it is admitted (:meth:`admit`), before its response
-    starts, so streaming requests whose runs begin later count too.
+    starts, so streaming requests whose runs begin later count too. A run with its
+    slot also passes the start gate (at most ``max_starting`` in set-up at once; by
+    default ``limit``, which never holds anyone back).
     """
 
     def __init__(self, limit: int, max_queue: int, max_starting: int | None = None) -> None:
